@@ -1,0 +1,108 @@
+// Argument checks shared by the CPU and CUDA kernels (one place, both devices).
+// The Python API validates user input with friendlier messages first; these guard the raw ops.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace fishermask_ext {
+
+inline void check_float(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
+              " must be float32 or float64, got ", t.scalar_type());
+}
+
+inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const char* name_a,
+                              const char* name_b) {
+  TORCH_CHECK(a.device() == b.device(), name_a, " is on ", a.device(), " but ", name_b,
+              " is on ", b.device(), "; move them to one device");
+}
+
+inline void check_shape(const at::Tensor& t, at::IntArrayRef shape, const char* name) {
+  TORCH_CHECK(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
+}
+
+// trace_ratio_step: A, B [N, C, C] f64; W, Z [N, C, C] f32/f64 (both or neither);
+// S, Q [C, C] f64; eligible [N] bool.
+inline void check_trace_ratio_step(const at::Tensor& A, const at::Tensor& B,
+                                   const c10::optional<at::Tensor>& W,
+                                   const c10::optional<at::Tensor>& Z, const at::Tensor& S,
+                                   const at::Tensor& Q, const at::Tensor& eligible) {
+  TORCH_CHECK(A.dim() == 3 && A.size(1) == A.size(2), "A must be [N, C, C], got ", A.sizes());
+  const int64_t N = A.size(0), C = A.size(1);
+  TORCH_CHECK(A.scalar_type() == at::kDouble && B.scalar_type() == at::kDouble &&
+                  S.scalar_type() == at::kDouble && Q.scalar_type() == at::kDouble,
+              "A, B, S and Q must be float64");
+  TORCH_CHECK(A.is_contiguous() && B.is_contiguous(), "A and B must be contiguous (updated in place)");
+  check_shape(B, {N, C, C}, "B");
+  check_shape(S, {C, C}, "S");
+  check_shape(Q, {C, C}, "Q");
+  check_shape(eligible, {N}, "eligible");
+  TORCH_CHECK(eligible.scalar_type() == at::kBool, "eligible must be bool");
+  TORCH_CHECK(W.has_value() == Z.has_value(), "give both W and Z, or neither");
+  for (const at::Tensor* t : {&B, &S, &Q, &eligible}) check_same_device(A, *t, "A", "an argument");
+  if (W.has_value()) {
+    check_float(*W, "W");
+    TORCH_CHECK(W->scalar_type() == Z->scalar_type(), "W and Z must have one dtype");
+    check_shape(*W, {N, C, C}, "W");
+    check_shape(*Z, {N, C, C}, "Z");
+    check_same_device(A, *W, "A", "W");
+    check_same_device(A, *Z, "A", "Z");
+  }
+}
+
+// greedy_select: X [N, C, D] f32/f64; P0, F [D, D] f64; 0 < budget <= n_forward <= N.
+inline void check_greedy_select(const at::Tensor& X, const at::Tensor& P0, const at::Tensor& F,
+                                int64_t budget, int64_t n_forward, int64_t chunk) {
+  TORCH_CHECK(X.dim() == 3, "X must be [N, C, D], got ", X.sizes());
+  check_float(X, "X");
+  const int64_t N = X.size(0), D = X.size(2);
+  TORCH_CHECK(P0.scalar_type() == at::kDouble && F.scalar_type() == at::kDouble,
+              "P0 and F must be float64");
+  check_shape(P0, {D, D}, "P0");
+  check_shape(F, {D, D}, "F");
+  check_same_device(X, P0, "X", "P0");
+  check_same_device(X, F, "X", "F");
+  TORCH_CHECK(budget >= 1 && budget <= n_forward && n_forward <= N,
+              "need 1 <= budget <= n_forward <= N, got budget=", budget,
+              " n_forward=", n_forward, " N=", N);
+  TORCH_CHECK(chunk >= 1, "chunk must be >= 1, got ", chunk);
+}
+
+// masked_linear_grad: a [n, S, I]; delta [C, n, S, O]; index [m] int64 in [0, O*I).
+inline void check_masked_linear_grad(const at::Tensor& a, const at::Tensor& delta,
+                                     const at::Tensor& index) {
+  TORCH_CHECK(a.dim() == 3, "a must be [n, S, I], got ", a.sizes());
+  TORCH_CHECK(delta.dim() == 4 && delta.size(1) == a.size(0) && delta.size(2) == a.size(1),
+              "delta must be [C, n, S, O] with n, S of a ", a.sizes(), ", got ", delta.sizes());
+  check_float(a, "a");
+  TORCH_CHECK(delta.scalar_type() == a.scalar_type(), "a and delta must have one dtype");
+  TORCH_CHECK(index.dim() == 1 && index.scalar_type() == at::kLong, "index must be [m] int64");
+  check_same_device(a, delta, "a", "delta");
+  check_same_device(a, index, "a", "index");
+}
+
+// masked_conv2d_grad: x [n, Cin, H, W]; delta [C, n, O, Ho, Wo]; index [m] int64.
+inline void check_masked_conv2d_grad(const at::Tensor& x, const at::Tensor& delta,
+                                     const at::Tensor& index, at::IntArrayRef kernel_size,
+                                     at::IntArrayRef stride, at::IntArrayRef padding,
+                                     at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK(x.dim() == 4, "x must be [n, Cin, H, W], got ", x.sizes());
+  TORCH_CHECK(delta.dim() == 5 && delta.size(1) == x.size(0),
+              "delta must be [C, n, O, Ho, Wo] with n of x, got ", delta.sizes());
+  check_float(x, "x");
+  TORCH_CHECK(delta.scalar_type() == x.scalar_type(), "x and delta must have one dtype");
+  TORCH_CHECK(index.dim() == 1 && index.scalar_type() == at::kLong, "index must be [m] int64");
+  check_same_device(x, delta, "x", "delta");
+  check_same_device(x, index, "x", "index");
+  TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 &&
+                  dilation.size() == 2, "kernel_size, stride, padding, dilation take 2 values");
+  TORCH_CHECK(groups >= 1 && x.size(1) % groups == 0 && delta.size(2) % groups == 0,
+              "groups=", groups, " must divide Cin=", x.size(1), " and O=", delta.size(2));
+  for (int d = 0; d < 2; ++d) {
+    const int64_t span = dilation[d] * (kernel_size[d] - 1) + 1;
+    const int64_t out = (x.size(2 + d) + 2 * padding[d] - span) / stride[d] + 1;
+    TORCH_CHECK(delta.size(3 + d) == out, "delta spatial dim ", d, " is ", delta.size(3 + d),
+                " but the convolution gives ", out);
+  }
+}
+
+}  // namespace fishermask_ext

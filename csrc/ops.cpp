@@ -1,0 +1,41 @@
+// The one schema file: every fishermask_ext op is declared here; csrc/cpu/*.cpp and
+// csrc/cuda/*.cu register the device kernels, fishermask_ext/_ops.py the fake (meta) kernels.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing fishermask_ext._C runs the static TORCH_LIBRARY initialisers below; the module
+// itself is empty (no pybind11: the ops are reached through torch.ops.fishermask_ext).
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(fishermask_ext, m) {
+  // ---- selection (ALGORITHM.md, step E) ----
+  // One greedy step for all candidates: when W, Z are given, apply the rank-C commit update
+  //   A_i -= W_i S W_iᵀ;  B_i -= W_i S Z_iᵀ + Z_i S W_iᵀ - W_i S Q S W_iᵀ
+  // in place, then score every eligible candidate, score_i = sigma * tr((I + sigma A_i)⁻¹ B_i),
+  // and return (scores [N] f64, -inf where not eligible or not positive definite,
+  //             best [] int64, the first eligible index of maximal score).
+  // A, B: [N, C, C] f64; W, Z: [N, C, C] f32/f64; S, Q: [C, C] f64; eligible: [N] bool.
+  m.def("trace_ratio_step(Tensor(a!) A, Tensor(b!) B, Tensor? W, Tensor? Z, Tensor S, "
+        "Tensor Q, Tensor eligible, float sigma) -> (Tensor, Tensor)");
+  // The whole greedy loop of step E on scaled embeddings X̃ = scale * X.
+  // X: [N, C, D] f32/f64; P0: [D, D] f64; F: [D, D] f64. n_forward forward picks, then
+  // n_forward - budget backward removals. Returns [budget] int64 indices in pick order.
+  m.def("greedy_select(Tensor X, Tensor P0, Tensor F, float scale, int budget, int n_forward, "
+        "int chunk) -> Tensor");
+
+  // ---- embeddings (ALGORITHM.md, step C) ----
+  // out[n, c, k] = sum_s delta[c, n, s, o_k] * a[n, s, i_k], (o_k, i_k) = divmod(index[k], I).
+  // a: [n, S, I]; delta: [C, n, S, O]; index: [m] int64 into the [O, I] weight. -> [n, C, m]
+  m.def("masked_linear_grad(Tensor a, Tensor delta, Tensor index) -> Tensor");
+  // Per-sample masked Conv2d weight gradient, reading input patches in place (no unfold):
+  // out[n, c, k] = sum_{y,x} delta[c, n, o, y, x] * x_pad[n, g*Ig + i, y*s + α*d, x*s + β*d]
+  // with index[k] = ((o*Ig + i)*kh + α)*kw + β, g = o / (O / groups).
+  // x: [n, Cin, H, W]; delta: [C, n, O, Ho, Wo]; index: [m] int64. -> [n, C, m]
+  m.def("masked_conv2d_grad(Tensor x, Tensor delta, Tensor index, int[2] kernel_size, "
+        "int[2] stride, int[2] padding, int[2] dilation, int groups) -> Tensor");
+}

@@ -1,0 +1,11 @@
+"""fishermask_ext: fused CPU/CUDA kernels for Fisher-information active learning.
+
+Selection (step E of ALGORITHM.md): `select_batch`, `fisher_matrix`.
+`native_available(device)` tells whether the compiled kernels are there; every op falls back to
+its pure-PyTorch twin in `fishermask_ext.reference` otherwise.
+"""
+from ._ops import native_available
+from .select import fisher_matrix, select_batch
+
+__version__ = "0.1.0"
+__all__ = ["select_batch", "fisher_matrix", "native_available"]

@@ -1,0 +1,104 @@
+"""Pure-PyTorch twins of every native op: same names, same signatures, same results.
+
+They are the fallback when the compiled extension is missing (or lacks a kernel for a device)
+and the oracle of every native-op test. Shapes follow csrc/ops.cpp.
+"""
+import torch
+
+__all__ = ["trace_ratio_step", "greedy_select", "masked_linear_grad", "masked_conv2d_grad"]
+
+
+def trace_ratio_step(A, B, W, Z, S, Q, eligible, sigma):
+    """One greedy step for all candidates (see csrc/ops.cpp); updates A and B in place.
+
+    A, B: [N, C, C] f64; W, Z: [N, C, C] or None; S, Q: [C, C] f64; eligible: [N] bool.
+    Returns (scores [N] f64, best [] int64).
+    """
+    if W is not None:
+        W, Z = W.to(torch.float64), Z.to(torch.float64)
+        WS = W @ S                                   # [N, C, C]
+        A.sub_(WS @ W.mT)
+        B.sub_(WS @ Z.mT + Z @ S @ W.mT - WS @ Q @ WS.mT)
+    N, C = A.shape[0], A.shape[1]
+    eye = torch.eye(C, dtype=A.dtype, device=A.device)
+    L, info = torch.linalg.cholesky_ex(eye + sigma * A)
+    L = torch.where((info == 0)[:, None, None], L, eye)      # keep the solve finite
+    Y = torch.linalg.solve_triangular(L, B, upper=False)      # L⁻¹ B
+    Y = torch.linalg.solve_triangular(L, Y.mT, upper=False)   # L⁻¹ B L⁻ᵀ
+    scores = sigma * Y.diagonal(dim1=-2, dim2=-1).sum(-1)
+    scores = scores.masked_fill(~eligible | (info != 0), float("-inf"))
+    return scores, _first_best(scores, eligible)
+
+
+def _first_best(scores, eligible):
+    """Index of the first maximal score; the first eligible index if all are -inf; -1 if none."""
+    if not bool(eligible.any()):
+        return torch.full((), -1, dtype=torch.long, device=scores.device)
+    if bool(torch.isneginf(scores).all()):
+        return eligible.nonzero()[0, 0]
+    return scores.argmax()   # documented to return the first of equal maxima
+
+
+def greedy_select(X, P0, F, scale, budget, n_forward, chunk):
+    """Step E of ALGORITHM.md with the incremental A/B update, on X̃ = scale · X.
+
+    X: [N, C, D] f32/f64; P0, F: [D, D] f64. Returns [budget] int64 in pick order.
+    """
+    N, C, D = X.shape
+    dev, f64 = X.device, torch.float64
+    A = torch.empty(N, C, C, dtype=f64, device=dev)
+    B = torch.empty(N, C, C, dtype=f64, device=dev)
+    P0x, Fx = P0.to(X.dtype), F.to(X.dtype)
+    for s in range(0, N, chunk):                       # Y = X̃ P0, A = Y X̃ᵀ, B = (Y F) Yᵀ
+        Xc = X[s:s + chunk] * scale
+        Yc = Xc @ P0x
+        A[s:s + chunk] = (Yc @ Xc.mT).to(f64)
+        B[s:s + chunk] = ((Yc @ Fx) @ Yc.mT).to(f64)
+    P = P0.clone()
+    selected = torch.zeros(N, dtype=torch.bool, device=dev)
+    order = []
+    zero = torch.zeros(C, C, dtype=f64, device=dev)
+    _, best = trace_ratio_step(A, B, None, None, zero, zero, ~selected, 1.0)
+    n_steps = 2 * n_forward - budget
+    for t in range(n_steps):
+        forward = t < n_forward
+        j = int(best)
+        selected[j] = forward
+        if forward:
+            order.append(j)
+        if t + 1 == n_steps:
+            break
+        sigma = 1.0 if forward else -1.0
+        x_j = X[j].to(f64) * scale                      # [C, D]
+        u = P @ x_j.T                                   # [D, C]
+        eye = torch.eye(C, dtype=f64, device=dev)
+        S = torch.linalg.inv(sigma * eye + A[j])
+        v = P @ (F @ u)
+        Q = B[j].clone()
+        WZ = (X.reshape(N * C, D) @ torch.cat([u, v], 1).to(X.dtype)).view(N, C, 2 * C) * scale
+        P = P - u @ S @ u.T
+        next_forward = t + 1 < n_forward
+        _, best = trace_ratio_step(A, B, WZ[..., :C], WZ[..., C:], S, Q,
+                                   ~selected if next_forward else selected,
+                                   1.0 if next_forward else -1.0)
+    kept = [j for j in order if selected[j]]
+    return torch.tensor(kept, dtype=torch.long, device=dev)
+
+
+def masked_linear_grad(a, delta, index):
+    """a: [n, S, I]; delta: [C, n, S, O]; index: [m] into the [O, I] weight -> [n, C, m]."""
+    I = a.shape[-1]
+    return torch.einsum("cnsm,nsm->ncm", delta[..., index // I], a[..., index % I])
+
+
+def masked_conv2d_grad(x, delta, index, kernel_size, stride, padding, dilation, groups):
+    """x: [n, Cin, H, W]; delta: [C, n, O, Ho, Wo]; index: [m] into the weight -> [n, C, m]."""
+    kh, kw = kernel_size
+    O, Ig = delta.shape[2], x.shape[1] // groups
+    unf = torch.nn.functional.unfold(x, (kh, kw), dilation=dilation, padding=padding,
+                                     stride=stride)                 # [n, Cin*kh*kw, L]
+    per_out = Ig * kh * kw
+    o = index // per_out
+    col = (o // (O // groups)) * per_out + index % per_out
+    d = delta.flatten(3)[:, :, o]                                   # [C, n, m, L]
+    return torch.einsum("cnml,nml->ncm", d, unf[:, col])

@@ -1,0 +1,144 @@
+"""Greedy Fisher trace-ratio batch selection (FisherMask / BAIT, ALGORITHM.md step E)."""
+import math
+import numbers
+
+import torch
+
+from ._ops import resolve
+
+__all__ = ["select_batch", "fisher_matrix"]
+
+_CHUNK_BYTES = 64 << 20   # working set of one chunk of candidates during initialisation
+
+
+def fisher_matrix(emb):
+    """Mean per-sample Fisher, (1/N) Σ_i X_iᵀ X_i, in float64.
+
+    emb: [N, C, D] float32 or float64 embeddings. Returns [D, D] float64 (zeros when N = 0).
+    One symmetric product of the (N·C)×D matrix, accumulated over chunks; a float32 input is
+    multiplied in float32 and accumulated in float64.
+    """
+    _check_embeddings(emb, "emb", allow_empty=True)
+    N, C, D = emb.shape
+    out = torch.zeros(D, D, dtype=torch.float64, device=emb.device)
+    rows = max(1, _CHUNK_BYTES // max(1, C * D * emb.element_size()))
+    for s in range(0, N, rows):
+        Xc = emb[s:s + rows].reshape(-1, D)
+        out += (Xc.T @ Xc).to(torch.float64)
+    return out / max(N, 1)
+
+
+def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labeled=None,
+                 pool_fisher=None, lamb=1.0, backward_steps=0, backend="auto"):
+    """Pick `budget` candidates that greedily minimise the Fisher trace ratio tr(M⁻¹F).
+
+    Args:
+        unlabeled: [N, C, D] float32/float64, the embedding X_i of each unlabeled candidate.
+        budget: K, the number of candidates to pick (1 <= K <= N).
+        labeled: [n_L, C, D] embeddings of the labeled points (same dtype/device), or None.
+        labeled_fisher: [D, D] F_L (mean of X_iᵀX_i over labeled points), instead of `labeled`.
+        n_labeled: n_L; required with `labeled_fisher`.
+        pool_fisher: [D, D] F; default: mean of X_iᵀX_i over unlabeled and labeled points.
+        lamb: λ > 0, the ridge of M = λI + ... (BAIT used 0.01).
+        backward_steps: b >= 0; pick (b+1)·K forward (at most N), then prune back to K.
+        backend: "auto" (native kernels when built for the device, else the PyTorch twin),
+            "native" or "torch".
+
+    Returns:
+        [K] int64 positions into `unlabeled`, in pick order.
+
+    P, A_i, B_i and F are kept in float64; with float32 embeddings the products over X run in
+    float32, so picks can differ from float64 where scores are within float32 rounding.
+    The caller's tensors are never modified.
+    """
+    _check_embeddings(unlabeled, "unlabeled")
+    N, C, D = unlabeled.shape
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
+        raise TypeError(f"budget must be an int, got {type(budget).__name__}")
+    if not 1 <= budget <= N:
+        raise ValueError(f"budget must be between 1 and the pool size N={N}, got {budget}; "
+                         f"ask for at most {N} points")
+    if isinstance(backward_steps, bool) or not isinstance(backward_steps, numbers.Integral) \
+            or backward_steps < 0:
+        raise ValueError(f"backward_steps must be an int >= 0, got {backward_steps!r}")
+    if not (isinstance(lamb, numbers.Real) and math.isfinite(lamb) and lamb > 0):
+        raise ValueError(f"lamb must be a finite number > 0, got {lamb!r}")
+
+    F_L, n_L = _labeled_fisher(unlabeled, labeled, labeled_fisher, n_labeled)
+    if pool_fisher is None:
+        F = (fisher_matrix(unlabeled) * N + F_L * n_L) / (N + n_L)
+    else:
+        F = _check_fisher(pool_fisher, "pool_fisher", unlabeled)
+    K = int(budget)
+    eye = torch.eye(D, dtype=torch.float64, device=unlabeled.device)
+    M0 = lamb * eye + (n_L / (n_L + K)) * F_L
+    P0 = torch.cholesky_inverse(torch.linalg.cholesky(M0))
+    scale = math.sqrt(K / (n_L + K))
+    n_forward = min((int(backward_steps) + 1) * K, N)
+    chunk = max(1, _CHUNK_BYTES // max(1, 8 * C * D))
+    op = resolve("greedy_select", unlabeled.device, backend)
+    return op(unlabeled, P0, F, scale, K, n_forward, chunk)
+
+
+def _check_embeddings(x, name, allow_empty=False):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor [N, C, D], got {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(f"{name} must have shape [N, C, D] (N points, C classes, D masked "
+                         f"parameters), got shape {tuple(x.shape)}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}; "
+                        f"convert with .float() or .double()")
+    if not allow_empty and x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (N = 0): there is nothing to select from")
+    if x.shape[1] == 0 or x.shape[2] == 0:
+        raise ValueError(f"{name} has C = {x.shape[1]} and D = {x.shape[2]}; both must be >= 1")
+    if not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"{name} contains NaN or Inf (first bad rows: {bad}); "
+                         f"recompute or drop those embeddings")
+
+
+def _check_fisher(F, name, like):
+    D = like.shape[2]
+    if not isinstance(F, torch.Tensor) or tuple(F.shape) != (D, D):
+        shape = tuple(F.shape) if isinstance(F, torch.Tensor) else type(F).__name__
+        raise ValueError(f"{name} must be a [D, D] = [{D}, {D}] tensor, got {shape}")
+    if F.device != like.device:
+        raise ValueError(f"{name} is on {F.device} but the embeddings are on {like.device}; "
+                         f"move it with .to({str(like.device)!r})")
+    if F.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {F.dtype}")
+    F = F.to(torch.float64)
+    if not bool(torch.isfinite(F).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    tol = 1e-6 * max(float(F.abs().max()), 1e-300)
+    if float((F - F.T).abs().max()) > tol:
+        raise ValueError(f"{name} is not symmetric (max |F - Fᵀ| = "
+                         f"{float((F - F.T).abs().max()):.3g}); pass (F + F.T) / 2")
+    return F
+
+
+def _labeled_fisher(unlabeled, labeled, labeled_fisher, n_labeled):
+    """(F_L [D, D] float64, n_L) from `labeled` or from (`labeled_fisher`, `n_labeled`)."""
+    D = unlabeled.shape[2]
+    if labeled is not None and labeled_fisher is not None:
+        raise ValueError("give either labeled (embeddings) or labeled_fisher, not both")
+    if labeled is not None:
+        _check_embeddings(labeled, "labeled", allow_empty=True)
+        if labeled.shape[1:] != unlabeled.shape[1:]:
+            raise ValueError(f"labeled has [C, D] = {tuple(labeled.shape[1:])} but unlabeled has "
+                             f"{tuple(unlabeled.shape[1:])}; embed both with the same mask")
+        if labeled.device != unlabeled.device or labeled.dtype != unlabeled.dtype:
+            raise ValueError(f"labeled is {labeled.dtype} on {labeled.device} but unlabeled is "
+                             f"{unlabeled.dtype} on {unlabeled.device}; convert one to match")
+        return fisher_matrix(labeled), labeled.shape[0]
+    if labeled_fisher is not None:
+        if isinstance(n_labeled, bool) or not isinstance(n_labeled, numbers.Integral) \
+                or n_labeled < 0:
+            raise ValueError("labeled_fisher needs n_labeled, the number of labeled points "
+                             f"it averages (an int >= 0), got {n_labeled!r}")
+        return _check_fisher(labeled_fisher, "labeled_fisher", unlabeled), int(n_labeled)
+    if n_labeled is not None:
+        raise ValueError("n_labeled is only used with labeled_fisher; pass labeled_fisher too")
+    return torch.zeros(D, D, dtype=torch.float64, device=unlabeled.device), 0

@@ -1,0 +1,64 @@
+"""Build fishermask_ext: the CPU module always, the CUDA kernels when torch has CUDA.
+
+Environment switches:
+  FISHERMASK_FORCE_CUDA=1  build the CUDA kernels even if torch.cuda.is_available() is False
+                           (needs a CUDA build of torch and nvcc)
+  FISHERMASK_FORCE_CPU=1   never build the CUDA kernels
+  FISHERMASK_DEBUG=1       -O0 -g instead of -O3 -g0
+Install with `pip install --no-build-isolation -e .` after torch (see README).
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(name):
+    return os.environ.get(name, "0") not in ("", "0", "false", "False")
+
+
+def _use_cuda():
+    if _flag("FISHERMASK_FORCE_CPU"):
+        return False
+    if _flag("FISHERMASK_FORCE_CUDA"):
+        if torch.version.cuda is None:
+            raise RuntimeError("FISHERMASK_FORCE_CUDA=1 needs a CUDA build of torch "
+                               f"(this torch is {torch.__version__})")
+        return True
+    return torch.version.cuda is not None and torch.cuda.is_available()
+
+
+def _extension():
+    debug = _flag("FISHERMASK_DEBUG")
+    opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
+    cxx = opt + ["-std=c++17", "-fopenmp", "-DPy_LIMITED_API=0x03090000"]
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) +
+                     glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    kwargs = dict(extra_link_args=["-fopenmp"], include_dirs=[os.path.join(HERE, "csrc")],
+                  py_limited_api=True)
+    if _use_cuda():
+        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        nvcc = opt + ["-std=c++17", "--expt-relaxed-constexpr"]
+        return CUDAExtension("fishermask_ext._C", sources,
+                             extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)
+    return CppExtension("fishermask_ext._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
+
+
+setup(
+    name="fishermask_ext",
+    version="0.1.0",
+    description="Fused CPU/CUDA kernels for Fisher-information active learning (FisherMask, BAIT)",
+    packages=find_packages(include=["fishermask_ext", "fishermask_ext.*"]),
+    python_requires=">=3.9",
+    install_requires=["torch", "numpy", "tqdm", "scikit-learn", "matplotlib"],
+    extras_require={"test": ["pytest", "pytest-benchmark"]},
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    entry_points={"console_scripts": ["fishermask=fishermask_ext.cli:main"]},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+)
