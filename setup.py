@@ -36,14 +36,14 @@ def _use_cuda():
 def _extension():
     debug = _flag("FISHERMASK_DEBUG")
     opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
-    cxx = opt + ["-std=c++17", "-fopenmp", "-DPy_LIMITED_API=0x03090000"]
+    cxx = opt + ["-std=c++20", "-fopenmp"]
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) +
                      glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     kwargs = dict(extra_link_args=["-fopenmp"], include_dirs=[os.path.join(HERE, "csrc")],
                   py_limited_api=True)
     if _use_cuda():
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-        nvcc = opt + ["-std=c++17", "--expt-relaxed-constexpr"]
+        nvcc = opt + ["-std=c++20", "--expt-relaxed-constexpr"]
         return CUDAExtension("fishermask_ext._C", sources,
                              extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)
     return CppExtension("fishermask_ext._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)

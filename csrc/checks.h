@@ -20,11 +20,10 @@ inline void check_shape(const at::Tensor& t, at::IntArrayRef shape, const char* 
   TORCH_CHECK(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
 }
 
-// trace_ratio_step: A, B [N, C, C] f64; W, Z [N, C, C] f32/f64 (both or neither);
-// S, Q [C, C] f64; eligible [N] bool.
-inline void check_trace_ratio_step(const at::Tensor& A, const at::Tensor& B,
-                                   const c10::optional<at::Tensor>& W,
-                                   const c10::optional<at::Tensor>& Z, const at::Tensor& S,
+// trace_ratio_step: A, B [N, C, C] f64 contiguous; X [N, C, D] f32/f64; UV [D, 2C] dtype of X
+// or absent; S, Q [C, C] f64; eligible [N] bool.
+inline void check_trace_ratio_step(const at::Tensor& A, const at::Tensor& B, const at::Tensor& X,
+                                   const c10::optional<at::Tensor>& UV, const at::Tensor& S,
                                    const at::Tensor& Q, const at::Tensor& eligible) {
   TORCH_CHECK(A.dim() == 3 && A.size(1) == A.size(2), "A must be [N, C, C], got ", A.sizes());
   const int64_t N = A.size(0), C = A.size(1);
@@ -37,15 +36,14 @@ inline void check_trace_ratio_step(const at::Tensor& A, const at::Tensor& B,
   check_shape(Q, {C, C}, "Q");
   check_shape(eligible, {N}, "eligible");
   TORCH_CHECK(eligible.scalar_type() == at::kBool, "eligible must be bool");
-  TORCH_CHECK(W.has_value() == Z.has_value(), "give both W and Z, or neither");
-  for (const at::Tensor* t : {&B, &S, &Q, &eligible}) check_same_device(A, *t, "A", "an argument");
-  if (W.has_value()) {
-    check_float(*W, "W");
-    TORCH_CHECK(W->scalar_type() == Z->scalar_type(), "W and Z must have one dtype");
-    check_shape(*W, {N, C, C}, "W");
-    check_shape(*Z, {N, C, C}, "Z");
-    check_same_device(A, *W, "A", "W");
-    check_same_device(A, *Z, "A", "Z");
+  check_float(X, "X");
+  TORCH_CHECK(X.dim() == 3 && X.size(0) == N && X.size(1) == C,
+              "X must be [N, C, D] = [", N, ", ", C, ", D], got ", X.sizes());
+  for (const at::Tensor* t : {&B, &X, &S, &Q, &eligible}) check_same_device(A, *t, "A", "an argument");
+  if (UV.has_value()) {
+    TORCH_CHECK(UV->scalar_type() == X.scalar_type(), "UV must have the dtype of X");
+    check_shape(*UV, {X.size(2), 2 * C}, "UV");
+    check_same_device(A, *UV, "A", "UV");
   }
 }
 

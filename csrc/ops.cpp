@@ -14,14 +14,17 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(fishermask_ext, m) {
   // ---- selection (ALGORITHM.md, step E) ----
-  // One greedy step for all candidates: when W, Z are given, apply the rank-C commit update
-  //   A_i -= W_i S W_iᵀ;  B_i -= W_i S Z_iᵀ + Z_i S W_iᵀ - W_i S Q S W_iᵀ
-  // in place, then score every eligible candidate, score_i = sigma * tr((I + sigma A_i)⁻¹ B_i),
-  // and return (scores [N] f64, -inf where not eligible or not positive definite,
-  //             best [] int64, the first eligible index of maximal score).
-  // A, B: [N, C, C] f64; W, Z: [N, C, C] f32/f64; S, Q: [C, C] f64; eligible: [N] bool.
-  m.def("trace_ratio_step(Tensor(a!) A, Tensor(b!) B, Tensor? W, Tensor? Z, Tensor S, "
-        "Tensor Q, Tensor eligible, float sigma) -> (Tensor, Tensor)");
+  // One greedy step for all candidates. When UV = [u v] is given, W = scale·X·u and
+  // Z = scale·X·v (per candidate, C×C each) and the rank-C commit update
+  //   A_i -= W_i S W_iᵀ;  B_i -= W_i S Z_iᵀ + Z_i S W_iᵀ - (W_i S) Q (W_i S)ᵀ
+  // is applied in place to every candidate. Then every eligible candidate is scored,
+  //   score_i = sigma · tr((I + sigma·A_i)⁻¹ B_i),
+  // and the op returns (scores [N] f64: -inf where not eligible or not positive definite,
+  //                     best [] int64: the first eligible index of maximal score, -1 if none).
+  // A, B: [N, C, C] f64; X: [N, C, D] f32/f64; UV: [D, 2C] dtype of X; S, Q: [C, C] f64;
+  // eligible: [N] bool.
+  m.def("trace_ratio_step(Tensor(a!) A, Tensor(b!) B, Tensor X, Tensor? UV, float scale, "
+        "Tensor S, Tensor Q, Tensor eligible, float sigma) -> (Tensor, Tensor)");
   // The whole greedy loop of step E on scaled embeddings X̃ = scale * X.
   // X: [N, C, D] f32/f64; P0: [D, D] f64; F: [D, D] f64. n_forward forward picks, then
   // n_forward - budget backward removals. Returns [budget] int64 indices in pick order.

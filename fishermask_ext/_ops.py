@@ -39,7 +39,7 @@ def resolve(name, device, backend="auto"):
 
 if _IMPORT_ERROR is None:
     @torch.library.register_fake("fishermask_ext::trace_ratio_step")
-    def _(A, B, W, Z, S, Q, eligible, sigma):
+    def _(A, B, X, UV, scale, S, Q, eligible, sigma):
         return A.new_empty(A.shape[:1]), A.new_empty((), dtype=torch.long)
 
     @torch.library.register_fake("fishermask_ext::greedy_select")

@@ -8,18 +8,19 @@ import torch
 __all__ = ["trace_ratio_step", "greedy_select", "masked_linear_grad", "masked_conv2d_grad"]
 
 
-def trace_ratio_step(A, B, W, Z, S, Q, eligible, sigma):
+def trace_ratio_step(A, B, X, UV, scale, S, Q, eligible, sigma):
     """One greedy step for all candidates (see csrc/ops.cpp); updates A and B in place.
 
-    A, B: [N, C, C] f64; W, Z: [N, C, C] or None; S, Q: [C, C] f64; eligible: [N] bool.
-    Returns (scores [N] f64, best [] int64).
+    A, B: [N, C, C] f64; X: [N, C, D]; UV: [D, 2C] (dtype of X) or None; S, Q: [C, C] f64;
+    eligible: [N] bool. Returns (scores [N] f64, best [] int64).
     """
-    if W is not None:
-        W, Z = W.to(torch.float64), Z.to(torch.float64)
+    N, C, D = X.shape
+    if UV is not None:
+        WZ = (X.reshape(N * C, D) @ UV).view(N, C, 2 * C).to(torch.float64) * scale
+        W, Z = WZ[..., :C], WZ[..., C:]
         WS = W @ S                                   # [N, C, C]
         A.sub_(WS @ W.mT)
         B.sub_(WS @ Z.mT + Z @ S @ W.mT - WS @ Q @ WS.mT)
-    N, C = A.shape[0], A.shape[1]
     eye = torch.eye(C, dtype=A.dtype, device=A.device)
     L, info = torch.linalg.cholesky_ex(eye + sigma * A)
     L = torch.where((info == 0)[:, None, None], L, eye)      # keep the solve finite
@@ -46,19 +47,12 @@ def greedy_select(X, P0, F, scale, budget, n_forward, chunk):
     """
     N, C, D = X.shape
     dev, f64 = X.device, torch.float64
-    A = torch.empty(N, C, C, dtype=f64, device=dev)
-    B = torch.empty(N, C, C, dtype=f64, device=dev)
-    P0x, Fx = P0.to(X.dtype), F.to(X.dtype)
-    for s in range(0, N, chunk):                       # Y = X̃ P0, A = Y X̃ᵀ, B = (Y F) Yᵀ
-        Xc = X[s:s + chunk] * scale
-        Yc = Xc @ P0x
-        A[s:s + chunk] = (Yc @ Xc.mT).to(f64)
-        B[s:s + chunk] = ((Yc @ Fx) @ Yc.mT).to(f64)
+    A, B = _init_scores(X, P0, F, scale, chunk)
     P = P0.clone()
+    eye = torch.eye(C, dtype=f64, device=dev)
     selected = torch.zeros(N, dtype=torch.bool, device=dev)
     order = []
-    zero = torch.zeros(C, C, dtype=f64, device=dev)
-    _, best = trace_ratio_step(A, B, None, None, zero, zero, ~selected, 1.0)
+    _, best = trace_ratio_step(A, B, X, None, scale, eye, eye, ~selected, 1.0)
     n_steps = 2 * n_forward - budget
     for t in range(n_steps):
         forward = t < n_forward
@@ -69,20 +63,44 @@ def greedy_select(X, P0, F, scale, budget, n_forward, chunk):
         if t + 1 == n_steps:
             break
         sigma = 1.0 if forward else -1.0
-        x_j = X[j].to(f64) * scale                      # [C, D]
-        u = P @ x_j.T                                   # [D, C]
-        eye = torch.eye(C, dtype=f64, device=dev)
+        u = P @ (X[j].to(f64) * scale).T                # [D, C]
         S = torch.linalg.inv(sigma * eye + A[j])
         v = P @ (F @ u)
         Q = B[j].clone()
-        WZ = (X.reshape(N * C, D) @ torch.cat([u, v], 1).to(X.dtype)).view(N, C, 2 * C) * scale
         P = P - u @ S @ u.T
         next_forward = t + 1 < n_forward
-        _, best = trace_ratio_step(A, B, WZ[..., :C], WZ[..., C:], S, Q,
+        _, best = trace_ratio_step(A, B, X, torch.cat([u, v], 1).to(X.dtype), scale, S, Q,
                                    ~selected if next_forward else selected,
                                    1.0 if next_forward else -1.0)
-    kept = [j for j in order if selected[j]]
-    return torch.tensor(kept, dtype=torch.long, device=dev)
+    return torch.tensor([j for j in order if selected[j]], dtype=torch.long, device=dev)
+
+
+def _init_scores(X, P0, F, scale, chunk):
+    """A_i = X̃_i P0 X̃_iᵀ and B_i = X̃_i P0 F P0 X̃_iᵀ, [N, C, C] f64 each, chunk by chunk.
+
+    The products run in the dtype of X; a P0 that is a multiple of I (no labeled points)
+    skips the X̃ P0 product.
+    """
+    N, C, _ = X.shape
+    A = torch.empty(N, C, C, dtype=torch.float64, device=X.device)
+    B = torch.empty_like(A)
+    p = _scalar_identity(P0)
+    P0x, Fx = P0.to(X.dtype), F.to(X.dtype)
+    for s in range(0, N, chunk):
+        Xc = X[s:s + chunk] * scale
+        Yc = Xc * p if p is not None else Xc @ P0x          # Y = X̃ P0
+        A[s:s + chunk] = (Yc @ Xc.mT).to(torch.float64)
+        B[s:s + chunk] = ((Yc @ Fx) @ Yc.mT).to(torch.float64)
+    return A, B
+
+
+def _scalar_identity(P0):
+    """c when P0 == c·I exactly, else None."""
+    if P0.numel() == 0:
+        return None
+    c = float(P0[0, 0])
+    eye = torch.eye(P0.shape[0], dtype=P0.dtype, device=P0.device)
+    return c if bool(torch.equal(P0, eye * c)) else None
 
 
 def masked_linear_grad(a, delta, index):

@@ -1,0 +1,167 @@
+"""The selection ops: native trace_ratio_step / greedy_select == twins, opcheck, bad input."""
+import pytest
+import torch
+
+import fishermask_ext as fm
+from fishermask_ext import reference
+
+from testing import DEVICES, DTYPES, require_native
+
+
+def _step_args(N, C, D, dtype, device, with_uv=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    X = r(N, C, D)
+    G = r(N, C, C)
+    A = 0.3 * G @ G.mT
+    H = r(N, C, C)
+    B = H @ H.mT
+    S0 = r(C, C) * 0.1
+    S = S0 @ S0.T + torch.eye(C, dtype=torch.float64)
+    Q0 = r(C, C)
+    UV = r(D, 2 * C) * 0.2 if with_uv else None
+    eligible = torch.rand(N, generator=g) > 0.3
+    to = lambda t, dt=torch.float64: None if t is None else t.to(device, dt)
+    return [to(A), to(B), to(X, dtype), to(UV, dtype), 0.7, to(S), to(Q0 @ Q0.T),
+            to(eligible, torch.bool)]
+
+
+def _native_step():
+    return torch.ops.fishermask_ext.trace_ratio_step.default
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0, 3, 4), (1, 1, 1), (7, 3, 5), (33, 10, 17), (5, 13, 3)],
+                         ids=str)
+@pytest.mark.parametrize("with_uv", [True, False])
+@pytest.mark.parametrize("sigma", [1.0, -1.0])
+def test_trace_ratio_step_matches_twin(device, dtype, shape, with_uv, sigma):
+    require_native(device, "trace_ratio_step")
+    args = _step_args(*shape, dtype, device, with_uv)
+    twin = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    s_nat, b_nat = _native_step()(*args, sigma)
+    s_ref, b_ref = reference.trace_ratio_step(*twin, sigma)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+    torch.testing.assert_close(args[0], twin[0], **tol)     # A updated in place alike
+    torch.testing.assert_close(args[1], twin[1], **tol)     # B
+    torch.testing.assert_close(s_nat, s_ref, **tol)
+    if dtype == torch.float64:
+        assert int(b_nat) == int(b_ref)
+    el = args[7]
+    assert (int(b_nat) == -1) == (not bool(el.any()))
+    if bool(el.any()):
+        assert bool(el[int(b_nat)])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_trace_ratio_step_not_positive_definite_scores_minus_inf(device):
+    require_native(device, "trace_ratio_step")
+    A = torch.zeros(3, 2, 2, dtype=torch.float64, device=device)
+    A[1] = 2 * torch.eye(2)                               # I - A is negative definite
+    B = torch.eye(2, dtype=torch.float64, device=device).expand(3, 2, 2).contiguous()
+    X = torch.zeros(3, 2, 4, dtype=torch.float64, device=device)
+    eye = torch.eye(2, dtype=torch.float64, device=device)
+    el = torch.tensor([False, True, True], device=device)
+    for op in (_native_step(), reference.trace_ratio_step):
+        scores, best = op(A.clone(), B.clone(), X, None, 1.0, eye, eye, el, -1.0)
+        assert scores[0] == float("-inf") and scores[1] == float("-inf")
+        assert scores[2] == pytest.approx(-2.0) and int(best) == 2
+        scores, best = op(A.clone(), B.clone(), X, None, 1.0, eye, eye, el & False, 1.0)
+        assert int(best) == -1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0, 2, 3), (6, 3, 5), (9, 1, 4)], ids=str)
+def test_opcheck_trace_ratio_step(dtype, shape):
+    require_native("cpu", "trace_ratio_step")
+    for with_uv in (True, False):
+        args = _step_args(*shape, dtype, "cpu", with_uv)
+        torch.library.opcheck(torch.ops.fishermask_ext.trace_ratio_step, (*args, 1.0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [(5, 2, 3, 1, 1), (8, 3, 5, 3, 6), (4, 1, 7, 4, 4)], ids=str)
+def test_opcheck_greedy_select(dtype, case):
+    require_native("cpu")
+    N, C, D, K, n_forward = case
+    X = torch.randn(N, C, D, dtype=dtype)
+    F = fm.fisher_matrix(X)
+    P0 = torch.eye(D, dtype=torch.float64) * 0.5
+    torch.library.opcheck(torch.ops.fishermask_ext.greedy_select, (X, P0, F, 0.9, K, n_forward, 3))
+    if dtype == torch.float64:
+        got = torch.ops.fishermask_ext.greedy_select(X, P0, F, 0.9, K, n_forward, 3)
+        assert got.tolist() == reference.greedy_select(X, P0, F, 0.9, K, n_forward, 3).tolist()
+
+
+def test_greedy_select_under_torch_compile():
+    require_native("cpu")
+    X = torch.randn(10, 2, 4, dtype=torch.float64)
+    F = fm.fisher_matrix(X)
+    P0 = torch.eye(4, dtype=torch.float64)
+    fn = torch.compile(lambda x: torch.ops.fishermask_ext.greedy_select(x, P0, F, 1.0, 3, 3, 4),
+                       fullgraph=True, backend="eager")
+    assert fn(X).tolist() == reference.greedy_select(X, P0, F, 1.0, 3, 3, 4).tolist()
+
+
+X0 = torch.randn(6, 2, 3, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(unlabeled=X0, budget=0), "budget must be between 1"),
+    (dict(unlabeled=X0, budget=7), "budget must be between 1 and the pool size N=6"),
+    (dict(unlabeled=X0, budget=2.5), "budget must be an int"),
+    (dict(unlabeled=X0[:0], budget=1), "empty"),
+    (dict(unlabeled=X0[0], budget=1), r"\[N, C, D\]"),
+    (dict(unlabeled=X0.long(), budget=1), "float32 or float64"),
+    (dict(unlabeled=X0, budget=2, labeled=torch.randn(3, 2, 4, dtype=torch.float64)),
+     "same mask"),
+    (dict(unlabeled=X0, budget=2, labeled=torch.randn(3, 2, 3)), "convert one to match"),
+    (dict(unlabeled=X0, budget=2, labeled_fisher=torch.eye(3, dtype=torch.float64)),
+     "needs n_labeled"),
+    (dict(unlabeled=X0, budget=2, n_labeled=3), "only used with labeled_fisher"),
+    (dict(unlabeled=X0, budget=2, labeled=X0, labeled_fisher=torch.eye(3)), "not both"),
+    (dict(unlabeled=X0, budget=2, pool_fisher=torch.tensor([[1.0, 2.0, 0], [0, 1, 0], [0, 0, 1]])),
+     "not symmetric"),
+    (dict(unlabeled=X0, budget=2, pool_fisher=torch.eye(4)), r"\[D, D\] = \[3, 3\]"),
+    (dict(unlabeled=X0, budget=2, pool_fisher=torch.eye(3) * float("nan")), "NaN or Inf"),
+    (dict(unlabeled=X0, budget=2, labeled_fisher=torch.eye(3) * float("inf"), n_labeled=2),
+     "NaN or Inf"),
+    (dict(unlabeled=X0, budget=2, backward_steps=-1), "backward_steps must be an int >= 0"),
+    (dict(unlabeled=X0, budget=2, lamb=0.0), "lamb must be a finite number > 0"),
+    (dict(unlabeled=X0, budget=2, backend="gpu"), "backend must be one of"),
+])
+def test_bad_input_raises(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        fm.select_batch(**kwargs)
+
+
+@pytest.mark.parametrize("where", [(0, 0, 0), (5, 1, 2)])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_inf_embeddings_raise(where, bad):
+    X = X0.clone()
+    X[where] = bad
+    with pytest.raises(ValueError, match=f"NaN or Inf .*first bad rows: \\[{where[0]}\\]"):
+        fm.select_batch(X, 2)
+    with pytest.raises(ValueError, match="labeled contains NaN or Inf"):
+        fm.select_batch(X0, 2, labeled=X)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device kind (CUDA)")
+def test_mixed_devices_raise():
+    with pytest.raises(ValueError, match="move it"):
+        fm.select_batch(X0, 2, pool_fisher=torch.eye(3, device="cuda"))
+
+
+def test_mixed_devices_raise_meta():
+    # A meta-device pool Fisher stands in for a second device on CPU-only machines.
+    with pytest.raises(ValueError, match="is on meta but the embeddings are on cpu"):
+        fm.select_batch(X0, 2, pool_fisher=torch.eye(3, device="meta"))
+
+
+def test_native_backend_missing_device_is_clear():
+    if fm.native_available("cuda"):
+        pytest.skip("CUDA kernels are built here")
+    with pytest.raises(RuntimeError, match="no compiled kernel for device"):
+        from fishermask_ext._ops import resolve
+        resolve("greedy_select", torch.device("cuda"), "native")
