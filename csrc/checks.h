@@ -96,7 +96,12 @@ inline void check_masked_conv2d_grad(const at::Tensor& x, const at::Tensor& delt
   TORCH_CHECK(groups >= 1 && x.size(1) % groups == 0 && delta.size(2) % groups == 0,
               "groups=", groups, " must divide Cin=", x.size(1), " and O=", delta.size(2));
   for (int d = 0; d < 2; ++d) {
+    TORCH_CHECK(kernel_size[d] >= 1 && stride[d] >= 1 && dilation[d] >= 1 && padding[d] >= 0,
+                "need kernel_size, stride, dilation >= 1 and padding >= 0, got kernel_size=",
+                kernel_size, " stride=", stride, " dilation=", dilation, " padding=", padding);
     const int64_t span = dilation[d] * (kernel_size[d] - 1) + 1;
+    TORCH_CHECK(x.size(2 + d) + 2 * padding[d] >= span, "the padded input (", x.size(2 + d),
+                " + 2*", padding[d], ") is smaller than the kernel span ", span);
     const int64_t out = (x.size(2 + d) + 2 * padding[d] - span) / stride[d] + 1;
     TORCH_CHECK(delta.size(3 + d) == out, "delta spatial dim ", d, " is ", delta.size(3 + d),
                 " but the convolution gives ", out);
