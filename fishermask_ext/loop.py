@@ -1,0 +1,247 @@
+"""The active-learning experiment loop: train, evaluate, query, label; resumable round by round.
+
+    run_experiment(default_config(strategies=["fishermask", "random"]), "results/demo")
+
+Layout of a results folder: `config.json` (the experiment), and per (strategy, seed) run
+`runs/<strategy>-seed<seed>/state.json`, rewritten atomically after every round. Every random
+choice of round r draws from a seed derived from (seed, r), so a run resumed after an
+interruption redoes the interrupted round and ends exactly where an uninterrupted run ends.
+"""
+import hashlib
+import inspect
+import json
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+from . import data as datasets
+from . import strategies
+
+__all__ = ["default_config", "run_experiment", "ActiveLearningLoop", "seed_for", "write_atomic"]
+
+DEFAULTS = dict(
+    dataset="digits", data_dir=None, imbalance=None, pool_size=None, test_size=None,
+    split_seed=0, model="mlp", model_options={}, strategies=["fishermask", "bait", "entropy",
+                                                             "random"],
+    strategy_options={}, initial=20, query=20, rounds=6, seeds=[0, 1], epochs=60,
+    train_accuracy=None, optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=32,
+    reset_weights=True, device="cpu")
+UNCHECKED = ("device",)   # keys that may change on --resume without changing the experiment
+
+
+def default_config(**overrides):
+    """DEFAULTS updated with `overrides` (unknown keys are an error)."""
+    unknown = sorted(set(overrides) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}; valid keys: {', '.join(DEFAULTS)}")
+    return json.loads(json.dumps({**DEFAULTS, **overrides}))   # a deep, JSON-clean copy
+
+
+def seed_for(seed, *keys):
+    """A 63-bit seed derived from (seed, *keys), stable across runs and platforms."""
+    digest = hashlib.sha256(repr((int(seed),) + keys).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def write_atomic(path, text):
+    """Write `text` to `path` through a temporary file and os.replace (never a torn file)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def build_model(name, sample_shape, num_classes, options=None):
+    """models.get_model(name) with the input shape and class count filled in where it takes them."""
+    from .models import MODELS, get_model
+    auto = dict(in_features=math.prod(sample_shape), in_channels=sample_shape[0],
+                input_size=sample_shape[-1], num_classes=num_classes)
+    params = inspect.signature(MODELS[name]).parameters if name in MODELS else {}
+    return get_model(name, **{**{k: v for k, v in auto.items() if k in params},
+                              **(options or {})})
+
+
+def _logits(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def train_model(model, x, y, config, generator):
+    """Train on (x, y) for config["epochs"] epochs, or until the training accuracy reaches
+    config["train_accuracy"] (at most config["epochs"] epochs). Returns the last epoch's accuracy."""
+    device, n, bs = config["device"], len(y), config["batch_size"]
+    opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[config["optimizer"]]
+    extra = {"momentum": 0.9} if config["optimizer"] == "sgd" else {}
+    opt = opt_cls(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"],
+                  **extra)
+    model.train()
+    acc = 0.0
+    for _ in range(config["epochs"]):
+        perm, correct = torch.randperm(n, generator=generator), 0
+        for s in range(0, n, bs):
+            idx = perm[s:s + bs]
+            if len(idx) == 1 and n > 1:   # BatchNorm cannot train on a batch of one
+                continue
+            logits = _logits(model(x[idx].to(device)))
+            loss = F.cross_entropy(logits, y[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            correct += int((logits.argmax(1).cpu() == y[idx]).sum())
+        acc = correct / n
+        if config["train_accuracy"] is not None and acc >= config["train_accuracy"]:
+            break
+    return acc
+
+
+@torch.no_grad()
+def evaluate(model, x, y, device, batch_size=512):
+    """Accuracy of `model` (eval mode) on (x, y)."""
+    model.eval()
+    correct = sum(int((_logits(model(x[s:s + batch_size].to(device))).argmax(1).cpu()
+                       == y[s:s + batch_size]).sum()) for s in range(0, len(y), batch_size))
+    return correct / max(len(y), 1)
+
+
+class ActiveLearningLoop:
+    """One (strategy, seed) run. `step()` does one round and saves it; False once all are done.
+
+    Round r trains on the labeled points (fresh weights from the run's initial state when
+    config["reset_weights"], else continuing), evaluates on the test set, and, except after the
+    last round, queries config["query"] points with the strategy and labels them.
+    """
+
+    def __init__(self, config, strategy, seed, arrays, run_dir, resume=False):
+        self.config, self.strategy, self.seed = config, strategy, int(seed)
+        self.train_x, self.train_y, self.test_x, self.test_y = arrays
+        self.run_dir, self.path = run_dir, os.path.join(run_dir, "state.json")
+        os.makedirs(run_dir, exist_ok=True)
+        if resume and os.path.exists(self.path):
+            with open(self.path) as f:
+                self.state = json.load(f)
+        else:
+            n = len(self.train_y)
+            if not 1 <= config["initial"] <= n:
+                raise ValueError(f"initial={config['initial']} labels, but the pool has {n}")
+            g = torch.Generator().manual_seed(seed_for(seed, "initial"))
+            first = torch.randperm(n, generator=g)[:config["initial"]].sort().values
+            self.state = dict(strategy=strategy, seed=self.seed, config=config, history=[],
+                              labeled=first.tolist(), checkpoint=None, done=False)
+
+    @property
+    def done(self):
+        return self.state["done"]
+
+    def _model(self):
+        cfg = self.config
+        num_classes = int(max(self.train_y.max(), self.test_y.max())) + 1
+        torch.manual_seed(seed_for(self.seed, "init"))
+        model = build_model(cfg["model"], tuple(self.train_x.shape[1:]), num_classes,
+                            cfg["model_options"]).to(cfg["device"])
+        if not cfg["reset_weights"] and self.state["checkpoint"]:
+            path = os.path.join(self.run_dir, self.state["checkpoint"])
+            model.load_state_dict(torch.load(path, map_location=cfg["device"]))
+        return model
+
+    def step(self):
+        """Run the next round and save the state; return False when the run is complete."""
+        if self.done:
+            return False
+        cfg, r = self.config, len(self.state["history"])
+        labeled = torch.tensor(self.state["labeled"], dtype=torch.long)
+        model = self._model()
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(seed_for(self.seed, "train", r))
+        torch.manual_seed(seed_for(self.seed, "train", r))   # dropout and the like
+        train_acc = train_model(model, self.train_x[labeled], self.train_y[labeled], cfg, g)
+        t1 = time.perf_counter()
+        acc = evaluate(model, self.test_x, self.test_y, cfg["device"])
+        entry = dict(round=r, n_labeled=len(labeled), accuracy=acc, train_accuracy=train_acc,
+                     train_s=t1 - t0, eval_s=time.perf_counter() - t1, select_s=None, picked=[])
+        if r < cfg["rounds"]:
+            entry["picked"], entry["select_s"] = self._query(model, labeled, r)
+        self._save(r, entry, model)
+        return not self.done
+
+    def _query(self, model, labeled, r):
+        cfg = self.config
+        mask = torch.zeros(len(self.train_y), dtype=torch.bool)
+        mask[labeled] = True
+        strategy = strategies.get(self.strategy, seed=seed_for(self.seed, "select", r) % 2**31,
+                                  device=cfg["device"],
+                                  **cfg["strategy_options"].get(self.strategy, {}))
+        torch.manual_seed(seed_for(self.seed, "select", r))
+        t0 = time.perf_counter()
+        picks = strategy.select(model, self.train_x, mask, cfg["query"])
+        return picks.tolist(), time.perf_counter() - t0
+
+    def _save(self, r, entry, model):
+        state = dict(self.state, history=self.state["history"] + [entry],
+                     labeled=sorted(self.state["labeled"] + entry["picked"]),
+                     done=r >= self.config["rounds"])
+        old = self.state["checkpoint"]
+        if not self.config["reset_weights"]:
+            state["checkpoint"] = f"model-round{r}.pt"
+            torch.save(model.state_dict(), os.path.join(self.run_dir, state["checkpoint"]))
+        write_atomic(self.path, json.dumps(state, indent=1))
+        if old and old != state["checkpoint"]:
+            os.remove(os.path.join(self.run_dir, old))
+        self.state = state
+
+
+def prepare_folder(out_dir, config, resume):
+    """Create `out_dir` for `config`, or check that it holds this very experiment."""
+    path = os.path.join(out_dir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        differ = sorted(k for k in set(saved) | set(config) if k not in UNCHECKED
+                        and saved.get(k) != config.get(k))
+        if differ:
+            raise FileExistsError(
+                f"{out_dir} holds a different experiment (config differs in: "
+                f"{', '.join(f'{k}={saved.get(k)!r} there, {config.get(k)!r} here' for k in differ)}"
+                f"); choose another output folder or delete that one")
+        if not resume and os.path.isdir(os.path.join(out_dir, "runs")):
+            raise FileExistsError(f"{out_dir} already holds this experiment; pass resume=True "
+                                  f"(--resume) to continue it, or choose another output folder")
+    os.makedirs(out_dir, exist_ok=True)
+    write_atomic(path, json.dumps(config, indent=1))
+
+
+def run_experiment(config, out_dir, resume=False, progress=True):
+    """Run every (strategy, seed) of `config` into `out_dir`; returns out_dir.
+
+    resume=True continues the runs found there (an interrupted round is redone); a folder that
+    holds a different experiment is never overwritten.
+    """
+    from tqdm.auto import tqdm
+    config = default_config(**config)
+    for name in config["strategies"]:
+        strategies.get(name, **config["strategy_options"].get(name, {}))   # fail early on typos
+    arrays = datasets.load(config["dataset"], data_dir=config["data_dir"],
+                           split_seed=config["split_seed"], imbalance=config["imbalance"],
+                           pool_size=config["pool_size"], test_size=config["test_size"])
+    prepare_folder(out_dir, config, resume)
+    runs = [(s, seed) for seed in config["seeds"] for s in config["strategies"]]
+    with tqdm(total=len(runs) * (config["rounds"] + 1), disable=not progress,
+              desc=os.path.basename(os.path.normpath(out_dir))) as bar:
+        for name, seed in runs:
+            loop = ActiveLearningLoop(config, name, seed, arrays,
+                                      os.path.join(out_dir, "runs", f"{name}-seed{seed}"), resume)
+            bar.update(len(loop.state["history"]))
+            while not loop.done:
+                loop.step()
+                last = loop.state["history"][-1]
+                bar.set_postfix_str(f"{name} seed {seed}: {last['n_labeled']} labels, "
+                                    f"acc {last['accuracy']:.3f}")
+                bar.update(1)
+    return out_dir

@@ -1,0 +1,132 @@
+"""Dataset loaders on small files in the standard formats, written here; the imbalance spec."""
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from fishermask_ext import data
+
+
+def _write_idx(path, array):
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _standardise(raw):
+    x = torch.as_tensor(raw, dtype=torch.float32) / 255
+    return x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True)
+
+
+@pytest.fixture
+def fashion_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = (rng.integers(0, 256, (12, 28, 28)), rng.integers(0, 10, 12),
+              rng.integers(0, 256, (5, 28, 28)), rng.integers(0, 10, 5))
+    for name, a in zip(data.FASHION_MNIST_FILES, arrays):
+        _write_idx(tmp_path / name, a)
+    return tmp_path, arrays
+
+
+def test_fashion_mnist_reader(fashion_dir):
+    folder, (tr_x, tr_y, te_x, te_y) = fashion_dir
+    x, y, tx, ty = data.load("fashion-mnist", data_dir=str(folder))
+    assert x.shape == (12, 1, 28, 28) and tx.shape == (5, 1, 28, 28) and x.dtype == torch.float32
+    assert y.tolist() == tr_y.tolist() and ty.tolist() == te_y.tolist()
+    mean, std = _standardise(tr_x[:, None])
+    torch.testing.assert_close(x, (torch.as_tensor(tr_x[:, None], dtype=torch.float32) / 255
+                                   - mean) / std)
+    torch.testing.assert_close(tx, (torch.as_tensor(te_x[:, None], dtype=torch.float32) / 255
+                                    - mean) / std)
+
+
+def test_fashion_mnist_missing_names_files_and_places(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "FASHION_MNIST_DIR", str(tmp_path / "system"))
+    with pytest.raises(FileNotFoundError) as err:
+        data.load("fashion-mnist", data_dir=str(tmp_path / "mine"))
+    msg = str(err.value)
+    assert "train-images-idx3-ubyte.gz" in msg and "t10k-labels-idx1-ubyte.gz" in msg
+    assert str(tmp_path / "mine") in msg and str(tmp_path / "system") in msg
+    assert "apt-get install dataset-fashion-mnist" in msg
+
+
+def test_idx_reader_rejects_bad_files(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x00\x00\x0d\x01\x00\x00\x00\x02ab")
+    with pytest.raises(ValueError, match="not an IDX file of unsigned bytes"):
+        data.read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05ab")
+    with pytest.raises(ValueError, match="holds 2 values but its header says"):
+        data.read_idx(tmp_path / "short")
+
+
+def test_cifar10_reader(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    batches = {}
+    for name in data.CIFAR10_FILES:
+        batches[name] = (rng.integers(0, 256, (3, 3072), dtype=np.uint8),
+                         rng.integers(0, 10, 3).tolist())
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": batches[name][0], b"labels": batches[name][1]}, f)
+    x, y, tx, ty = data.load("cifar10", data_dir=str(tmp_path))
+    assert x.shape == (15, 3, 32, 32) and tx.shape == (3, 3, 32, 32)
+    raw = np.concatenate([batches[n][0] for n in data.CIFAR10_FILES[:5]])
+    assert y.tolist() == sum((batches[n][1] for n in data.CIFAR10_FILES[:5]), [])
+    assert ty.tolist() == batches["test_batch"][1]
+    img = raw.reshape(15, 3, 32, 32)            # rows are 1,024 red, green, then blue values
+    mean, std = _standardise(img)
+    torch.testing.assert_close(x, (torch.as_tensor(img, dtype=torch.float32) / 255 - mean) / std)
+    with pytest.raises(FileNotFoundError, match="data_batch_1.*cifar-10-batches-py"):
+        data.load("cifar10", data_dir=str(tmp_path / "nowhere"))
+
+
+def test_digits_split_is_seeded_stratified_and_normalised():
+    x, y, tx, ty = data.load("digits")
+    assert x.shape == (1347, 1, 8, 8) and tx.shape == (450, 1, 8, 8)
+    assert abs(float(x.mean())) < 1e-5 and abs(float(x.std()) - 1) < 1e-3
+    per_class = torch.bincount(torch.cat([y, ty]), minlength=10)
+    assert ((torch.bincount(ty, minlength=10) - per_class / 4).abs() <= 1).all()   # stratified
+    again = data.load("digits")
+    assert torch.equal(x, again[0]) and torch.equal(ty, again[3])
+    other = data.load("digits", split_seed=1)
+    assert not torch.equal(ty, other[3])
+    small = data.load("digits", pool_size=100, test_size=50)
+    assert small[0].shape[0] == 100 and small[2].shape[0] == 50
+
+
+def test_parse_imbalance():
+    assert data.parse_imbalance("0:250, 1:5000,2:250") == {0: 250, 1: 5000, 2: 250}
+    for bad in ("0-250", "0:250,0:10", "1:0", "", "a:b"):
+        with pytest.raises(ValueError, match="imbalance"):
+            data.parse_imbalance(bad)
+
+
+def test_imbalanced_digits():
+    x, y, tx, ty = data.load("digits", imbalance="2:10,5:100,7:30")
+    assert torch.bincount(y).tolist() == [10, 100, 30]          # 5 has only ~136 train images
+    assert sorted(set(ty.tolist())) == [0, 1, 2]
+    full = data.load("digits")
+    assert len(ty) == int(sum((full[3] == c).sum() for c in (2, 5, 7)))
+    with pytest.raises(ValueError, match=r"classes \[12\] that the data does not have"):
+        data.load("digits", imbalance="1:5,12:5")
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(ValueError, match="valid names: cifar10, digits, fashion-mnist"):
+        data.load("mnist")
+
+
+def test_torchvision_names():
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        with pytest.raises(RuntimeError, match="needs torchvision, which does not import"):
+            data.load("torchvision:MNIST")
+    else:
+        with pytest.raises(ValueError, match="no dataset 'NoSuchSet'"):
+            data.load("torchvision:NoSuchSet")

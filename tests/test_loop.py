@@ -1,0 +1,121 @@
+"""The experiment loop: atomic per-round state, exact resume after a crash, folder guards."""
+import json
+import os
+
+import pytest
+import torch
+
+from fishermask_ext import loop, strategies
+from fishermask_ext.models import MLP
+
+TIMES = ("train_s", "eval_s", "select_s")
+
+
+def _config(**kw):
+    return loop.default_config(**{**dict(
+        pool_size=150, test_size=80, model_options={"hidden": [8]},
+        strategies=["random", "fishermask"], strategy_options={"fishermask": {"n_samples": 32}},
+        initial=10, query=5, rounds=3, seeds=[0], epochs=4), **kw})
+
+
+def _states(out):
+    got = {}
+    for run in sorted(os.listdir(os.path.join(out, "runs"))):
+        with open(os.path.join(out, "runs", run, "state.json")) as f:
+            state = json.load(f)
+        for h in state["history"]:
+            for k in TIMES:
+                h.pop(k)
+        got[run] = state
+    return got
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_in_round_2(monkeypatch, cfg):
+    real_get = strategies.get
+
+    def get(name, **options):
+        s = real_get(name, **options)
+        select = s.select
+
+        def crashing(model, pool, labeled_mask, budget):
+            picks = select(model, pool, labeled_mask, budget)   # crash after the work is done
+            if name == "fishermask" and int(labeled_mask.sum()) == cfg["initial"] + 2 * cfg["query"]:
+                raise Crash("killed in round 2")
+            return picks
+        s.select = crashing
+        return s
+    monkeypatch.setattr(strategies, "get", get)
+
+
+@pytest.mark.parametrize("reset_weights", [True, False])
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, reset_weights):
+    names = ["random", "fishermask"] if reset_weights else ["fishermask"]
+    cfg = _config(reset_weights=reset_weights, strategies=names)
+    loop.run_experiment(cfg, str(tmp_path / "whole"), progress=False)
+    with monkeypatch.context() as m:
+        _crash_in_round_2(m, cfg)
+        with pytest.raises(Crash):
+            loop.run_experiment(cfg, str(tmp_path / "cut"), progress=False)
+    run_dir = tmp_path / "cut" / "runs" / "fishermask-seed0"
+    saved = json.loads((run_dir / "state.json").read_text())
+    assert [h["round"] for h in saved["history"]] == [0, 1] and not saved["done"]
+    assert len(saved["labeled"]) == cfg["initial"] + 2 * cfg["query"]
+    assert sorted(os.listdir(run_dir)) == (["model-round1.pt", "state.json"] if not reset_weights
+                                           else ["state.json"])
+    loop.run_experiment(cfg, str(tmp_path / "cut"), resume=True, progress=False)
+    whole, cut = _states(tmp_path / "whole"), _states(tmp_path / "cut")
+    assert whole == cut
+    run = whole["fishermask-seed0"]
+    assert [h["n_labeled"] for h in run["history"]] == [10, 15, 20, 25] and run["done"]
+    assert len(set(run["labeled"])) == 25
+
+
+def test_folder_guards(tmp_path):
+    out = str(tmp_path / "exp")
+    cfg = _config(strategies=["random"], rounds=1)
+    loop.run_experiment(cfg, out, progress=False)
+    with pytest.raises(FileExistsError, match="already holds this experiment; pass resume=True"):
+        loop.run_experiment(cfg, out, progress=False)
+    with pytest.raises(FileExistsError, match=r"different experiment .*query=5 there, 6 here"):
+        loop.run_experiment(_config(strategies=["random"], rounds=1, query=6), out, resume=True,
+                            progress=False)
+    before = _states(out)
+    loop.run_experiment(cfg, out, resume=True, progress=False)   # complete: nothing to redo
+    assert _states(out) == before
+
+
+def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "state.json"
+    loop.write_atomic(str(path), "old")
+
+    def broken(fd):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(OSError, match="disk full"):
+        loop.write_atomic(str(path), "new")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["state.json"]
+
+
+@pytest.mark.parametrize("target,epochs,calls", [(None, 3, 6), (0.0, 3, 2)])
+def test_train_epochs_or_until_accuracy(target, epochs, calls):
+    model = MLP(in_features=4, num_classes=2, hidden=(3,))
+    seen = []
+    model.register_forward_hook(lambda *a: seen.append(1))
+    cfg = loop.default_config(epochs=epochs, train_accuracy=target, batch_size=5)
+    loop.train_model(model, torch.randn(10, 4), torch.arange(10) % 2, cfg, torch.Generator())
+    assert len(seen) == calls
+
+
+def test_seed_for_is_stable_and_distinct():
+    assert loop.seed_for(0, "train", 1) == loop.seed_for(0, "train", 1)
+    assert len({loop.seed_for(s, k, r) for s in (0, 1) for k in ("train", "select")
+                for r in range(3)}) == 12
+
+
+def test_unknown_config_key():
+    with pytest.raises(ValueError, match="unknown config keys \\['epoch'\\]"):
+        loop.default_config(epoch=3)

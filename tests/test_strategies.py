@@ -1,0 +1,144 @@
+"""Query strategies: valid, unique, unlabeled, deterministic picks; each against a hand oracle."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fishermask_ext import select_batch, strategies
+from fishermask_ext.models import MLP
+
+N, C = 60, 4
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(0)
+    model = MLP(in_features=16, num_classes=C, hidden=(8,))
+    pool = torch.randn(N, 1, 4, 4)
+    labeled = torch.zeros(N, dtype=torch.bool)
+    labeled[torch.randperm(N)[:10]] = True
+    return model, pool, labeled
+
+
+def _opts(name):
+    return {"n_samples": 32} if name == "fishermask" else {}
+
+
+@pytest.mark.parametrize("name", strategies.available())
+def test_picks_valid_unique_unlabeled_deterministic(setup, name):
+    model, pool, labeled = setup
+    model.train()
+    picks = strategies.get(name, seed=3, **_opts(name)).select(model, pool, labeled, 7)
+    assert picks.dtype == torch.long and picks.shape == (7,)
+    assert len(picks.unique()) == 7 and not labeled[picks].any()
+    assert ((picks >= 0) & (picks < N)).all()
+    again = strategies.get(name, seed=3, **_opts(name)).select(model, pool, labeled, 7)
+    assert torch.equal(picks, again)
+    assert model.training   # the caller's mode is restored
+
+
+@pytest.mark.parametrize("name", strategies.available())
+def test_budget_checks(setup, name):
+    model, pool, labeled = setup
+    s = strategies.get(name, **_opts(name))
+    with pytest.raises(ValueError, match="exceeds the 50 unlabeled"):
+        s.select(model, pool, labeled, 51)
+    with pytest.raises(ValueError, match="budget"):
+        s.select(model, pool, labeled, 0)
+    everything = s.select(model, pool, labeled, 50)   # the whole unlabeled pool is allowed
+    assert sorted(everything.tolist()) == (~labeled).nonzero().flatten().tolist()
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="valid names: badge, bait, coreset, entropy"):
+        strategies.get("bald")
+    with pytest.raises(TypeError, match="no option pct_top; its options: batch_size, device"):
+        strategies.get("entropy", pct_top=0.1)
+    assert strategies.get("fishermask", pct_top=0.1, lamb=0.5).lamb == 0.5
+
+
+def test_random_depends_on_seed(setup):
+    model, pool, labeled = setup
+    a = strategies.get("random", seed=0).select(model, pool, labeled, 10)
+    b = strategies.get("random", seed=1).select(model, pool, labeled, 10)
+    assert not torch.equal(a, b)
+
+
+def _lookup_model(logits):
+    """A model whose output for one-hot input i is logits[i]."""
+    model = nn.Linear(len(logits), logits.shape[1], bias=False)
+    with torch.no_grad():
+        model.weight.copy_(logits.T)
+    return model
+
+
+@pytest.mark.parametrize("name,score", [
+    ("entropy", lambda p: -(p * p.log()).sum(1)),
+    ("margin", lambda p: -(p.topk(2, 1).values[:, 0] - p.topk(2, 1).values[:, 1])),
+    ("least_confidence", lambda p: -p.max(1).values),
+])
+def test_uncertainty_scores(name, score):
+    torch.manual_seed(1)
+    logits = torch.randn(30, 5) * 2
+    labeled = torch.zeros(30, dtype=torch.bool)
+    labeled[::3] = True
+    picks = strategies.get(name).select(_lookup_model(logits), torch.eye(30), labeled, 6)
+    s = score(logits.softmax(1)).masked_fill(labeled, -math.inf)
+    assert picks.tolist() == s.argsort(descending=True)[:6].tolist()
+
+
+def test_features_from_tuple_output_equal_hook_features(setup):
+    model, pool, labeled = setup
+    view = strategies.PoolView(model, pool, labeled, 0, 16, torch.device("cpu"))
+    probs, feats = view.forward(torch.arange(N))
+    model.return_embedding = True
+    probs2, feats2 = view.forward(torch.arange(N))
+    assert torch.equal(probs, probs2) and torch.equal(feats, feats2)
+    assert feats.shape == (N, 8)
+
+
+def test_badge_matches_materialised_kmeanspp(setup):
+    model, pool, labeled = setup
+    picks = strategies.get("badge", seed=5).select(model, pool, labeled, 8)
+    view = strategies.PoolView(model.eval(), pool, labeled, 5, 256, torch.device("cpu"))
+    p, h = (t.double() for t in view.forward(view.unlabeled))
+    g = (p - torch.eye(C, dtype=torch.float64)[p.argmax(1)])[:, :, None] * h[:, None, :]
+    g = g.flatten(1)                                     # the embedding BADGE materialises
+    chosen = [int(g.norm(dim=1).argmax())]
+    while len(chosen) < 8:
+        d2 = torch.cdist(g, g[chosen]).min(1).values ** 2
+        d2[chosen] = 0
+        chosen.append(int(torch.multinomial(d2 / d2.sum(), 1, generator=view.generator)))
+    assert picks.tolist() == view.unlabeled[chosen].tolist()
+
+
+def test_coreset_is_k_center_greedy(setup):
+    model, pool, labeled = setup
+    picks = strategies.get("coreset").select(model, pool, labeled, 5)
+    view = strategies.PoolView(model.eval(), pool, labeled, 0, 256, torch.device("cpu"))
+    feats = view.forward(torch.arange(N))[1].double()
+    centres = labeled.nonzero().flatten().tolist()
+    for pick in picks.tolist():
+        dist = torch.cdist(feats, feats[centres]).min(1).values
+        assert pick == int(dist.argmax())
+        centres.append(pick)
+
+
+def test_bait_is_select_batch_on_sqrt_p_last_layer_embeddings(setup):
+    model, pool, labeled = setup
+    picks = strategies.get("bait", lamb=0.1).select(model, pool, labeled, 6)
+    view = strategies.PoolView(model.eval(), pool, labeled, 0, 256, torch.device("cpu"))
+    p, h = view.forward(torch.arange(N))
+    rows = p.sqrt()[:, :, None] * (torch.eye(C) - p[:, None, :])       # sqrt(p_c)(e_c - p)
+    emb = (rows[:, :, :, None] * h[:, None, None, :]).flatten(2)        # [N, C, C·H]
+    want = select_batch(emb[view.unlabeled], 6, labeled=emb[view.labeled], lamb=0.1,
+                        backward_steps=1)
+    assert picks.tolist() == view.unlabeled[want].tolist()
+
+
+def test_fishermask_auto_pct_reaches_past_the_classifier(setup):
+    model = setup[0]
+    total = sum(p.numel() for p in model.parameters())
+    n_last = C * 8 + C
+    assert int(strategies._auto_pct(model) * total) == n_last + round(0.1 * n_last)
