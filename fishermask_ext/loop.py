@@ -29,7 +29,7 @@ DEFAULTS = dict(
     strategy_options={}, initial=20, query=20, rounds=6, seeds=[0, 1], epochs=60,
     train_accuracy=None, optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=32,
     reset_weights=True, device="cpu")
-UNCHECKED = ("device",)   # keys that may change on --resume without changing the experiment
+UNCHECKED = ("device", "data_dir")   # may change on --resume without changing the experiment
 
 
 def default_config(**overrides):
@@ -129,8 +129,7 @@ class ActiveLearningLoop:
                 self.state = json.load(f)
         else:
             n = len(self.train_y)
-            if not 1 <= config["initial"] <= n:
-                raise ValueError(f"initial={config['initial']} labels, but the pool has {n}")
+            check_schedule(config, n)
             g = torch.Generator().manual_seed(seed_for(seed, "initial"))
             first = torch.randperm(n, generator=g)[:config["initial"]].sort().values
             self.state = dict(strategy=strategy, seed=self.seed, config=config, history=[],
@@ -158,27 +157,29 @@ class ActiveLearningLoop:
         cfg, r = self.config, len(self.state["history"])
         labeled = torch.tensor(self.state["labeled"], dtype=torch.long)
         model = self._model()
+        seeds = dict(train=seed_for(self.seed, "train", r),
+                     select=seed_for(self.seed, "select", r) % 2**31)
         t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(seed_for(self.seed, "train", r))
-        torch.manual_seed(seed_for(self.seed, "train", r))   # dropout and the like
+        g = torch.Generator().manual_seed(seeds["train"])
+        torch.manual_seed(seeds["train"])   # dropout and the like
         train_acc = train_model(model, self.train_x[labeled], self.train_y[labeled], cfg, g)
         t1 = time.perf_counter()
         acc = evaluate(model, self.test_x, self.test_y, cfg["device"])
         entry = dict(round=r, n_labeled=len(labeled), accuracy=acc, train_accuracy=train_acc,
-                     train_s=t1 - t0, eval_s=time.perf_counter() - t1, select_s=None, picked=[])
+                     train_s=t1 - t0, eval_s=time.perf_counter() - t1, select_s=None, picked=[],
+                     seeds=seeds)
         if r < cfg["rounds"]:
-            entry["picked"], entry["select_s"] = self._query(model, labeled, r)
+            entry["picked"], entry["select_s"] = self._query(model, labeled, seeds["select"])
         self._save(r, entry, model)
         return not self.done
 
-    def _query(self, model, labeled, r):
+    def _query(self, model, labeled, seed):
         cfg = self.config
         mask = torch.zeros(len(self.train_y), dtype=torch.bool)
         mask[labeled] = True
-        strategy = strategies.get(self.strategy, seed=seed_for(self.seed, "select", r) % 2**31,
-                                  device=cfg["device"],
+        strategy = strategies.get(self.strategy, seed=seed, device=cfg["device"],
                                   **cfg["strategy_options"].get(self.strategy, {}))
-        torch.manual_seed(seed_for(self.seed, "select", r))
+        torch.manual_seed(seed)   # for strategies that draw from the global generator
         t0 = time.perf_counter()
         picks = strategy.select(model, self.train_x, mask, cfg["query"])
         return picks.tolist(), time.perf_counter() - t0
@@ -197,10 +198,19 @@ class ActiveLearningLoop:
         self.state = state
 
 
+def check_schedule(config, pool_size):
+    """Raise ValueError unless the pool holds initial + rounds x query points."""
+    need = config["initial"] + config["rounds"] * config["query"]
+    if config["initial"] < 1 or config["query"] < 1 or need > pool_size:
+        raise ValueError(f"initial={config['initial']} + rounds={config['rounds']} x "
+                         f"query={config['query']} = {need} labels (initial and query >= 1), "
+                         f"but the pool has {pool_size} points")
+
+
 def prepare_folder(out_dir, config, resume):
     """Create `out_dir` for `config`, or check that it holds this very experiment."""
     path = os.path.join(out_dir, "config.json")
-    if os.path.exists(path):
+    if os.path.isdir(os.path.join(out_dir, "runs")):   # a config alone holds no results yet
         with open(path) as f:
             saved = json.load(f)
         differ = sorted(k for k in set(saved) | set(config) if k not in UNCHECKED
@@ -210,7 +220,7 @@ def prepare_folder(out_dir, config, resume):
                 f"{out_dir} holds a different experiment (config differs in: "
                 f"{', '.join(f'{k}={saved.get(k)!r} there, {config.get(k)!r} here' for k in differ)}"
                 f"); choose another output folder or delete that one")
-        if not resume and os.path.isdir(os.path.join(out_dir, "runs")):
+        if not resume:
             raise FileExistsError(f"{out_dir} already holds this experiment; pass resume=True "
                                   f"(--resume) to continue it, or choose another output folder")
     os.makedirs(out_dir, exist_ok=True)
@@ -230,6 +240,7 @@ def run_experiment(config, out_dir, resume=False, progress=True):
     arrays = datasets.load(config["dataset"], data_dir=config["data_dir"],
                            split_seed=config["split_seed"], imbalance=config["imbalance"],
                            pool_size=config["pool_size"], test_size=config["test_size"])
+    check_schedule(config, len(arrays[1]))
     prepare_folder(out_dir, config, resume)
     runs = [(s, seed) for seed in config["seeds"] for s in config["strategies"]]
     with tqdm(total=len(runs) * (config["rounds"] + 1), disable=not progress,

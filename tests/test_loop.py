@@ -116,6 +116,12 @@ def test_seed_for_is_stable_and_distinct():
                 for r in range(3)}) == 12
 
 
+def test_pool_too_small_for_the_schedule(tmp_path):
+    with pytest.raises(ValueError, match=r"10 \+ rounds=3 x query=50 = 160 labels .* pool has 150"):
+        loop.run_experiment(_config(query=50), str(tmp_path / "x"), progress=False)
+    assert not os.path.exists(tmp_path / "x")      # nothing written, a fixed config may use it
+
+
 def test_unknown_config_key():
     with pytest.raises(ValueError, match="unknown config keys \\['epoch'\\]"):
         loop.default_config(epoch=3)
