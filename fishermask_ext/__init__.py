@@ -6,6 +6,12 @@ its pure-PyTorch twin in `fishermask_ext.reference` otherwise.
 """
 from ._ops import native_available
 from .select import fisher_matrix, select_batch
+from .embeddings import masked_grad_embeddings
+from .fisher import fisher_diagonal, fisher_mask
+from .masks import ParamMask, random_mask
+from .models import MLP, ResNet18Narrow, SmallCNN, get_model
 
 __version__ = "0.1.0"
-__all__ = ["select_batch", "fisher_matrix", "native_available"]
+__all__ = ["select_batch", "fisher_matrix", "native_available",
+           "ParamMask", "random_mask", "fisher_diagonal", "fisher_mask",
+           "masked_grad_embeddings", "get_model", "MLP", "SmallCNN", "ResNet18Narrow"]

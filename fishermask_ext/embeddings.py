@@ -1,0 +1,144 @@
+"""Step C of ALGORITHM.md: per-sample masked gradient embeddings X [N, C, D]."""
+import sys
+
+import torch
+from tqdm.auto import tqdm
+
+from . import _capture as cap
+from ._ops import resolve
+
+__all__ = ["masked_grad_embeddings"]
+
+PROGRESS_MIN = 10_000   # progress=None shows a bar from this many samples, on a terminal
+
+
+def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=256,
+                           device=None, out=None, backend="auto", progress=None):
+    """Per-sample gradients of log p_c, for every class c, restricted to `mask`.
+
+    Row c of sample x is w_c(x) · ∇_θ log p_c(x) at the D masked entries, w_c = sqrt(p_c)
+    ("sqrt_p", the Fisher embedding of BAIT) or 1 ("none", the FisherMask reference). The model
+    runs in eval mode (each submodule's mode is restored after); per batch it costs one forward
+    pass and C backward passes of activation gradients down to the earliest masked layer, then
+    the masked entries straight from layer inputs and output gradients (native kernels through
+    `backend`: "auto", "native" or "torch"). Masked parameters must belong to Linear, Conv1d,
+    Conv2d or BatchNorm1d/2d modules.
+
+    model: returns logits [n, C] or a tuple starting with them.
+    data: Tensor of inputs [N, ...], or a Dataset / DataLoader of inputs or (inputs, labels).
+    mask: a ParamMask built for this model.
+    out: optional preallocated [N, C, D] tensor of the model's dtype (e.g. memory-mapped).
+    progress: None (a tqdm bar when N > PROGRESS_MIN and stderr is a terminal), True or False.
+    Returns out, or a new [N, C, D] tensor in the model's dtype on `device`.
+    """
+    if weighting not in cap.WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {cap.WEIGHTINGS}, got {weighting!r}")
+    mask.check(model)
+    owners = cap.owners(model, mask.names)
+    device = cap.model_device(model, device)
+    plans = _plans(model, mask, owners, device)
+    capture = cap.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
+    N = cap.num_samples(data)
+    chunks, start = [], 0
+    show = progress if progress is not None else (N or 0) > PROGRESS_MIN and sys.stderr.isatty()
+    bar = tqdm(total=N, disable=not show, unit="img", desc="embeddings")
+    with cap.eval_mode(model), bar:
+        for x in cap.iter_batches(data, batch_size, device):
+            emb = _embed_batch(capture, x, mask, plans, weighting, backend)   # [n, C, D]
+            if out is None and N is not None:
+                out = emb.new_empty((N, *emb.shape[1:]))
+            if out is None:
+                chunks.append(emb)
+            else:
+                _check_out(out, emb, start, N)
+                out[start:start + len(emb)] = emb
+            start += len(emb)
+            bar.update(len(emb))
+    if start == 0:
+        raise ValueError("data holds no samples")
+    if out is not None and start != len(out):
+        raise ValueError(f"data held {start} samples but out has {len(out)} rows")
+    return out if out is not None else torch.cat(chunks)
+
+
+def _plans(model, mask, owners, device):
+    """{module name: (channels, {param name: index})} per masked module. channels [k]: the
+    output channels its masked entries touch, the only ones whose output gradients are kept
+    (None keeps all, for grouped convs, whose kernels derive the group from the channel);
+    index [m]: each parameter's masked positions renumbered into the kept channels."""
+    params = dict(model.named_parameters())
+    plans = {}
+    for mod_name, (module, attrs) in owners.items():
+        names = [f"{mod_name}.{attr}" if mod_name else attr for attr in attrs]
+        per_out = {n: params[n].numel() // params[n].shape[0] for n in names}  # dim 0: output
+        index = {n: mask.positions(n) for n in names}
+        channels = None
+        if getattr(module, "groups", 1) == 1:
+            channels = torch.unique(torch.cat([index[n] // per_out[n] for n in names]))
+            index = {n: torch.searchsorted(channels, i // per_out[n]) * per_out[n] + i % per_out[n]
+                     for n, i in index.items()}
+            channels = channels.to(device)
+        plans[mod_name] = (channels, {n: i.to(device) for n, i in index.items()})
+    return plans
+
+
+def _embed_batch(capture, x, mask, plans, weighting, backend):
+    """[n, C, D] embeddings of the batch x [n, ...]."""
+    logits = capture.forward(x)
+    n, C = logits.shape
+    views = []
+    for call in capture.calls:
+        view = cap.input_view(capture.modules[call.module_name], call)
+        channels = plans[call.module_name][0]
+        if view.kind == "bn" and channels is not None:    # x̂ of the kept channels only
+            view = view._replace(a=view.a[:, channels])
+        views.append(view)
+    deltas = _kept_deltas(capture, logits, views, plans, weighting)     # per call [C, n, ...]
+    blocks = []
+    for name in mask.names:
+        mod_name, _, attr = name.rpartition(".")
+        index = plans[mod_name][1][name]
+        block = logits.new_zeros((n, C, len(index)))           # stays 0 if the module never ran
+        for call, view, delta in zip(capture.calls, views, deltas):
+            if call.module_name == mod_name:   # a module called twice sums both calls
+                block += _masked_grad(view, cap.delta_view(view, delta), attr, index, backend)
+        blocks.append(block)
+    return torch.cat(blocks, dim=2)
+
+
+def _kept_deltas(capture, logits, views, plans, weighting):
+    """Per recorded call, its output gradients [C, n, *out_shape] for all C class seeds,
+    restricted to the plan's output channels (the last dim of a Linear, else dim 1)."""
+    kept = [None] * len(capture.calls)
+    seeds = cap.class_seeds(logits, weighting)                           # [C, n, C]
+    for c, deltas in enumerate(capture.deltas(logits, seeds)):
+        for k, (call, view, delta) in enumerate(zip(capture.calls, views, deltas)):
+            channels = plans[call.module_name][0]
+            if channels is not None:
+                delta = delta.index_select(-1 if view.kind == "linear" else 1, channels)
+            if kept[k] is None:
+                kept[k] = delta.new_empty((len(seeds), *delta.shape))
+            kept[k][c] = delta
+    return kept
+
+
+def _masked_grad(view, delta, attr, index, backend):
+    """[n, C, m]: the per-sample gradient of parameter `attr` of one call at positions
+    index [m], from its View and its output gradients `delta` (in the view's layout)."""
+    if attr == "weight" and view.kind == "linear":
+        return resolve("masked_linear_grad", index.device, backend)(view.a, delta, index)
+    if attr == "weight" and view.kind == "conv":
+        return resolve("masked_conv2d_grad", index.device, backend)(
+            view.a, delta, index, *view.geometry)
+    d = cap.channel_deltas(view, delta)[:, :, index]           # [C, n, m, L]
+    if attr == "weight":                                        # BatchNorm γ: Σ δ · x̂
+        d = d * view.a[:, index]
+    return d.sum(-1).transpose(0, 1)
+
+
+def _check_out(out, emb, start, N):
+    """Raise unless `out` can hold this batch emb [n, C, D] at row `start`."""
+    rows = N if N is not None else max(len(out), start + len(emb))
+    if tuple(out.shape) != (rows, *emb.shape[1:]) or out.dtype != emb.dtype:
+        raise ValueError(f"out must be a {emb.dtype} tensor of shape {(rows, *emb.shape[1:])} "
+                         f"[N, C, D], got {out.dtype} {tuple(out.shape)}")
