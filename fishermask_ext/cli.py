@@ -2,6 +2,7 @@
 
     fishermask run                      # small digits experiment into ./results/digits-mlp/
     fishermask run --dataset fashion-mnist --pool-size 3000 --model small_cnn --seeds 0,1,2
+    fishermask report results/digits-mlp
     fishermask select emb.pt --budget 10 --out picks.txt
     fishermask bench -k select
 """
@@ -93,6 +94,9 @@ def _parser():
     s.add_argument("--lamb", type=float, default=1.0)
     s.add_argument("--backward-steps", type=int, default=0)
     s.add_argument("--backend", choices=("auto", "native", "torch"), default="auto")
+    rep = sub.add_parser("report", help="(re)write the curves, plot and summary of a results "
+                                        "folder, also of an unfinished one")
+    rep.add_argument("folder")
     sub.add_parser("bench", help="run benchmarks/ with pytest-benchmark (extra arguments go "
                                  "to pytest, e.g. -k select)")
     return p
@@ -100,7 +104,6 @@ def _parser():
 
 def _run(args):
     from .loop import default_config, run_experiment
-    from .report import write_report
     config = default_config(
         dataset=args.dataset, data_dir=args.data_dir, imbalance=args.imbalance,
         pool_size=args.pool_size, test_size=args.test_size, model=args.model,
@@ -113,7 +116,13 @@ def _run(args):
                                ("-imbalanced" if args.imbalance else ""))
     out = args.out or os.path.join("results", name)
     run_experiment(config, out, resume=args.resume, progress=not args.no_progress)
-    paths = write_report(out)
+    args.folder = out
+    return _report(args)
+
+
+def _report(args):
+    from .report import write_report
+    paths = write_report(args.folder)
     with open(paths["summary"]) as f:
         print(f.read())
     print("wrote " + ", ".join(paths.values()))
@@ -160,7 +169,8 @@ def main(argv=None):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
     try:
-        return {"run": _run, "select": _select, "bench": _bench}[args.command](args)
+        commands = {"run": _run, "report": _report, "select": _select, "bench": _bench}
+        return commands[args.command](args)
     except (ValueError, TypeError, OSError) as exc:
         print(f"fishermask {args.command}: error: {exc}", file=sys.stderr)
         return 2

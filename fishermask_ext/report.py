@@ -115,8 +115,8 @@ def summary_markdown(curves, config):
         acc = dict(zip(c["n_labeled"], zip(c["mean"], c["std"])))
         cells = [name, f"{c['aulc']:.3f} ± {c['aulc_std']:.3f}"]
         cells += [f"{acc[n][0]:.3f} ± {acc[n][1]:.3f}" if n in acc else "" for n in counts]
-        cells += [f"{c['select_s']:.2f}" if c["select_s"] is not None else "",
-                  f"{c['train_s']:.2f}"]
+        cells += [f"{c['select_s']:.3g}" if c["select_s"] is not None else "",
+                  f"{c['train_s']:.3g}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "AULC: area under the accuracy curve / label range, per seed, mean ± std "
               "over seeds; acc@n: test accuracy with n labels, mean ± std over seeds."]

@@ -31,6 +31,10 @@ def test_run_writes_curves_plot_and_summary(tmp_path, capsys):
     assert cli.main(["run", *TINY, "--out", out]) == 2          # refuses to overwrite
     assert "pass resume=True (--resume)" in capsys.readouterr().err
     assert cli.main(["run", *TINY, "--out", out, "--resume"]) == 0
+    os.remove(os.path.join(out, "summary.md"))
+    assert cli.main(["report", out]) == 0 and os.path.isfile(os.path.join(out, "summary.md"))
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err
 
 
 def test_run_default_folder_name(tmp_path, monkeypatch):
