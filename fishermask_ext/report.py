@@ -12,6 +12,7 @@ import io
 import json
 import os
 import statistics
+import textwrap
 
 from .loop import write_atomic
 
@@ -89,7 +90,7 @@ def _plot(curves, title, path):
         ax.fill_between(c["n_labeled"], lo, hi, alpha=0.15, color=line.get_color())
     ax.set_xlabel("number of labeled examples")
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 75)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
