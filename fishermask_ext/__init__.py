@@ -10,6 +10,8 @@ from .embeddings import masked_grad_embeddings
 from .fisher import fisher_diagonal, fisher_mask
 from .masks import ParamMask, random_mask
 from .models import MLP, ResNet18Narrow, SmallCNN, get_model
+from . import data, report, strategies   # the active-learning driver (cli.py: `fishermask`)
+from .loop import run_experiment
 
 __version__ = "0.1.0"
 __all__ = ["select_batch", "fisher_matrix", "native_available",
