@@ -21,7 +21,7 @@ def fisher_matrix(emb):
     _check_embeddings(emb, "emb", allow_empty=True)
     N, C, D = emb.shape
     out = torch.zeros(D, D, dtype=torch.float64, device=emb.device)
-    rows = max(1, _CHUNK_BYTES // max(1, C * D * emb.element_size()))
+    rows = _chunk_rows(emb)
     for s in range(0, N, rows):
         Xc = emb[s:s + rows].reshape(-1, D)
         out += (Xc.T @ Xc).to(torch.float64)
@@ -80,6 +80,11 @@ def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labe
     return op(unlabeled, P0, F, scale, K, n_forward, chunk)
 
 
+def _chunk_rows(x):
+    """Rows of x [N, C, D] per chunk of about _CHUNK_BYTES."""
+    return max(1, _CHUNK_BYTES // max(1, x.shape[1] * x.shape[2] * x.element_size()))
+
+
 def _check_embeddings(x, name, allow_empty=False):
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor [N, C, D], got {type(x).__name__}")
@@ -93,10 +98,13 @@ def _check_embeddings(x, name, allow_empty=False):
         raise ValueError(f"{name} is empty (N = 0): there is nothing to select from")
     if x.shape[1] == 0 or x.shape[2] == 0:
         raise ValueError(f"{name} has C = {x.shape[1]} and D = {x.shape[2]}; both must be >= 1")
-    if not bool(torch.isfinite(x).all()):
-        bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"{name} contains NaN or Inf (first bad rows: {bad}); "
-                         f"recompute or drop those embeddings")
+    rows = _chunk_rows(x)
+    for s in range(0, x.shape[0], rows):          # chunked: no N·C·D-sized temporary
+        finite = torch.isfinite(x[s:s + rows]).flatten(1).all(1)
+        if not bool(finite.all()):
+            bad = ((~finite).nonzero().flatten()[:5] + s).tolist()
+            raise ValueError(f"{name} contains NaN or Inf (first bad rows: {bad}); "
+                             f"recompute or drop those embeddings")
 
 
 def _check_fisher(F, name, like):
