@@ -69,6 +69,9 @@ def results(request):
                 if other in r:
                     line += f" | {other} {r[other]:.3f} s = {r[other] / r['native']:.1f}x native"
             tr.write_line(line)
+        if "step" in r and "twin_step" in r:
+            tr.write_line(f"  {dtype}: one greedy step: native {r['step'] * 1e3:.1f} ms | twin "
+                          f"{r['twin_step'] * 1e3:.1f} ms = {r['twin_step'] / r['step']:.1f}x native")
         if "step" in r and "copy" in r:
             tr.write_line(f"  {dtype}: per-step pass {r['step'] * 1e3:.1f} ms reads X at "
                           f"{r['step_gbs']:.1f} GB/s; copy of X {r['copy'] * 1e3:.1f} ms "
@@ -122,11 +125,14 @@ def test_step_bandwidth(benchmark, pools, sizes, results, dtype):
     _, seconds = _time(benchmark, lambda: step(A, B, X, UV, 1.0, eye, eye, eligible, 1.0), 5)
     out = torch.empty_like(X)
     copy = min(_wall(lambda: out.copy_(X)) for _ in range(5))
+    twin = min(_wall(lambda: reference.trace_ratio_step(A, B, X, UV, 1.0, eye, eye, eligible, 1.0))
+               for _ in range(3))
     nbytes = X.numel() * X.element_size()
     if seconds is not None:
         benchmark.extra_info["GB/s"] = nbytes / seconds / 1e9
         results.setdefault(dtype, {}).update(step=seconds, step_gbs=nbytes / seconds / 1e9,
-                                             copy=copy, copy_gbs=2 * nbytes / copy / 1e9)
+                                             copy=copy, copy_gbs=2 * nbytes / copy / 1e9,
+                                             twin_step=twin)
 
 
 def _wall(fn):
