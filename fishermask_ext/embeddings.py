@@ -21,8 +21,9 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
     runs in eval mode (each submodule's mode is restored after); per batch it costs one forward
     pass and C backward passes of activation gradients down to the earliest masked layer, then
     the masked entries straight from layer inputs and output gradients (native kernels through
-    `backend`: "auto", "native" or "torch"). Masked parameters must belong to Linear, Conv1d,
-    Conv2d or BatchNorm1d/2d modules.
+    `backend`: "auto", "native" or "torch"). Only the output channels the mask touches keep
+    their output gradients, so memory is about the batch's autograd graph. Masked parameters
+    must belong to Linear, Conv1d, Conv2d or BatchNorm1d/2d modules.
 
     model: returns logits [n, C] or a tuple starting with them.
     data: Tensor of inputs [N, ...], or a Dataset / DataLoader of inputs or (inputs, labels).
@@ -103,7 +104,7 @@ def _embed_batch(capture, x, mask, plans, weighting, backend):
             if call.module_name == mod_name:   # a module called twice sums both calls
                 block += _masked_grad(view, cap.delta_view(view, delta), attr, index, backend)
         blocks.append(block)
-    return torch.cat(blocks, dim=2)
+    return torch.cat(blocks, dim=2) if blocks else logits.new_zeros((n, C, 0))
 
 
 def _kept_deltas(capture, logits, views, plans, weighting):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from fishermask_ext import masked_grad_embeddings
 from fishermask_ext.masks import ParamMask
@@ -12,6 +12,8 @@ from fishermask_ext.models import MLP, ResNet18Narrow, SmallCNN
 from testing import require_native
 
 WEIGHTINGS = ["sqrt_p", "none"]
+# torch's note that padding="same" with an even kernel pads a copy of the input (Conv1dNet)
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 
 
 class Conv1dNet(nn.Module):
@@ -158,13 +160,26 @@ def test_model_state_is_left_as_it_was():
     torch.testing.assert_close(frozen, masked_grad_embeddings(model, x, mask), rtol=0, atol=0)
 
 
+class _Stream(IterableDataset):
+    """Inputs of unknown length."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def __iter__(self):
+        return iter(self.x)
+
+
 def test_data_kinds_and_batch_sizes_agree():
     model, x, mask = _case("mlp")
     expected = masked_grad_embeddings(model, x, mask)
     y = torch.arange(len(x))
-    for data, bs in [(x, 3), (TensorDataset(x, y), 2), (DataLoader(TensorDataset(x), 3), 99)]:
-        torch.testing.assert_close(masked_grad_embeddings(model, data, mask, batch_size=bs),
+    for data, bs in [(x, 3), (TensorDataset(x, y), 2), (DataLoader(TensorDataset(x), 3), 99),
+                     (_Stream(x), 3)]:
+        torch.testing.assert_close(masked_grad_embeddings(model, data, mask, batch_size=bs,
+                                                          progress=bs == 2),
                                    expected, rtol=1e-12, atol=1e-14)
+    assert masked_grad_embeddings(model, x, ParamMask(model, {})).shape == (len(x), 5, 0)
 
 
 def test_out_is_filled_and_returned(tmp_path):

@@ -1,0 +1,249 @@
+"""Step C on the narrow ResNet-18 (3x32x32, C = 10, pct_top = 0.002 so D = 1,402, N = 256):
+fishermask_ext.masked_grad_embeddings against three other ways to compute the same numbers.
+
+    python -m pytest benchmarks/bench_embed.py --benchmark-enable   # full size
+    python -m pytest benchmarks/bench_embed.py                      # smoke pass, tiny sizes (CI)
+
+  ours       masked_grad_embeddings (one forward, C activation-gradient backward passes per batch
+             of 256, masked entries from the native kernels), with two masks: "fisher" (the
+             Fisher mask of this model and pool) and "deep" (the classifier plus 122 random
+             entries of the other tensors, one forced into the stem conv, so every backward
+             pass runs through the whole network: the slowest mask for this method)
+  reference  one torch.autograd.grad per image and class through the graph of the whole batch
+             (retain_graph), then the mask gather, as the FisherMask/BAIT reference code does;
+             it is timed on the first `ref_images` images of the batch and its rate is per
+             image: every image costs the same C full-batch backward passes
+  func       torch.func per-sample Jacobians, vmap(jacrev) over the whole batch, then the gather
+  loop       one single-image forward and C backward calls per image, then the gather
+
+All four are first checked to agree in float64. Each timed float32 output must be as close to
+the float64 result as the plain-PyTorch twin of ours run in float32 is, within a factor 2 (the
+float32 forward pass alone moves entries with cancellation, e.g. the stem conv's, by 1e-5, the
+same for every method). Peak memory: each method runs once more in a fresh subprocess, which
+loads the model, inputs and masks, calls the method once on one image (so the library code
+pages, allocator pools and thread pools any first call touches are not counted), resets the
+kernel's peak-RSS mark (/proc/self/clear_refs), runs the full call and reports VmHWM minus
+VmRSS before the call (/proc/self/status): the memory the method itself added at its peak,
+torch's allocations included. (getrusage's ru_maxrss would not do: after fork and exec it
+still holds the parent's peak.)
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch.func import functional_call, jacrev, vmap
+from torch.utils.flop_counter import FlopCounterMode
+
+from fishermask_ext import ParamMask, ResNet18Narrow, fisher_mask, masked_grad_embeddings
+from fishermask_ext.masks import split_flat
+
+C, PCT = 10, 0.002
+FULL = dict(n=256, ref_images=8, fisher_samples=256, check_images=2)
+SMOKE = dict(n=2, ref_images=1, fisher_samples=2, check_images=1)
+METHODS = ["ours:fisher", "ours:deep", "reference", "func", "loop"]
+
+
+def setup(n, fisher_samples, dtype=torch.float32):
+    """(model, inputs [n, 3, 32, 32], {mask kind: ParamMask}); BatchNorm statistics warmed up."""
+    torch.manual_seed(0)
+    model = ResNet18Narrow(num_classes=C)
+    x = torch.randn(n, 3, 32, 32)
+    with torch.no_grad():
+        model.train()(x * 2 + 0.5)
+    model = model.eval().to(dtype)
+    return model, x.to(dtype), {"fisher": fisher_mask(model, x.to(dtype), pct_top=PCT,
+                                                      n_samples=fisher_samples),
+                                "deep": deep_mask(model)}
+
+
+def deep_mask(model):
+    """The classifier weight plus 122 uniform random entries of the other tensors, one of them
+    forced into the stem conv: the same D as the Fisher mask at pct_top = 0.002."""
+    params = dict(model.named_parameters())
+    others = [n for n in params if n != "linear.weight"]
+    total = sum(params[n].numel() for n in others)
+    flat = torch.randperm(total, generator=torch.Generator().manual_seed(0))[:121]
+    positions = split_flat(model, flat, others)
+    positions["conv1.weight"] = torch.cat([positions["conv1.weight"], torch.tensor([0])])
+    positions["linear.weight"] = torch.arange(params["linear.weight"].numel())
+    return ParamMask(model, positions)
+
+
+def ours(model, x, mask, images=None, backend="auto"):
+    return masked_grad_embeddings(model, x, mask, weighting="none", batch_size=256,
+                                  backend=backend)
+
+
+def reference(model, x, mask, images=None):
+    params = dict(model.named_parameters())
+    logp = torch.log_softmax(model(x), -1)                  # one graph for the whole batch
+    rows = []
+    for i in range(len(x) if images is None else images):
+        grads = [torch.autograd.grad(logp[i, c], list(params.values()), retain_graph=True)
+                 for c in range(C)]
+        rows.append(torch.stack([mask.gather(dict(zip(params, g))) for g in grads]))
+    return torch.stack(rows)
+
+
+def func(model, x, mask, images=None):
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def log_probs(p, xi):
+        return torch.log_softmax(functional_call(model, (p, buffers), (xi[None],)), -1)[0]
+
+    return mask.gather(vmap(jacrev(log_probs), in_dims=(None, 0))(params, x))
+
+
+def loop(model, x, mask, images=None):
+    params = dict(model.named_parameters())
+    rows = []
+    for xi in x:
+        logp = torch.log_softmax(model(xi[None]), -1)[0]
+        grads = [torch.autograd.grad(logp[c], list(params.values()), retain_graph=True)
+                 for c in range(C)]
+        rows.append(torch.stack([mask.gather(dict(zip(params, g))) for g in grads]))
+    return torch.stack(rows)
+
+
+def run(method, model, x, masks, ref_images):
+    """Output of `method` ("ours:<mask kind>" or a baseline, which uses the deep mask)."""
+    name, _, kind = method.partition(":")
+    fn = {"ours": ours, "reference": reference, "func": func, "loop": loop}[name]
+    return fn(model, x, masks[kind or "deep"], ref_images if name == "reference" else None)
+
+
+def _peak_subprocess(method, folder, ref_images):
+    """Peak resident-set growth (MB) of one call of `method` in a fresh process."""
+    code = subprocess.run([sys.executable, __file__, method, folder, str(ref_images)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(code.stdout.splitlines()[-1])["peak_mb"]
+
+
+def _main(method, folder, ref_images):
+    """Subprocess entry: load what the parent saved, run `method` once, print its peak."""
+    model = ResNet18Narrow(num_classes=C)
+    model.load_state_dict(torch.load(os.path.join(folder, "model.pt")))
+    model.eval()
+    x = torch.load(os.path.join(folder, "x.pt"))
+    masks = {k: ParamMask.load(os.path.join(folder, f"{k}.pt"), model) for k in ("fisher", "deep")}
+    run(method, model, x[:1], masks, 1)   # warm-up: code pages, allocator and thread pools
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")                      # VmHWM := VmRSS
+    before = _status_kib("VmRSS")
+    run(method, model, x, masks, ref_images)
+    print(json.dumps({"peak_mb": (_status_kib("VmHWM") - before) / 1024}))
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+@pytest.fixture(scope="module")
+def sizes(smoke):
+    return SMOKE if smoke else FULL
+
+
+@pytest.fixture(scope="module")
+def bench(sizes, tmp_path_factory):
+    """The float32 setup, saved for the memory subprocesses; the float64 truth and the float32
+    error of the plain-PyTorch twin, per mask kind."""
+    model, x, masks = setup(sizes["n"], sizes["fisher_samples"])
+    folder = tmp_path_factory.mktemp("bench_embed")
+    torch.save(model.state_dict(), folder / "model.pt")
+    torch.save(x, folder / "x.pt")
+    for kind, mask in masks.items():
+        mask.save(folder / f"{kind}.pt")
+    model64 = ResNet18Narrow(num_classes=C).double()
+    model64.load_state_dict(model.state_dict())
+    truth = {k: ours(model64.eval(), x.double(), m) for k, m in masks.items()}
+    twin_err = {k: (ours(model, x, m, backend="torch") - truth[k]).abs().max().item()
+                for k, m in masks.items()}
+    return dict(model=model, x=x, masks=masks, folder=str(folder), truth=truth,
+                twin_err=twin_err)
+
+
+@pytest.fixture(scope="module")
+def results(request, sizes):
+    table = {}
+    yield table
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None or "ours:deep" not in table:
+        return
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():     # fixture teardown output is captured
+        for line in _summary(table, sizes):
+            tr.write_line(line)
+
+
+def _summary(table, sizes):
+    base = table["ours:deep"]
+    yield ""
+    yield (f"embeddings summary: narrow ResNet-18, N={sizes['n']}, C={C}, D=1402, float32, "
+           f"{torch.get_num_threads()} threads")
+    yield "| method | images/s | ours:deep is faster by | peak MB | ours:deep uses less memory by |"
+    yield "|---|---|---|---|---|"
+    for method in (m for m in METHODS if m in table):
+        r = table[method]
+        yield (f"| {method} | {r['ips']:.2f} | {base['ips'] / r['ips']:.1f}x | {r['peak']:.0f} | "
+               f"{r['peak'] / base['peak']:.1f}x |")
+    yield from (table[key] for key in ("flops", "gemm") if key in table)
+
+
+def test_methods_agree_in_float64(sizes):
+    model, x, masks = setup(sizes["check_images"], sizes["check_images"], torch.float64)
+    for kind, mask in masks.items():
+        expected = ours(model, x, mask)
+        assert expected.shape == (len(x), C, 1402)
+        for method in ("reference", "func", "loop"):
+            got = globals()[method](model, x, mask)
+            torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12, msg=method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_embed(benchmark, bench, sizes, results, smoke, method):
+    model, x, masks = bench["model"], bench["x"], bench["masks"]
+    n_out = sizes["ref_images"] if method == "reference" else sizes["n"]
+    benchmark.group = f"embeddings N={sizes['n']} C={C} D=1402"
+    slow = method in ("reference", "func", "loop")
+    out = benchmark.pedantic(lambda: run(method, model, x, masks, sizes["ref_images"]),
+                             rounds=1 if slow else 3, iterations=1, warmup_rounds=0 if slow else 1)
+    kind = method.partition(":")[2] or "deep"
+    err = (out - bench["truth"][kind][:n_out]).abs().max().item()
+    assert err <= 2 * bench["twin_err"][kind], (err, bench["twin_err"][kind])
+    stats = getattr(benchmark, "stats", None)
+    if stats is None and smoke and method != "ours:deep":
+        return
+    peak = _peak_subprocess(method, bench["folder"], sizes["ref_images"])
+    benchmark.extra_info["peak_mb"] = peak
+    if stats is not None:
+        ips = n_out / stats.stats.min
+        benchmark.extra_info["images_per_s"] = ips
+        results[method] = dict(ips=ips, peak=peak)
+    if method == "ours:deep" and stats is not None:
+        _throughput(model, x, masks["deep"], stats.stats.min, results)
+
+
+def _throughput(model, x, mask, seconds, results):
+    """Achieved GFLOP/s of the torch ops inside ours (the native kernels are not counted; they
+    are a few per cent of the work), next to this machine's float32 GEMM rate."""
+    with FlopCounterMode(display=False) as counter:
+        ours(model, x, mask)
+    flops = counter.get_total_flops()
+    a = torch.randn(2048, 2048)
+    t = time.perf_counter()
+    for _ in range(5):
+        a @ a
+    gemm = 5 * 2 * 2048**3 / (time.perf_counter() - t)
+    results["flops"] = (f"ours:deep: {flops / 1e9:.1f} GFLOP of torch ops in {seconds:.2f} s = "
+                        f"{flops / seconds / 1e9:.1f} GFLOP/s")
+    results["gemm"] = f"float32 GEMM 2048^2 on this machine: {gemm / 1e9:.1f} GFLOP/s"
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
