@@ -80,12 +80,14 @@ def owners(model, names):
 
 
 @contextlib.contextmanager
-def eval_mode(model):
-    """Every submodule in eval mode inside the block; each one's own mode restored after."""
+def eval_with_grad(model):
+    """Every submodule in eval mode and autograd on inside the block, even within a caller's
+    no_grad or inference_mode block; each submodule's own mode is restored after."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        yield
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
     finally:
         for m, mode in modes:
             m.training = mode
@@ -124,14 +126,15 @@ class LayerCapture:
         self.model, self.modules, self.calls = model, modules, []
 
     def forward(self, x):
-        """Logits [n, C] of the batch x [n, ...], recording the hooked modules' calls."""
+        """Logits [n, C] of the batch x [n, ...], recording the hooked modules' calls (inside
+        eval_with_grad)."""
         self.calls = []
         hooks = [m.register_forward_hook(functools.partial(self._record, name))
                  for name, m in self.modules.items()]
-        try:
-            with torch.enable_grad():     # a float input that requires grad makes every output
-                out = self.model(x.detach().requires_grad_() if x.is_floating_point() else x)
-        finally:                          # carry an edge, even with frozen parameters
+        x = x.clone() if x.is_inference() else x.detach()
+        try:        # a float input that requires grad gives every output an edge, even with
+            out = self.model(x.requires_grad_() if x.is_floating_point() else x)   # frozen params
+        finally:
             for h in hooks:
                 h.remove()
         logits = out[0] if isinstance(out, (tuple, list)) else out

@@ -43,7 +43,7 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
     chunks, start = [], 0
     show = progress if progress is not None else (N or 0) > PROGRESS_MIN and sys.stderr.isatty()
     bar = tqdm(total=N, disable=not show, unit="img", desc="embeddings")
-    with cap.eval_mode(model), bar:
+    with cap.eval_with_grad(model), bar:
         for x in cap.iter_batches(data, batch_size, device):
             emb = _embed_batch(capture, x, mask, plans, weighting, backend)   # [n, C, D]
             if out is None and N is not None:

@@ -25,9 +25,9 @@ def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, devi
     owners = cap.owners(model, params)
     device = cap.model_device(model, device)
     capture = cap.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
-    fisher = {name: torch.zeros(p.numel(), dtype=p.dtype, device=device)
-              for name, p in params.items()}
-    with cap.eval_mode(model):
+    with cap.eval_with_grad(model):
+        fisher = {name: torch.zeros(p.numel(), dtype=p.dtype, device=device)
+                  for name, p in params.items()}
         for x in cap.iter_batches(_sample(data, n_samples, seed, reference_order), batch_size,
                                   device):
             _accumulate(capture, owners, x, fisher)

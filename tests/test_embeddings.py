@@ -6,7 +6,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from fishermask_ext import masked_grad_embeddings
+from fishermask_ext import fisher_diagonal, masked_grad_embeddings
 from fishermask_ext.masks import ParamMask
 from fishermask_ext.models import MLP, ResNet18Narrow, SmallCNN
 from testing import require_native
@@ -168,6 +168,18 @@ class _Stream(IterableDataset):
 
     def __iter__(self):
         return iter(self.x)
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_callers_no_grad_or_inference_mode_changes_nothing(context):
+    model, x, mask = _case("small_cnn")
+    expected, fisher = masked_grad_embeddings(model, x, mask), fisher_diagonal(model, x)
+    with context():
+        x = x.clone()                          # an inference tensor under inference_mode
+        got, got_fisher = masked_grad_embeddings(model, x, mask), fisher_diagonal(model, x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    for name in fisher:
+        torch.testing.assert_close(got_fisher[name], fisher[name], rtol=0, atol=0)
 
 
 def test_data_kinds_and_batch_sizes_agree():
