@@ -59,8 +59,15 @@ def results(request):
     tr = request.config.pluginmanager.get_plugin("terminalreporter")
     if tr is None or not table:
         return
-    tr.write_line("")
-    tr.write_line("selection summary (min time of each; ratios from this run)")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():     # fixture teardown output is captured
+        for line in _summary(table):
+            tr.write_line(line)
+
+
+def _summary(table):
+    yield ""
+    yield f"selection summary (min time of each; ratios from this run; {torch.get_num_threads()} threads)"
     for dtype in DTYPES:
         r = table.get(dtype, {})
         if "native" in r:
@@ -68,15 +75,14 @@ def results(request):
             for other in ("twin", "direct"):
                 if other in r:
                     line += f" | {other} {r[other]:.3f} s = {r[other] / r['native']:.1f}x native"
-            tr.write_line(line)
+            yield line
         if "step" in r and "twin_step" in r:
-            tr.write_line(f"  {dtype}: one greedy step: native {r['step'] * 1e3:.1f} ms | twin "
-                          f"{r['twin_step'] * 1e3:.1f} ms = {r['twin_step'] / r['step']:.1f}x native")
+            yield (f"  {dtype}: one greedy step: native {r['step'] * 1e3:.1f} ms | twin "
+                   f"{r['twin_step'] * 1e3:.1f} ms = {r['twin_step'] / r['step']:.1f}x native")
         if "step" in r and "copy" in r:
-            tr.write_line(f"  {dtype}: per-step pass {r['step'] * 1e3:.1f} ms reads X at "
-                          f"{r['step_gbs']:.1f} GB/s; copy of X {r['copy'] * 1e3:.1f} ms "
-                          f"({r['copy_gbs']:.1f} GB/s read+write) -> step reads at "
-                          f"{r['step_gbs'] / r['copy_gbs']:.0%} of copy throughput")
+            yield (f"  {dtype}: per-step pass reads X at {r['step_gbs']:.1f} GB/s; copy of X "
+                   f"{r['copy'] * 1e3:.1f} ms ({r['copy_gbs']:.1f} GB/s read+write) -> "
+                   f"{r['step_gbs'] / r['copy_gbs']:.0%} of copy throughput")
 
 
 def _time(benchmark, fn, rounds):
