@@ -30,20 +30,45 @@ bool is_scalar_identity(const at::Tensor& P0) {
   return at::equal(P0, at::eye(P0.size(0), P0.options()) * P0[0][0]);
 }
 
-// A_i = X̃_i P0 X̃_iᵀ, B_i = X̃_i P0 F P0 X̃_iᵀ (X̃ = scale·X), chunk by chunk, in the dtype of X.
+constexpr int64_t kBlock = 256;  // column block of the triangular products
+
+// Per candidate, R_i = X_i G X_iᵀ for a symmetric G, in about 5/8 of the multiply-adds of the
+// plain product: with H = tril(G) with its diagonal halved, G = H + Hᵀ, so
+// X_i G X_iᵀ = M_i + M_iᵀ with M_i = (X_i H) X_iᵀ, and X·H skips H's zero upper blocks.
+// Xc: [n, C, D] in the compute dtype; G: [D, D] f64. Returns [n, C, C] f64.
+at::Tensor sandwich(const at::Tensor& Xc, const at::Tensor& G) {
+  const int64_t D = Xc.size(2);
+  auto H = G.tril();
+  H.diagonal().mul_(0.5);
+  H = H.to(Xc.scalar_type());
+  const auto X2 = Xc.reshape({-1, D});                                  // [n·C, D]
+  auto T = at::empty_like(X2);
+  for (int64_t j = 0; j < D; j += kBlock) {
+    const int64_t e = std::min(D, j + kBlock);
+    T.narrow(1, j, e - j).copy_(at::mm(X2.narrow(1, j, D - j), H.slice(0, j, D).slice(1, j, e)));
+  }
+  const auto M = at::bmm(T.view(Xc.sizes()), Xc.transpose(1, 2)).to(at::kDouble);
+  return M + M.transpose(1, 2);
+}
+
+// A_i = X̃_i P0 X̃_iᵀ, B_i = X̃_i P0 F P0 X̃_iᵀ (X̃ = scale·X), chunk by chunk, the products over X
+// in the dtype of X. A P0 that is a multiple of I (no labeled points) makes A a plain Gram.
 std::tuple<at::Tensor, at::Tensor> init_scores(const at::Tensor& X, const at::Tensor& P0,
                                                const at::Tensor& F, double scale, int64_t chunk) {
   const int64_t N = X.size(0), C = X.size(1);
   auto A = at::empty({N, C, C}, X.options().dtype(at::kDouble));
   auto B = at::empty_like(A);
   const bool identity = is_scalar_identity(P0);
-  const auto P0x = P0.to(X.scalar_type()), Fx = F.to(X.scalar_type());
+  const auto G = at::matmul(at::matmul(P0, F), P0);
+  const auto G_sym = (G + G.t()) * 0.5;
+  const double s2 = scale * scale;
+  const double a_scale = identity ? s2 * P0[0][0].item<double>() : s2;
   for (int64_t s = 0; s < N; s += chunk) {
     const int64_t e = std::min(N, s + chunk);
-    const auto Xc = X.slice(0, s, e) * scale;                           // [n, C, D]
-    const auto Yc = identity ? Xc * P0x[0][0] : at::matmul(Xc, P0x);    // X̃ P0
-    A.slice(0, s, e).copy_(at::matmul(Yc, Xc.transpose(1, 2)));
-    B.slice(0, s, e).copy_(at::matmul(at::matmul(Yc, Fx), Yc.transpose(1, 2)));
+    const auto Xc = X.slice(0, s, e);                                    // [n, C, D]
+    A.slice(0, s, e).copy_(
+        (identity ? at::bmm(Xc, Xc.transpose(1, 2)).to(at::kDouble) : sandwich(Xc, P0)) * a_scale);
+    B.slice(0, s, e).copy_(sandwich(Xc, G_sym) * s2);
   }
   return {A, B};
 }

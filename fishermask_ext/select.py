@@ -9,14 +9,16 @@ from ._ops import resolve
 __all__ = ["select_batch", "fisher_matrix"]
 
 _CHUNK_BYTES = 64 << 20   # working set of one chunk of candidates during initialisation
+_BLOCK = 256              # column block of the triangular product in fisher_matrix
 
 
 def fisher_matrix(emb):
     """Mean per-sample Fisher, (1/N) Σ_i X_iᵀ X_i, in float64.
 
     emb: [N, C, D] float32 or float64 embeddings. Returns [D, D] float64 (zeros when N = 0).
-    One symmetric product of the (N·C)×D matrix, accumulated over chunks; a float32 input is
-    multiplied in float32 and accumulated in float64.
+    One symmetric product of the (N·C)×D matrix (only its lower block triangle is computed,
+    about 5/8 of the multiply-adds of a plain XᵀX), accumulated over chunks; a float32 input
+    is multiplied in float32 and accumulated in float64.
     """
     _check_embeddings(emb, "emb", allow_empty=True)
     N, C, D = emb.shape
@@ -24,7 +26,9 @@ def fisher_matrix(emb):
     rows = _chunk_rows(emb)
     for s in range(0, N, rows):
         Xc = emb[s:s + rows].reshape(-1, D)
-        out += (Xc.T @ Xc).to(torch.float64)
+        for j in range(0, D, _BLOCK):          # lower block triangle only (a blocked SYRK)
+            out[j:, j:j + _BLOCK] += (Xc[:, j:].T @ Xc[:, j:j + _BLOCK]).to(torch.float64)
+    out = out.tril() + out.tril(-1).T
     return out / max(N, 1)
 
 

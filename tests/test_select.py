@@ -53,6 +53,8 @@ CASES = [  # N, C, D, K, lamb, n_L, backward_steps
     (25, 3, 8, 6, 0.01, 7, 1),      # BAIT's λ, labeled points, pruning
     (11, 2, 31, 3, 2.0, 4, 0),      # D > N·C
     (17, 5, 13, 7, 1.0, 0, 2),
+    (12, 2, 300, 3, 1.0, 0, 0),     # D over one column block of the triangular products
+    (10, 3, 530, 4, 0.5, 5, 1),
 ]
 
 
@@ -107,8 +109,9 @@ def test_labeled_fisher_equals_labeled():
     assert a.tolist() == b.tolist()
 
 
-def test_fisher_matrix_is_mean_outer_product():
-    X, _ = _data(7, 3, 4, 0)
+@pytest.mark.parametrize("D", [4, 300, 513])
+def test_fisher_matrix_is_mean_outer_product(D):
+    X, _ = _data(7, 3, D, 0)
     want = sum(X[i].T @ X[i] for i in range(7)) / 7
     torch.testing.assert_close(fm.fisher_matrix(X), want)
     torch.testing.assert_close(fm.fisher_matrix(X.float()), want, rtol=1e-5, atol=1e-5)
