@@ -54,11 +54,11 @@ setup(
     version="0.1.0",
     description="Fused CPU/CUDA kernels for Fisher-information active learning (FisherMask, BAIT)",
     packages=find_packages(include=["fishermask_ext", "fishermask_ext.*"]),
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=["torch", "numpy", "tqdm", "scikit-learn", "matplotlib"],
     extras_require={"test": ["pytest", "pytest-benchmark"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     entry_points={"console_scripts": ["fishermask=fishermask_ext.cli:main"]},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},   # torch builds with Py_LIMITED_API 3.10
 )

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.graph import get_gradient_edge
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, SequentialSampler, Subset
+from torch.utils.data.dataloader import _InfiniteConstantSampler
 
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
 WEIGHTINGS = ("sqrt_p", "none")
@@ -47,8 +48,14 @@ def iter_batches(data, batch_size, device):
     (inputs, labels, ...) tuples; a DataLoader keeps its own batch size."""
     if torch.is_tensor(data):
         batches = data.split(batch_size)
+    elif isinstance(data, DataLoader):
+        if not isinstance(data.sampler, (SequentialSampler, _InfiniteConstantSampler)):
+            raise ValueError(f"the DataLoader draws with {type(data.sampler).__name__}, so its "
+                             f"batches would not follow the pool's order; pass one with "
+                             f"shuffle=False (or the Dataset itself)")
+        batches = data
     else:
-        batches = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
+        batches = DataLoader(data, batch_size=batch_size)
     for batch in batches:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         yield x.to(device)

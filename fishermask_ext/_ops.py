@@ -9,7 +9,6 @@ try:
 except ImportError as exc:  # a source checkout that was never built, or a broken build
     _IMPORT_ERROR = exc
 
-OP_NAMES = reference.__all__
 BACKENDS = ("auto", "native", "torch")
 
 

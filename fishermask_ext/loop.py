@@ -85,7 +85,7 @@ def train_model(model, x, y, config, generator):
     model.train()
     acc = 0.0
     for _ in range(config["epochs"]):
-        perm, correct = torch.randperm(n, generator=generator), 0
+        perm, correct, seen = torch.randperm(n, generator=generator), 0, 0
         for s in range(0, n, bs):
             idx = perm[s:s + bs]
             if len(idx) == 1 and n > 1:   # BatchNorm cannot train on a batch of one
@@ -96,7 +96,8 @@ def train_model(model, x, y, config, generator):
             loss.backward()
             opt.step()
             correct += int((logits.argmax(1).cpu() == y[idx]).sum())
-        acc = correct / n
+            seen += len(idx)
+        acc = correct / max(seen, 1)
         if config["train_accuracy"] is not None and acc >= config["train_accuracy"]:
             break
     return acc

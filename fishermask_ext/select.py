@@ -21,6 +21,11 @@ def fisher_matrix(emb):
     is multiplied in float32 and accumulated in float64.
     """
     _check_embeddings(emb, "emb", allow_empty=True)
+    return _fisher(emb)
+
+
+def _fisher(emb):
+    """fisher_matrix without the argument checks (for inputs already checked)."""
     N, C, D = emb.shape
     out = torch.zeros(D, D, dtype=torch.float64, device=emb.device)
     rows = _chunk_rows(emb)
@@ -70,13 +75,17 @@ def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labe
 
     F_L, n_L = _labeled_fisher(unlabeled, labeled, labeled_fisher, n_labeled)
     if pool_fisher is None:
-        F = (fisher_matrix(unlabeled) * N + F_L * n_L) / (N + n_L)
+        F = (_fisher(unlabeled) * N + F_L * n_L) / (N + n_L)
     else:
         F = _check_fisher(pool_fisher, "pool_fisher", unlabeled)
     K = int(budget)
     eye = torch.eye(D, dtype=torch.float64, device=unlabeled.device)
     M0 = lamb * eye + (n_L / (n_L + K)) * F_L
-    P0 = torch.cholesky_inverse(torch.linalg.cholesky(M0))
+    L0, info = torch.linalg.cholesky_ex(M0)
+    if int(info) != 0:
+        raise ValueError("lamb·I + n_L/(n_L+K)·labeled_fisher is not positive definite: "
+                         "labeled_fisher must be positive semi-definite (a mean of XᵀX)")
+    P0 = torch.cholesky_inverse(L0)
     scale = math.sqrt(K / (n_L + K))
     n_forward = min((int(backward_steps) + 1) * K, N)
     chunk = max(1, _CHUNK_BYTES // max(1, 8 * C * D))
@@ -144,7 +153,7 @@ def _labeled_fisher(unlabeled, labeled, labeled_fisher, n_labeled):
         if labeled.device != unlabeled.device or labeled.dtype != unlabeled.dtype:
             raise ValueError(f"labeled is {labeled.dtype} on {labeled.device} but unlabeled is "
                              f"{unlabeled.dtype} on {unlabeled.device}; convert one to match")
-        return fisher_matrix(labeled), labeled.shape[0]
+        return _fisher(labeled), labeled.shape[0]
     if labeled_fisher is not None:
         if isinstance(n_labeled, bool) or not isinstance(n_labeled, numbers.Integral) \
                 or n_labeled < 0:
