@@ -228,3 +228,15 @@ def test_masked_parameter_of_unsupported_module_names_the_module():
                                _func_oracle(model, x, ok, "sqrt_p"), rtol=1e-10, atol=1e-12)
     with pytest.raises(TypeError, match=r"module '1' \(LayerNorm\), parameter '1.weight'"):
         masked_grad_embeddings(model, x, ParamMask(model, {"1.weight": [0]}))
+
+
+def test_shuffling_dataloader_is_rejected():
+    model = MLP(in_features=4, num_classes=3, hidden=(5,)).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    mask = ParamMask(model, {n: torch.arange(2) for n, _ in model.named_parameters()})
+    loader = DataLoader(TensorDataset(x), batch_size=2, shuffle=True)
+    with pytest.raises(ValueError, match="shuffle=False"):
+        masked_grad_embeddings(model, loader, mask)
+    ordered = DataLoader(TensorDataset(x), batch_size=2)
+    torch.testing.assert_close(masked_grad_embeddings(model, ordered, mask),
+                               masked_grad_embeddings(model, x, mask))
