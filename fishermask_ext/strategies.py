@@ -245,6 +245,10 @@ class Bait(FisherMask):
 
     def __init__(self, *, weighting="sqrt_p", lamb=0.01, backward_steps=1, backend="auto",
                  **common):
+        ignored = sorted({"pct_top", "n_samples"} & set(common))
+        if ignored:
+            raise TypeError(f"strategy 'bait' masks the whole classifier weight; "
+                            f"{', '.join(ignored)} do not apply (use 'fishermask' for a mask)")
         super().__init__(weighting=weighting, lamb=lamb, backward_steps=backward_steps,
                          backend=backend, **common)
 

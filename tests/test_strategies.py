@@ -142,3 +142,8 @@ def test_fishermask_auto_pct_reaches_past_the_classifier(setup):
     total = sum(p.numel() for p in model.parameters())
     n_last = C * 8 + C
     assert int(strategies._auto_pct(model) * total) == n_last + round(0.1 * n_last)
+
+
+def test_bait_rejects_mask_options():
+    with pytest.raises(TypeError, match="do not apply"):
+        strategies.get("bait", pct_top=0.01)
