@@ -21,8 +21,8 @@ TORCH_LIBRARY(fishermask_ext, m) {
   //   score_i = sigma · tr((I + sigma·A_i)⁻¹ B_i),
   // and the op returns (scores [N] f64: -inf where not eligible or not positive definite,
   //                     best [] int64: the first eligible index of maximal score, -1 if none).
-  // A, B: [N, C, C] f64; X: [N, C, D] f32/f64; UV: [D, 2C] dtype of X; S, Q: [C, C] f64;
-  // eligible: [N] bool.
+  // A, B: [N, C, C] f64; X: [N, C, D] f32/f64; UV: [D, 2C] dtype of X; S, Q: [C, C] f64,
+  // symmetric (the update is evaluated in a form that assumes it); eligible: [N] bool.
   m.def("trace_ratio_step(Tensor(a!) A, Tensor(b!) B, Tensor X, Tensor? UV, float scale, "
         "Tensor S, Tensor Q, Tensor eligible, float sigma) -> (Tensor, Tensor)");
   // The whole greedy loop of step E on scaled embeddings X̃ = scale * X.

@@ -8,7 +8,7 @@
 #ifdef __CUDACC__
 #define FM_HD __host__ __device__ inline
 #else
-#define FM_HD inline
+#define FM_HD inline __attribute__((always_inline))  // inlined into the CPU's SIMD clones
 #endif
 
 namespace fishermask_ext {
@@ -63,21 +63,24 @@ FM_HD void solve_lower_columns(int C, const double* L, double* y) {
 // Updates A_i, B_i with the committed direction (when W, Z are given), then returns
 // sigma · tr((I + sigma·A_i)⁻¹ B_i), or -inf when I + sigma·A_i is not positive definite.
 //   A -= W S Wᵀ;  B -= W S Zᵀ + Z S Wᵀ - (W S) Q (W S)ᵀ
+// computed for symmetric S, Q in four C×C products: T = W S, A -= T Wᵀ, G = Z - ½ T Q,
+// E = T Gᵀ, B -= E + Eᵀ (E + Eᵀ = T Zᵀ + Z Tᵀ - T Q Tᵀ).
 // A, B: this candidate's C×C blocks (updated in place); W, Z: its C×C blocks of X̃·[u v];
-// S, Q: the commit's C×C matrices; work: 3·C·C doubles of scratch.
+// S, Q: the commit's symmetric C×C matrices; work: 3·C·C doubles of scratch.
 FM_HD double candidate_step(int C, double* A, double* B, const double* W, const double* Z,
                             const double* S, const double* Q, double sigma, double* work) {
   double* t1 = work;
   double* t2 = work + C * C;
   double* t3 = work + 2 * C * C;
   if (W != nullptr) {
-    mm(C, W, S, t1);                 // W S
-    mm(C, Z, S, t2);                 // Z S
-    add_mmt(C, -1.0, t1, W, A);
-    add_mmt(C, -1.0, t1, Z, B);
-    add_mmt(C, -1.0, t2, W, B);
-    mm(C, t1, Q, t3);                // W S Q
-    add_mmt(C, 1.0, t3, t1, B);
+    mm(C, W, S, t1);                                           // T = W S
+    add_mmt(C, -1.0, t1, W, A);                                // A -= T Wᵀ
+    mm(C, t1, Q, t2);                                          // T Q
+    for (int k = 0; k < C * C; ++k) t2[k] = Z[k] - 0.5 * t2[k];  // G = Z - ½ T Q
+    for (int k = 0; k < C * C; ++k) t3[k] = 0.0;
+    add_mmt(C, 1.0, t1, t2, t3);                               // E = T Gᵀ
+    for (int r = 0; r < C; ++r)
+      for (int c = 0; c < C; ++c) B[r * C + c] -= t3[r * C + c] + t3[c * C + r];
   }
   for (int k = 0; k < C * C; ++k) t1[k] = sigma * A[k];
   for (int k = 0; k < C; ++k) t1[k * C + k] += 1.0;

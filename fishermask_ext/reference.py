@@ -18,9 +18,10 @@ def trace_ratio_step(A, B, X, UV, scale, S, Q, eligible, sigma):
     if UV is not None:
         WZ = (X.reshape(N * C, D) @ UV).view(N, C, 2 * C).to(torch.float64) * scale
         W, Z = WZ[..., :C], WZ[..., C:]
-        WS = W @ S                                   # [N, C, C]
+        WS = W @ S                                   # [N, C, C]; S, Q symmetric
         A.sub_(WS @ W.mT)
-        B.sub_(WS @ Z.mT + Z @ S @ W.mT - WS @ Q @ WS.mT)
+        E = WS @ (Z - 0.5 * (WS @ Q)).mT             # E + Eᵀ = WS Zᵀ + Z S Wᵀ - WS Q (WS)ᵀ
+        B.sub_(E + E.mT)
     eye = torch.eye(C, dtype=A.dtype, device=A.device)
     L, info = torch.linalg.cholesky_ex(eye + sigma * A)
     L = torch.where((info == 0)[:, None, None], L, eye)      # keep the solve finite
@@ -65,8 +66,9 @@ def greedy_select(X, P0, F, scale, budget, n_forward, chunk):
         sigma = 1.0 if forward else -1.0
         u = P @ (X[j].to(f64) * scale).T                # [D, C]
         S = torch.linalg.inv(sigma * eye + A[j])
+        S = (S + S.T) / 2                               # the step assumes symmetric S, Q
         v = P @ (F @ u)
-        Q = B[j].clone()
+        Q = (B[j] + B[j].T) / 2
         P = P - u @ S @ u.T
         next_forward = t + 1 < n_forward
         _, best = trace_ratio_step(A, B, X, torch.cat([u, v], 1).to(X.dtype), scale, S, Q,

@@ -149,6 +149,18 @@ def test_nan_inf_embeddings_raise(where, bad):
         fm.select_batch(X, 2)
     with pytest.raises(ValueError, match="labeled contains NaN or Inf"):
         fm.select_batch(X0, 2, labeled=X)
+    # With a given pool Fisher the scan cannot ride on the Fisher product: it runs on its own.
+    with pytest.raises(ValueError, match=f"unlabeled contains NaN or Inf .*\\[{where[0]}\\]"):
+        fm.select_batch(X, 2, pool_fisher=torch.eye(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=f"emb contains NaN or Inf .*\\[{where[0]}\\]"):
+        fm.fisher_matrix(X)
+
+
+def test_overflowing_embeddings_raise():
+    X = X0.float().clone()
+    X[2, 0, 1] = 1e20                     # finite, but its square overflows float32
+    with pytest.raises(ValueError, match="so large that XᵀX overflows .*rescale"):
+        fm.select_batch(X, 2)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device kind (CUDA)")
