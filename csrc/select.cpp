@@ -70,11 +70,12 @@ std::tuple<at::Tensor, at::Tensor> init_scores(const at::Tensor& X, const at::Te
   auto A = at::empty({N, C, C}, X.options().dtype(at::kDouble));
   auto B = at::empty_like(A);
   const bool identity = is_scalar_identity(P0);
-  const auto G = at::matmul(at::matmul(P0, F), P0);
+  const double p0 = identity ? P0[0][0].item<double>() : 0.0;
+  const auto G = identity ? F * (p0 * p0) : at::matmul(at::matmul(P0, F), P0);   // P0 F P0
   const auto HG = half_tril((G + G.t()) * 0.5, X.scalar_type());
   const auto HP = identity ? at::Tensor() : half_tril(P0, X.scalar_type());
   const double s2 = scale * scale;
-  const double a_scale = identity ? s2 * P0[0][0].item<double>() : s2;
+  const double a_scale = identity ? s2 * p0 : s2;
   at::Tensor buf;
   for (int64_t s = 0; s < N; s += chunk) {
     const int64_t e = std::min(N, s + chunk);
@@ -89,13 +90,14 @@ std::tuple<at::Tensor, at::Tensor> init_scores(const at::Tensor& X, const at::Te
 
 }  // namespace
 
-at::Tensor greedy_select(const at::Tensor& X_, const at::Tensor& P0, const at::Tensor& F,
+at::Tensor greedy_select(const at::Tensor& X_, const at::Tensor& P0, const at::Tensor& F_,
                          double scale, int64_t budget, int64_t n_forward, int64_t chunk) {
-  check_greedy_select(X_, P0, F, budget, n_forward, chunk);
+  check_greedy_select(X_, P0, F_, budget, n_forward, chunk);
   const auto X = X_.contiguous();
+  const auto F = F_.contiguous();
   const int64_t N = X.size(0), C = X.size(1);
   auto [A, B] = init_scores(X, P0, F, scale, chunk);
-  auto P = P0.clone();
+  auto P = P0.contiguous().clone();
   const auto eye = at::eye(C, P0.options());
   auto selected = at::zeros({N}, X.options().dtype(at::kBool));
   auto order = at::empty({n_forward}, X.options().dtype(at::kLong));
@@ -108,11 +110,7 @@ at::Tensor greedy_select(const at::Tensor& X_, const at::Tensor& P0, const at::T
     if (forward) order.narrow(0, t, 1).copy_(j);
     if (t + 1 == n_steps) break;
     const double sigma = forward ? 1.0 : -1.0;
-    // Row-vector forms (uᵀ = x̃_j P, vᵀ = uᵀ F P, P symmetric): wide products, which BLAS runs
-    // several times faster than the equivalent D×D by D×C ones.
     const auto xt_j = X.index_select(0, j).reshape({C, -1}).to(at::kDouble) * scale;  // [C, D]
-    const auto ut = at::mm(xt_j, P);                                               // [C, D]
-    const auto vt = at::mm(at::mm(ut, F), P);                                      // [C, D]
     // inv_ex: no error check, so no host sync on CUDA (σI + A_j is invertible by construction).
     // S and Q are symmetrised: the step's update is evaluated in a form that assumes it.
     const auto S_raw = std::get<0>(
@@ -120,9 +118,18 @@ at::Tensor greedy_select(const at::Tensor& X_, const at::Tensor& P0, const at::T
     const auto S = (S_raw + S_raw.t()) * 0.5;
     const auto Q_raw = B.index_select(0, j).reshape({C, C});
     const auto Q = (Q_raw + Q_raw.t()) * 0.5;
-    P.addmm_(at::mm(ut.t(), S), ut, 1.0, -1.0);                                   // P -= u S uᵀ
+    at::Tensor UV64;                                                               // [D, 2C]
+    if (X.is_cpu()) {
+      UV64 = commit_direction_cpu(P, F, xt_j, S);
+    } else {
+      // Row-vector forms (uᵀ = x̃_j P, vᵀ = uᵀ F P, P symmetric): wide products.
+      const auto ut = at::mm(xt_j, P);
+      const auto vt = at::mm(at::mm(ut, F), P);
+      P.addmm_(at::mm(ut.t(), S), ut, 1.0, -1.0);                                 // P -= u S uᵀ
+      UV64 = at::cat({ut, vt}, 0).t();
+    }
     const bool next_forward = t + 1 < n_forward;
-    const auto UV = at::cat({ut, vt}, 0).t().to(X.scalar_type()).contiguous();      // [D, 2C]
+    const auto UV = UV64.to(X.scalar_type()).contiguous();
     best = std::get<1>(step(A, B, X, UV, scale, S, Q,
                             next_forward ? selected.logical_not() : selected,
                             next_forward ? 1.0 : -1.0));

@@ -9,4 +9,11 @@ namespace fishermask_ext {
 at::Tensor greedy_select(const at::Tensor& X, const at::Tensor& P0, const at::Tensor& F,
                          double scale, int64_t budget, int64_t n_forward, int64_t chunk);
 
+// One commit of the greedy loop on the CPU, in three streaming passes over the D×D matrices:
+// u = P x̃ᵀ, v = P (F u), then P -= u S uᵀ (fused with the pass that forms v). P, F: [D, D] f64
+// contiguous, symmetric; xt: [C, D] f64 (the scaled embedding of the pick); S: [C, C] f64
+// symmetric. Updates P in place; returns [u v] as [D, 2C] f64.
+at::Tensor commit_direction_cpu(at::Tensor& P, const at::Tensor& F, const at::Tensor& xt,
+                                const at::Tensor& S);
+
 }  // namespace fishermask_ext

@@ -6,7 +6,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -108,49 +110,160 @@ FM_INLINE void rows_times_all_uv(const T* x, int64_t D, const T* uv, PackLayout 
   } while (b < lay.nb);
 }
 
-// Candidates [begin, end): W, Z from X and packed [u v] (if given), update, score. Rows of X
-// are taken kRows at a time across candidate boundaries, for groups of `group` candidates
-// (group·C is a multiple of kRows); a short last group goes through a zero-padded copy.
+// out[r, :] = x[r, :] · uv for `rows` rows of x ([rows, D]): kRows at a time, a short last
+// block through a zero-padded copy (`pad`: scratch, grown on first use). out: [rows, width].
+template <typename T>
+FM_INLINE void rows_times_packed(const T* x, int64_t rows, int64_t D, const T* uv,
+                                 PackLayout lay, T* out, std::vector<T>& pad) {
+  const int64_t ldu = lay.width(), full = rows / kRows * kRows;
+  for (int64_t r = 0; r < full; r += kRows) rows_times_all_uv<T>(x + r * D, D, uv, lay, out + r * ldu);
+  if (full < rows) {
+    pad.assign(kRows * (D + ldu), T(0));
+    std::memcpy(pad.data(), x + full * D, (rows - full) * D * sizeof(T));
+    T* tmp = pad.data() + kRows * D;
+    rows_times_all_uv<T>(pad.data(), D, uv, lay, tmp);
+    std::memcpy(out + full * ldu, tmp, (rows - full) * ldu * sizeof(T));
+  }
+}
+
+// ---- the per-candidate C×C work, kGroup candidates at a time (one per SIMD lane) ----
+// The same arithmetic as candidate_step (trace_ratio.h, which the CUDA kernel runs per thread),
+// with every scalar replaced by a vector of kGroup candidates: C = 10 makes the per-candidate
+// loops too short to vectorise any other way.
+
+constexpr int kGroup = 8;
+using VG = Lanes<double, kGroup>::type;
+
+FM_INLINE VG splat(double x) { return VG{} + x; }
+
+// acc[r, c] (+|-)= Σ_k a[r, k] · b[c, k] over C×C lane matrices (b transposed).
+template <bool kSub>
+FM_INLINE void lane_mmt(int C, const VG* a, const VG* b, VG* acc) {
+  for (int r = 0; r < C; ++r)
+    for (int c = 0; c < C; ++c) {
+      VG s = {};
+      for (int k = 0; k < C; ++k) s += a[r * C + k] * b[c * C + k];
+      acc[r * C + c] = kSub ? acc[r * C + c] - s : acc[r * C + c] + s;
+    }
+}
+
+// out[r, c] = Σ_k a[r, k] · m[k, c] for lane matrices a and one shared C×C matrix m.
+FM_INLINE void lane_mm_shared(int C, const VG* a, const double* m, VG* out) {
+  for (int r = 0; r < C; ++r)
+    for (int c = 0; c < C; ++c) {
+      VG s = {};
+      for (int k = 0; k < C; ++k) s += a[r * C + k] * m[k * C + c];
+      out[r * C + c] = s;
+    }
+}
+
+// In place lower Cholesky of the lane matrix m; lanes that are not positive definite are
+// cleared in `ok` (and computed on with a unit pivot so that every value stays finite).
+FM_INLINE void lane_cholesky(int C, VG* m, VG* inv_diag, VG& ok) {
+  for (int j = 0; j < C; ++j) {
+    VG d = m[j * C + j];
+    for (int k = 0; k < j; ++k) d -= m[j * C + k] * m[j * C + k];
+    const auto pos = d > 0;                              // lanes of all ones where d > 0
+    ok = pos ? ok : splat(0.0);
+    d = pos ? d : splat(1.0);
+    for (int l = 0; l < kGroup; ++l) d[l] = std::sqrt(d[l]);
+    m[j * C + j] = d;
+    inv_diag[j] = 1.0 / d;
+    for (int i = j + 1; i < C; ++i) {
+      VG s = m[i * C + j];
+      for (int k = 0; k < j; ++k) s -= m[i * C + k] * m[j * C + k];
+      m[i * C + j] = s * inv_diag[j];
+    }
+  }
+}
+
+// In place y = L⁻¹ y for every column of the lane matrix y.
+FM_INLINE void lane_solve_lower(int C, const VG* L, const VG* inv_diag, VG* y) {
+  for (int c = 0; c < C; ++c)
+    for (int r = 0; r < C; ++r) {
+      VG s = y[r * C + c];
+      for (int k = 0; k < r; ++k) s -= L[r * C + k] * y[k * C + c];
+      y[r * C + c] = s * inv_diag[r];
+    }
+}
+
+// kGroup candidates starting at A, B (n of them real; the rest are padding lanes): the update
+// with W, Z (when wz is given: row k·C + a of wz holds candidate k's row a of X̃[u v] / scale)
+// and the scores. scratch: 8·C·C + C lane values.
+template <typename T>
+FM_INLINE void group_step(int C, int n, double* A, double* B, const T* wz, int64_t ldw,
+                          double scale, const double* S, const double* Q, double sigma,
+                          VG* scratch, double* scores) {
+  const int CC = C * C;
+  VG *a = scratch, *b = a + CC, *w = b + CC, *z = w + CC, *t = z + CC, *g = t + CC,
+     *e = g + CC, *y = e + CC, *inv_diag = y + CC;
+  for (int q = 0; q < CC; ++q) a[q] = b[q] = VG{};
+  for (int k = 0; k < n; ++k)
+    for (int q = 0; q < CC; ++q) {
+      a[q][k] = A[k * CC + q];
+      b[q][k] = B[k * CC + q];
+    }
+  if (wz != nullptr) {
+    for (int q = 0; q < CC; ++q) w[q] = z[q] = VG{};
+    for (int k = 0; k < n; ++k)
+      for (int r = 0; r < C; ++r)
+        for (int c = 0; c < C; ++c) {
+          w[r * C + c][k] = scale * static_cast<double>(wz[(k * C + r) * ldw + c]);
+          z[r * C + c][k] = scale * static_cast<double>(wz[(k * C + r) * ldw + C + c]);
+        }
+    lane_mm_shared(C, w, S, t);                              // T = W S
+    lane_mmt<true>(C, t, w, a);                              // A -= T Wᵀ
+    lane_mm_shared(C, t, Q, g);                              // T Q
+    for (int q = 0; q < CC; ++q) g[q] = z[q] - 0.5 * g[q];   // G = Z - ½ T Q
+    for (int q = 0; q < CC; ++q) e[q] = VG{};
+    lane_mmt<false>(C, t, g, e);                             // E = T Gᵀ
+    for (int r = 0; r < C; ++r)
+      for (int c = 0; c < C; ++c) b[r * C + c] -= e[r * C + c] + e[c * C + r];
+    for (int k = 0; k < n; ++k)
+      for (int q = 0; q < CC; ++q) {
+        A[k * CC + q] = a[q][k];
+        B[k * CC + q] = b[q][k];
+      }
+  }
+  for (int q = 0; q < CC; ++q) t[q] = sigma * a[q];          // I + σ A
+  for (int j = 0; j < C; ++j) t[j * C + j] += 1.0;
+  VG ok = splat(1.0);
+  lane_cholesky(C, t, inv_diag, ok);
+  for (int q = 0; q < CC; ++q) y[q] = b[q];
+  lane_solve_lower(C, t, inv_diag, y);                       // L⁻¹ B
+  for (int r = 0; r < C; ++r)
+    for (int c = 0; c < C; ++c) g[r * C + c] = y[c * C + r];  // (L⁻¹ B)ᵀ
+  lane_solve_lower(C, t, inv_diag, g);                       // L⁻¹ B L⁻ᵀ
+  VG tr = {};
+  for (int j = 0; j < C; ++j) tr += g[j * C + j];
+  for (int k = 0; k < n; ++k)
+    scores[k] = ok[k] != 0 ? sigma * tr[k] : -std::numeric_limits<double>::infinity();
+}
+
+// Candidates [begin, end): W, Z from X and packed [u v] (if given), update, score, kGroup
+// candidates at a time. Their kGroup·C rows of X (a multiple of kRows) go through the
+// register-blocked product; a short last group through a zero-padded copy.
 template <typename T>
 FM_INLINE void step_range(int64_t begin, int64_t end, int C, int64_t D, const T* X,
                           const T* uv, PackLayout lay, double scale, double* A, double* B,
                           const double* S, const double* Q, const bool* eligible,
                           double sigma, double* scores) {
   const int64_t ldu = lay.width();
-  const int64_t group = kRows / std::gcd<int64_t>(C, kRows);
-  std::vector<T> wz(uv != nullptr ? group * C * ldu : 0), pad;
-  std::vector<double> W(C * C), Z(C * C), work(3 * C * C);
-  for (int64_t g = begin; g < end; g += group) {
-    const int64_t n = std::min(group, end - g);
-    if (uv != nullptr) {
-      const int64_t rows = n * C, full = rows / kRows * kRows;
-      const T* x = X + g * C * D;
-      for (int64_t r = 0; r < full; r += kRows)
-        rows_times_all_uv<T>(x + r * D, D, uv, lay, &wz[r * ldu]);
-      if (full < rows) {
-        if (pad.empty()) pad.resize(kRows * D);
-        std::fill(pad.begin(), pad.end(), T(0));
-        std::memcpy(pad.data(), x + full * D, (rows - full) * D * sizeof(T));
-        std::vector<T> tmp(kRows * ldu);
-        rows_times_all_uv<T>(pad.data(), D, uv, lay, tmp.data());
-        std::memcpy(&wz[full * ldu], tmp.data(), (rows - full) * ldu * sizeof(T));
-      }
-    }
-    for (int64_t k = 0; k < n; ++k) {
-      const int64_t i = g + k;
-      if (uv != nullptr) {
-        const T* wzi = &wz[k * C * ldu];
-        for (int a = 0; a < C; ++a)
-          for (int c = 0; c < C; ++c) {
-            W[a * C + c] = scale * static_cast<double>(wzi[a * ldu + c]);
-            Z[a * C + c] = scale * static_cast<double>(wzi[a * ldu + C + c]);
-          }
-      }
-      const double s = candidate_step(C, A + i * C * C, B + i * C * C,
-                                      uv ? W.data() : nullptr, Z.data(), S, Q, sigma,
-                                      work.data());
-      scores[i] = eligible[i] ? s : -std::numeric_limits<double>::infinity();
-    }
+  std::vector<T> wz(uv != nullptr ? kGroup * C * ldu : 0), pad;
+  // Lane values need sizeof(VG)-byte alignment (the compiler assumes it; alignof of a templated
+  // vector typedef does not say so, and std::vector does not give it).
+  const int64_t n_lanes = 8 * C * C + C;
+  std::vector<double> raw((n_lanes + 1) * kGroup);
+  void* base = raw.data();
+  size_t space = raw.size() * sizeof(double);
+  VG* scratch = static_cast<VG*>(std::align(sizeof(VG), n_lanes * sizeof(VG), base, space));
+  for (int64_t g = begin; g < end; g += kGroup) {
+    const int n = static_cast<int>(std::min<int64_t>(kGroup, end - g));
+    if (uv != nullptr) rows_times_packed<T>(X + g * C * D, n * C, D, uv, lay, wz.data(), pad);
+    group_step<T>(C, n, A + g * C * C, B + g * C * C, uv ? wz.data() : nullptr, ldu, scale, S, Q,
+                  sigma, scratch, scores + g);
+    for (int k = 0; k < n; ++k)
+      if (!eligible[g + k]) scores[g + k] = -std::numeric_limits<double>::infinity();
   }
 }
 
@@ -180,6 +293,87 @@ at::Tensor pack_uv(const at::Tensor& UV, PackLayout lay) {
   packed.narrow(1, 0, UV.size(1)).copy_(UV);
   return packed;
 }
+
+// ---- the commit: u = P x̃ᵀ, v = P F u, P -= u S uᵀ (streaming passes over P and F) ----
+
+using V8 = Lanes<double, kLanes>::type;
+
+// out [D, C] = M Vᵀ for rows [d0, d1) of M [D, D] (Vᵀ packed as [D, width]); with kUpdate,
+// each block of rows is then updated, M[d, :] -= Σ_c a[d, c] · Ut[c, :], once its products
+// are taken (so they see the old rows). ob: [d1 - d0, width] scratch.
+template <bool kUpdate>
+FM_INLINE void rows_times_vt(double* M, int64_t D, const double* vp, PackLayout lay, int C,
+                             int64_t d0, int64_t d1, double* out, const double* a,
+                             const double* Ut) {
+  const int64_t ldu = lay.width();
+  std::vector<double> ob((d1 - d0) * ldu), pad;
+  constexpr int64_t kSpan = 64;                   // rows per block: read once from memory
+  for (int64_t r0 = d0; r0 < d1; r0 += kSpan) {
+    const int64_t r1 = std::min(d1, r0 + kSpan);
+    double* obr = ob.data() + (r0 - d0) * ldu;
+    rows_times_packed<double>(M + r0 * D, r1 - r0, D, vp, lay, obr, pad);
+    for (int64_t d = r0; d < r1; ++d)
+      for (int c = 0; c < C; ++c) out[d * C + c] = obr[(d - r0) * ldu + c];
+    if constexpr (kUpdate) {
+      for (int64_t d = r0; d < r1; ++d) {
+        double* m = M + d * D;
+        for (int c = 0; c < C; ++c) {
+          const double ac = a[d * C + c];
+          const double* uc = Ut + c * D;
+          for (int64_t f = 0; f < D; ++f) m[f] -= ac * uc[f];
+        }
+      }
+    }
+  }
+}
+
+FM_CLONES void rows_times_vt_plain(double* M, int64_t D, const double* vp, PackLayout lay,
+                                   int C, int64_t d0, int64_t d1, double* out) {
+  rows_times_vt<false>(M, D, vp, lay, C, d0, d1, out, nullptr, nullptr);
+}
+FM_CLONES void rows_times_vt_update(double* M, int64_t D, const double* vp, PackLayout lay,
+                                    int C, int64_t d0, int64_t d1, double* out,
+                                    const double* a, const double* Ut) {
+  rows_times_vt<true>(M, D, vp, lay, C, d0, d1, out, a, Ut);
+}
+
+// out [D, C] = M Vᵀ for M [D, D] and V [C, D]; with a, Ut also M -= a · Ut, row block by block.
+void times_vt(double* M, int64_t D, const at::Tensor& V, at::Tensor& out,
+              const at::Tensor* a = nullptr, const at::Tensor* Ut = nullptr) {
+  const int C = static_cast<int>(V.size(0));
+  const auto lay = pack_layout<double>(C);
+  const auto vp = pack_uv(V.t(), lay);
+  const double* v = vp.const_data_ptr<double>();
+  double* o = out.data_ptr<double>();
+  at::parallel_for(0, D, kRows, [&](int64_t b, int64_t e) {
+    if (a == nullptr) rows_times_vt_plain(M, D, v, lay, C, b, e, o);
+    else rows_times_vt_update(M, D, v, lay, C, b, e, o, a->const_data_ptr<double>(),
+                              Ut->const_data_ptr<double>());
+  });
+}
+
+}  // namespace
+
+at::Tensor commit_direction_cpu(at::Tensor& P, const at::Tensor& F, const at::Tensor& xt,
+                                const at::Tensor& S) {
+  TORCH_CHECK(P.is_contiguous() && F.is_contiguous() && P.scalar_type() == at::kDouble &&
+                  F.scalar_type() == at::kDouble, "P and F must be contiguous float64");
+  const int64_t D = P.size(0), C = xt.size(0);
+  double* p = P.data_ptr<double>();
+  // F is only read: the plain pass never writes through its pointer.
+  double* f = const_cast<double*>(F.const_data_ptr<double>());
+  auto u = at::empty({D, C}, P.options());
+  times_vt(p, D, xt, u);                          // u = P x̃ᵀ
+  const auto ut = u.t().contiguous();
+  auto w = at::empty({D, C}, P.options());
+  times_vt(f, D, ut, w);                          // w = F u
+  const auto a = at::mm(u, S).contiguous();       // u S
+  auto v = at::empty({D, C}, P.options());
+  times_vt(p, D, w.t(), v, &a, &ut);              // v = P w, then P -= (u S) uᵀ by row blocks
+  return at::cat({u, v}, 1);
+}
+
+namespace {
 
 // First eligible index of maximal score (the first eligible one if all are -inf; -1 if none).
 int64_t first_best(const double* scores, const bool* eligible, int64_t N) {
