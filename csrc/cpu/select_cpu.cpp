@@ -9,12 +9,11 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "checks.h"
 #include "select.h"
-#include "trace_ratio.h"
 
 // Run-time dispatch to AVX-512 / AVX2+FMA code paths on x86-64 (GCC function multiversioning).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -296,21 +295,19 @@ at::Tensor pack_uv(const at::Tensor& UV, PackLayout lay) {
 
 // ---- the commit: u = P x̃ᵀ, v = P F u, P -= u S uᵀ (streaming passes over P and F) ----
 
-using V8 = Lanes<double, kLanes>::type;
-
 // out [D, C] = M Vᵀ for rows [d0, d1) of M [D, D] (Vᵀ packed as [D, width]); with kUpdate,
 // each block of rows is then updated, M[d, :] -= Σ_c a[d, c] · Ut[c, :], once its products
-// are taken (so they see the old rows). ob: [d1 - d0, width] scratch.
+// are taken (so they see the old rows).
 template <bool kUpdate>
-FM_INLINE void rows_times_vt(double* M, int64_t D, const double* vp, PackLayout lay, int C,
-                             int64_t d0, int64_t d1, double* out, const double* a,
-                             const double* Ut) {
+FM_INLINE void rows_times_vt(std::conditional_t<kUpdate, double*, const double*> M, int64_t D,
+                             const double* vp, PackLayout lay, int C, int64_t d0, int64_t d1,
+                             double* out, const double* a, const double* Ut) {
+  constexpr int64_t kSpan = 64;                   // rows per block: still in L2 for the update
   const int64_t ldu = lay.width();
-  std::vector<double> ob((d1 - d0) * ldu), pad;
-  constexpr int64_t kSpan = 64;                   // rows per block: read once from memory
+  std::vector<double> ob(kSpan * ldu), pad;
   for (int64_t r0 = d0; r0 < d1; r0 += kSpan) {
     const int64_t r1 = std::min(d1, r0 + kSpan);
-    double* obr = ob.data() + (r0 - d0) * ldu;
+    double* obr = ob.data();
     rows_times_packed<double>(M + r0 * D, r1 - r0, D, vp, lay, obr, pad);
     for (int64_t d = r0; d < r1; ++d)
       for (int c = 0; c < C; ++c) out[d * C + c] = obr[(d - r0) * ldu + c];
@@ -327,7 +324,7 @@ FM_INLINE void rows_times_vt(double* M, int64_t D, const double* vp, PackLayout 
   }
 }
 
-FM_CLONES void rows_times_vt_plain(double* M, int64_t D, const double* vp, PackLayout lay,
+FM_CLONES void rows_times_vt_plain(const double* M, int64_t D, const double* vp, PackLayout lay,
                                    int C, int64_t d0, int64_t d1, double* out) {
   rows_times_vt<false>(M, D, vp, lay, C, d0, d1, out, nullptr, nullptr);
 }
@@ -338,17 +335,22 @@ FM_CLONES void rows_times_vt_update(double* M, int64_t D, const double* vp, Pack
 }
 
 // out [D, C] = M Vᵀ for M [D, D] and V [C, D]; with a, Ut also M -= a · Ut, row block by block.
-void times_vt(double* M, int64_t D, const at::Tensor& V, at::Tensor& out,
+// M is written only with the update.
+void times_vt(const at::Tensor& M, const at::Tensor& V, at::Tensor& out,
               const at::Tensor* a = nullptr, const at::Tensor* Ut = nullptr) {
+  const int64_t D = M.size(0);
   const int C = static_cast<int>(V.size(0));
   const auto lay = pack_layout<double>(C);
   const auto vp = pack_uv(V.t(), lay);
   const double* v = vp.const_data_ptr<double>();
   double* o = out.data_ptr<double>();
   at::parallel_for(0, D, kRows, [&](int64_t b, int64_t e) {
-    if (a == nullptr) rows_times_vt_plain(M, D, v, lay, C, b, e, o);
-    else rows_times_vt_update(M, D, v, lay, C, b, e, o, a->const_data_ptr<double>(),
-                              Ut->const_data_ptr<double>());
+    if (a == nullptr) {
+      rows_times_vt_plain(M.const_data_ptr<double>(), D, v, lay, C, b, e, o);
+    } else {
+      rows_times_vt_update(M.data_ptr<double>(), D, v, lay, C, b, e, o,
+                           a->const_data_ptr<double>(), Ut->const_data_ptr<double>());
+    }
   });
 }
 
@@ -359,17 +361,14 @@ at::Tensor commit_direction_cpu(at::Tensor& P, const at::Tensor& F, const at::Te
   TORCH_CHECK(P.is_contiguous() && F.is_contiguous() && P.scalar_type() == at::kDouble &&
                   F.scalar_type() == at::kDouble, "P and F must be contiguous float64");
   const int64_t D = P.size(0), C = xt.size(0);
-  double* p = P.data_ptr<double>();
-  // F is only read: the plain pass never writes through its pointer.
-  double* f = const_cast<double*>(F.const_data_ptr<double>());
   auto u = at::empty({D, C}, P.options());
-  times_vt(p, D, xt, u);                          // u = P x̃ᵀ
+  times_vt(P, xt, u);                             // u = P x̃ᵀ
   const auto ut = u.t().contiguous();
   auto w = at::empty({D, C}, P.options());
-  times_vt(f, D, ut, w);                          // w = F u
+  times_vt(F, ut, w);                             // w = F u
   const auto a = at::mm(u, S).contiguous();       // u S
   auto v = at::empty({D, C}, P.options());
-  times_vt(p, D, w.t(), v, &a, &ut);              // v = P w, then P -= (u S) uᵀ by row blocks
+  times_vt(P, w.t(), v, &a, &ut);                 // v = P w, then P -= (u S) uᵀ by row blocks
   return at::cat({u, v}, 1);
 }
 
