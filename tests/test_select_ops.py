@@ -32,8 +32,11 @@ def _native_step():
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(0, 3, 4), (1, 1, 1), (7, 3, 5), (33, 10, 17), (5, 13, 3)],
-                         ids=str)
+# C = 1, 2, 13, 17 cover every column layout of the CPU kernel (a lone 4-lane block, several
+# passes of full blocks with and without a 4-lane or padded last block); N = 103 leaves short
+# groups of candidates at both threads' range ends.
+@pytest.mark.parametrize("shape", [(0, 3, 4), (1, 1, 1), (7, 3, 5), (33, 10, 17), (5, 13, 3),
+                                   (9, 2, 40), (12, 17, 9), (103, 4, 30)], ids=str)
 @pytest.mark.parametrize("with_uv", [True, False])
 @pytest.mark.parametrize("sigma", [1.0, -1.0])
 def test_trace_ratio_step_matches_twin(device, dtype, shape, with_uv, sigma):
