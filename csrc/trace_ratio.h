@@ -1,6 +1,7 @@
-// The per-candidate work of one greedy step (ALGORITHM.md, "The fast update"), shared by the
-// CPU kernel (one call per candidate inside at::parallel_for) and the CUDA kernel (one thread per
-// candidate). All matrices are C×C, row-major, float64.
+// The per-candidate work of one greedy step (ALGORITHM.md, "The fast update"), run by the CUDA
+// kernel (one thread per candidate). The CPU kernel (csrc/cpu/select_cpu.cpp, group_step) does
+// the same arithmetic on 8 candidates at a time as SIMD lanes. All matrices are C×C, row-major,
+// float64.
 #pragma once
 #include <cmath>
 #include <limits>
@@ -8,7 +9,7 @@
 #ifdef __CUDACC__
 #define FM_HD __host__ __device__ inline
 #else
-#define FM_HD inline __attribute__((always_inline))  // inlined into the CPU's SIMD clones
+#define FM_HD inline
 #endif
 
 namespace fishermask_ext {

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.graph import get_gradient_edge
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import DataLoader, SequentialSampler, Subset
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, Subset
 from torch.utils.data.dataloader import _InfiniteConstantSampler
 
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -43,16 +43,30 @@ def take(data, indices):
     return Subset(data, indices.tolist())
 
 
+def _check_in_order(loader):
+    """Raises unless `loader` visits its dataset in storage order (the rows of the embeddings
+    must follow the pool's order): its sampler, and the sampler inside a BatchSampler."""
+    samplers = [loader.sampler]
+    if loader.batch_sampler is not None:
+        if not isinstance(loader.batch_sampler, BatchSampler):
+            raise ValueError(f"the DataLoader batches with a custom "
+                             f"{type(loader.batch_sampler).__name__}, whose order cannot be "
+                             f"checked; pass one with shuffle=False (or the Dataset itself)")
+        samplers.append(loader.batch_sampler.sampler)
+    for sampler in samplers:
+        if not isinstance(sampler, (SequentialSampler, _InfiniteConstantSampler)):
+            raise ValueError(f"the DataLoader draws with {type(sampler).__name__}, so its "
+                             f"batches would not follow the pool's order; pass one with "
+                             f"shuffle=False (or the Dataset itself)")
+
+
 def iter_batches(data, batch_size, device):
     """Input batches [n, ...] of `data` on `device`, in storage order. Items may be inputs or
     (inputs, labels, ...) tuples; a DataLoader keeps its own batch size."""
     if torch.is_tensor(data):
         batches = data.split(batch_size)
     elif isinstance(data, DataLoader):
-        if not isinstance(data.sampler, (SequentialSampler, _InfiniteConstantSampler)):
-            raise ValueError(f"the DataLoader draws with {type(data.sampler).__name__}, so its "
-                             f"batches would not follow the pool's order; pass one with "
-                             f"shuffle=False (or the Dataset itself)")
+        _check_in_order(data)
         batches = data
     else:
         batches = DataLoader(data, batch_size=batch_size)
@@ -108,6 +122,12 @@ def model_device(model, device):
     return first.device if first is not None else torch.device("cpu")
 
 
+def logits_of(out):
+    """The logits of a model output: the output itself, or the first item of a (logits, ...)
+    tuple or list (models that also return their penultimate features)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 def class_seeds(logits, weighting):
     """[C, n, C]: row c seeds the logits [n, C] with w_c (e_c − p), p = softmax detached;
     w_c = sqrt(p_c) for "sqrt_p", 1 for "none"."""
@@ -144,7 +164,7 @@ class LayerCapture:
         finally:
             for h in hooks:
                 h.remove()
-        logits = out[0] if isinstance(out, (tuple, list)) else out
+        logits = logits_of(out)
         if logits.dim() != 2:
             raise ValueError(f"the model must return logits [n, C] (or a tuple starting with "
                              f"them), got shape {tuple(logits.shape)}")

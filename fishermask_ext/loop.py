@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data as datasets
+from ._capture import logits_of
 from . import strategies
 
 __all__ = ["default_config", "run_experiment", "ActiveLearningLoop", "seed_for", "write_atomic"]
@@ -70,10 +71,6 @@ def build_model(name, sample_shape, num_classes, options=None):
                               **(options or {})})
 
 
-def _logits(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
 def train_model(model, x, y, config, generator):
     """Train on (x, y) for config["epochs"] epochs, or until the training accuracy reaches
     config["train_accuracy"] (at most config["epochs"] epochs). Returns the last epoch's accuracy."""
@@ -90,7 +87,7 @@ def train_model(model, x, y, config, generator):
             idx = perm[s:s + bs]
             if len(idx) == 1 and n > 1:   # BatchNorm cannot train on a batch of one
                 continue
-            logits = _logits(model(x[idx].to(device)))
+            logits = logits_of(model(x[idx].to(device)))
             loss = F.cross_entropy(logits, y[idx].to(device))
             opt.zero_grad()
             loss.backward()
@@ -107,7 +104,7 @@ def train_model(model, x, y, config, generator):
 def evaluate(model, x, y, device, batch_size=512):
     """Accuracy of `model` (eval mode) on (x, y)."""
     model.eval()
-    correct = sum(int((_logits(model(x[s:s + batch_size].to(device))).argmax(1).cpu()
+    correct = sum(int((logits_of(model(x[s:s + batch_size].to(device))).argmax(1).cpu()
                        == y[s:s + batch_size]).sum()) for s in range(0, len(y), batch_size))
     return correct / max(len(y), 1)
 

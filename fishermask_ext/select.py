@@ -158,7 +158,7 @@ def _check_fisher(F, name, like):
     if float((F - F.T).abs().max()) > tol:
         raise ValueError(f"{name} is not symmetric (max |F - Fᵀ| = "
                          f"{float((F - F.T).abs().max()):.3g}); pass (F + F.T) / 2")
-    return F
+    return (F + F.T) / 2     # exactly symmetric: the greedy loop relies on it
 
 
 def _labeled_fisher(unlabeled, labeled, labeled_fisher, n_labeled):

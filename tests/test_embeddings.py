@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+from torch.utils.data import (BatchSampler, DataLoader, IterableDataset, RandomSampler,
+                              TensorDataset)
 
 from fishermask_ext import fisher_diagonal, masked_grad_embeddings
 from fishermask_ext.masks import ParamMask
@@ -237,6 +238,10 @@ def test_shuffling_dataloader_is_rejected():
     loader = DataLoader(TensorDataset(x), batch_size=2, shuffle=True)
     with pytest.raises(ValueError, match="shuffle=False"):
         masked_grad_embeddings(model, loader, mask)
+    # Shuffling hidden inside a BatchSampler (the loader's own sampler is then sequential).
+    hidden = DataLoader(TensorDataset(x), batch_sampler=BatchSampler(RandomSampler(x), 2, False))
+    with pytest.raises(ValueError, match="draws with RandomSampler"):
+        masked_grad_embeddings(model, hidden, mask)
     ordered = DataLoader(TensorDataset(x), batch_size=2)
     torch.testing.assert_close(masked_grad_embeddings(model, ordered, mask),
                                masked_grad_embeddings(model, x, mask))

@@ -52,8 +52,8 @@ CASES = [  # N, C, D, K, lamb, n_L, backward_steps
     (25, 3, 8, 6, 0.01, 7, 1),      # BAIT's λ, labeled points, pruning
     (11, 2, 31, 3, 2.0, 4, 0),      # D > N·C
     (17, 5, 13, 7, 1.0, 0, 2),
-    (12, 2, 300, 3, 1.0, 0, 0),     # D over one column block of the triangular products
-    (10, 3, 530, 4, 0.5, 5, 1),
+    (12, 2, 300, 3, 1.0, 0, 0),     # D over one column block of the triangular products (f32)
+    (10, 3, 530, 4, 0.5, 5, 1),     # ... and of float64's wider blocks
     (70, 11, 45, 10, 1.0, 0, 1),    # C > 8, several 8-candidate groups with a short last one
     (40, 12, 21, 5, 0.3, 6, 0),
 ]

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -361,6 +362,7 @@ at::Tensor commit_direction_cpu(at::Tensor& P, const at::Tensor& F, const at::Te
   TORCH_CHECK(P.is_contiguous() && F.is_contiguous() && P.scalar_type() == at::kDouble &&
                   F.scalar_type() == at::kDouble, "P and F must be contiguous float64");
   const int64_t D = P.size(0), C = xt.size(0);
+  TORCH_CHECK(C >= 1 && xt.size(1) == D, "xt must be [C, D] with C >= 1, got ", xt.sizes());
   auto u = at::empty({D, C}, P.options());
   times_vt(P, xt, u);                             // u = P x̃ᵀ
   const auto ut = u.t().contiguous();
