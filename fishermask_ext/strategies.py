@@ -13,7 +13,7 @@ import numbers
 import torch
 from torch import nn
 
-from .select import select_batch
+from .select import fisher_matrix, select_batch
 
 __all__ = ["Strategy", "PoolView", "get", "available", "STRATEGIES"]
 
@@ -211,13 +211,21 @@ class FisherMask(Strategy):
     not reach past the classifier layer (small models) to the fraction that adds 10 % of the
     classifier's entries from the body, the paper's proportion (narrow ResNet-18 at 0.002:
     D = 1,280 + 122).
+
+    The reference's two switches (ALGORITHM.md, steps D and E): fish_init=False leaves the
+    labeled points out of the initial M (F_L = 0; they still count in n_L and in the pool
+    Fisher); fish_identity=True uses F = I, an A-optimal design, instead of the pool Fisher.
     """
 
     def __init__(self, *, pct_top=None, weighting="none", lamb=1.0, backward_steps=0,
-                 n_samples=1024, backend="auto", **common):
+                 n_samples=1024, fish_init=True, fish_identity=False, backend="auto", **common):
         super().__init__(**common)
+        for name, flag in (("fish_init", fish_init), ("fish_identity", fish_identity)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         self.pct_top, self.weighting, self.lamb = pct_top, weighting, lamb
         self.backward_steps, self.n_samples, self.backend = backward_steps, n_samples, backend
+        self.fish_init, self.fish_identity = fish_init, fish_identity
 
     def mask(self, view):
         """The ParamMask whose gradient entries form the embedding."""
@@ -231,9 +239,20 @@ class FisherMask(Strategy):
         emb = masked_grad_embeddings(view.model, view.pool, self.mask(view),
                                      weighting=self.weighting, batch_size=self.batch_size,
                                      device=view.device, backend=self.backend)
-        return select_batch(emb[view.unlabeled.to(emb.device)], budget,
-                            labeled=emb[view.labeled.to(emb.device)], lamb=self.lamb,
-                            backward_steps=self.backward_steps, backend=self.backend)
+        unlabeled = emb[view.unlabeled.to(emb.device)]
+        labeled = emb[view.labeled.to(emb.device)]
+        D = emb.shape[2]
+        pool_fisher = torch.eye(D, dtype=torch.float64, device=emb.device) \
+            if self.fish_identity else None
+        if self.fish_init:
+            given = dict(labeled=labeled)
+        else:       # F_L = 0, but n_L still scales the picks and the pool Fisher has every point
+            given = dict(labeled_fisher=torch.zeros(D, D, dtype=torch.float64, device=emb.device),
+                         n_labeled=len(labeled))
+            if pool_fisher is None:
+                pool_fisher = fisher_matrix(emb)
+        return select_batch(unlabeled, budget, pool_fisher=pool_fisher, lamb=self.lamb,
+                            backward_steps=self.backward_steps, backend=self.backend, **given)
 
 
 class Bait(FisherMask):

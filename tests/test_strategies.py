@@ -147,3 +147,39 @@ def test_fishermask_auto_pct_reaches_past_the_classifier(setup):
 def test_bait_rejects_mask_options():
     with pytest.raises(TypeError, match="do not apply"):
         strategies.get("bait", pct_top=0.01)
+
+
+def _fishermask_inputs(setup, **options):
+    """(strategy, view, embeddings of the whole pool) as FisherMask.choose computes them."""
+    from fishermask_ext import masked_grad_embeddings
+    model, pool, labeled = setup
+    strat = strategies.get("fishermask", n_samples=32, **options)
+    view = strategies.PoolView(model.eval(), pool, labeled, 0, 256, torch.device("cpu"))
+    emb = masked_grad_embeddings(model, pool, strat.mask(view), weighting="none")
+    return strat, view, emb
+
+
+def test_fishermask_fish_identity_is_the_a_optimal_design(setup):
+    strat, view, emb = _fishermask_inputs(setup, fish_identity=True)
+    picks = strat.select(*setup, 6)
+    eye = torch.eye(emb.shape[2], dtype=torch.float64)
+    want = select_batch(emb[view.unlabeled], 6, labeled=emb[view.labeled], pool_fisher=eye)
+    assert picks.tolist() == view.unlabeled[want].tolist()
+
+
+def test_fishermask_without_fish_init_leaves_labeled_out_of_m(setup):
+    from fishermask_ext import fisher_matrix
+    strat, view, emb = _fishermask_inputs(setup, fish_init=False)
+    picks = strat.select(*setup, 6)
+    D, n_L = emb.shape[2], len(view.labeled)
+    zero = torch.zeros(D, D, dtype=torch.float64)
+    want = select_batch(emb[view.unlabeled], 6, labeled_fisher=zero, n_labeled=n_L,
+                        pool_fisher=fisher_matrix(emb))
+    assert picks.tolist() == view.unlabeled[want].tolist()
+    # On this pool the labeled points' Fisher changes the batch: the switch is not a no-op.
+    assert picks.tolist() != strategies.get("fishermask", n_samples=32).select(*setup, 6).tolist()
+
+
+def test_fishermask_switches_must_be_bools():
+    with pytest.raises(TypeError, match="fish_init must be True or False"):
+        strategies.get("fishermask", fish_init=1)
