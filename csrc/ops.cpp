@@ -19,17 +19,21 @@ TORCH_LIBRARY(fishermask_ext, m) {
   //   A_i -= W_i S W_iᵀ;  B_i -= W_i S Z_iᵀ + Z_i S W_iᵀ - (W_i S) Q (W_i S)ᵀ
   // is applied in place to every candidate. Then every eligible candidate is scored,
   //   score_i = sigma · tr((I + sigma·A_i)⁻¹ B_i),
-  // and the op returns (scores [N] f64: -inf where not eligible or not positive definite,
+  // With round_scores, each score is rounded to float32 (kept as f64) before the argmax, as the
+  // reference FisherMask code does (parity mode: its picks on the same embeddings).
+  // The op returns (scores [N] f64: -inf where not eligible or not positive definite,
   //                     best [] int64: the first eligible index of maximal score, -1 if none).
   // A, B: [N, C, C] f64; X: [N, C, D] f32/f64; UV: [D, 2C] dtype of X; S, Q: [C, C] f64,
   // symmetric (the update is evaluated in a form that assumes it); eligible: [N] bool.
   m.def("trace_ratio_step(Tensor(a!) A, Tensor(b!) B, Tensor X, Tensor? UV, float scale, "
-        "Tensor S, Tensor Q, Tensor eligible, float sigma) -> (Tensor, Tensor)");
+        "Tensor S, Tensor Q, Tensor eligible, float sigma, bool round_scores=False) -> "
+        "(Tensor, Tensor)");
   // The whole greedy loop of step E on scaled embeddings X̃ = scale * X.
   // X: [N, C, D] f32/f64; P0: [D, D] f64; F: [D, D] f64. n_forward forward picks, then
-  // n_forward - budget backward removals. Returns [budget] int64 indices in pick order.
+  // n_forward - budget backward removals; round_scores as in trace_ratio_step.
+  // Returns [budget] int64 indices in pick order.
   m.def("greedy_select(Tensor X, Tensor P0, Tensor F, float scale, int budget, int n_forward, "
-        "int chunk) -> Tensor");
+        "int chunk, bool round_scores=False) -> Tensor");
 
   // ---- embeddings (ALGORITHM.md, step C) ----
   // out[n, c, k] = sum_s delta[c, n, s, o_k] * a[n, s, i_k], (o_k, i_k) = divmod(index[k], I).

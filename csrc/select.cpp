@@ -13,16 +13,17 @@ namespace {
 using StepFn = std::tuple<at::Tensor, at::Tensor>(at::Tensor&, at::Tensor&, const at::Tensor&,
                                                   const c10::optional<at::Tensor>&, double,
                                                   const at::Tensor&, const at::Tensor&,
-                                                  const at::Tensor&, double);
+                                                  const at::Tensor&, double, bool);
 
 std::tuple<at::Tensor, at::Tensor> step(at::Tensor& A, at::Tensor& B, const at::Tensor& X,
                                         const c10::optional<at::Tensor>& UV, double scale,
                                         const at::Tensor& S, const at::Tensor& Q,
-                                        const at::Tensor& eligible, double sigma) {
+                                        const at::Tensor& eligible, double sigma,
+                                        bool round_scores) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fishermask_ext::trace_ratio_step", "")
                        .typed<StepFn>();
-  return op.call(A, B, X, UV, scale, S, Q, eligible, sigma);
+  return op.call(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores);
 }
 
 bool is_scalar_identity(const at::Tensor& P0) {
@@ -91,7 +92,8 @@ std::tuple<at::Tensor, at::Tensor> init_scores(const at::Tensor& X, const at::Te
 }  // namespace
 
 at::Tensor greedy_select(const at::Tensor& X_, const at::Tensor& P0, const at::Tensor& F_,
-                         double scale, int64_t budget, int64_t n_forward, int64_t chunk) {
+                         double scale, int64_t budget, int64_t n_forward, int64_t chunk,
+                         bool round_scores) {
   check_greedy_select(X_, P0, F_, budget, n_forward, chunk);
   const auto X = X_.contiguous();
   const auto F = F_.contiguous();
@@ -101,7 +103,8 @@ at::Tensor greedy_select(const at::Tensor& X_, const at::Tensor& P0, const at::T
   const auto eye = at::eye(C, P0.options());
   auto selected = at::zeros({N}, X.options().dtype(at::kBool));
   auto order = at::empty({n_forward}, X.options().dtype(at::kLong));
-  auto best = std::get<1>(step(A, B, X, c10::nullopt, scale, eye, eye, selected.logical_not(), 1.0));
+  auto best = std::get<1>(step(A, B, X, c10::nullopt, scale, eye, eye, selected.logical_not(), 1.0,
+                               round_scores));
   const int64_t n_steps = 2 * n_forward - budget;
   for (int64_t t = 0; t < n_steps; ++t) {
     const bool forward = t < n_forward;
@@ -132,7 +135,7 @@ at::Tensor greedy_select(const at::Tensor& X_, const at::Tensor& P0, const at::T
     const auto UV = UV64.to(X.scalar_type()).contiguous();
     best = std::get<1>(step(A, B, X, UV, scale, S, Q,
                             next_forward ? selected.logical_not() : selected,
-                            next_forward ? 1.0 : -1.0));
+                            next_forward ? 1.0 : -1.0, round_scores));
   }
   return order.masked_select(selected.index_select(0, order));
 }

@@ -7,7 +7,8 @@ namespace fishermask_ext {
 
 // X: [N, C, D] f32/f64; P0, F: [D, D] f64 -> [budget] int64 positions in pick order.
 at::Tensor greedy_select(const at::Tensor& X, const at::Tensor& P0, const at::Tensor& F,
-                         double scale, int64_t budget, int64_t n_forward, int64_t chunk);
+                         double scale, int64_t budget, int64_t n_forward, int64_t chunk,
+                         bool round_scores);
 
 // One commit of the greedy loop on the CPU, in three streaming passes over the D×D matrices:
 // u = P x̃ᵀ, v = P (F u), then P -= u S uᵀ (fused with the pass that forms v). P, F: [D, D] f64

@@ -38,11 +38,11 @@ def resolve(name, device, backend="auto"):
 
 if _IMPORT_ERROR is None:
     @torch.library.register_fake("fishermask_ext::trace_ratio_step")
-    def _(A, B, X, UV, scale, S, Q, eligible, sigma):
+    def _(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores=False):
         return A.new_empty(A.shape[:1]), A.new_empty((), dtype=torch.long)
 
     @torch.library.register_fake("fishermask_ext::greedy_select")
-    def _(X, P0, F, scale, budget, n_forward, chunk):
+    def _(X, P0, F, scale, budget, n_forward, chunk, round_scores=False):
         return X.new_empty((budget,), dtype=torch.long)
 
     @torch.library.register_fake("fishermask_ext::masked_linear_grad")

@@ -8,8 +8,9 @@ import torch
 __all__ = ["trace_ratio_step", "greedy_select", "masked_linear_grad", "masked_conv2d_grad"]
 
 
-def trace_ratio_step(A, B, X, UV, scale, S, Q, eligible, sigma):
+def trace_ratio_step(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores=False):
     """One greedy step for all candidates (see csrc/ops.cpp); updates A and B in place.
+    With round_scores, scores are rounded to float32 (kept as float64) before the argmax.
 
     A, B: [N, C, C] f64; X: [N, C, D]; UV: [D, 2C] (dtype of X) or None; S, Q: [C, C] f64;
     eligible: [N] bool. Returns (scores [N] f64, best [] int64).
@@ -28,6 +29,8 @@ def trace_ratio_step(A, B, X, UV, scale, S, Q, eligible, sigma):
     Y = torch.linalg.solve_triangular(L, B, upper=False)      # L⁻¹ B
     Y = torch.linalg.solve_triangular(L, Y.mT, upper=False)   # L⁻¹ B L⁻ᵀ
     scores = sigma * Y.diagonal(dim1=-2, dim2=-1).sum(-1)
+    if round_scores:
+        scores = scores.float().double()
     scores = scores.masked_fill(~eligible | (info != 0), float("-inf"))
     return scores, _first_best(scores, eligible)
 
@@ -41,7 +44,7 @@ def _first_best(scores, eligible):
     return scores.argmax()   # documented to return the first of equal maxima
 
 
-def greedy_select(X, P0, F, scale, budget, n_forward, chunk):
+def greedy_select(X, P0, F, scale, budget, n_forward, chunk, round_scores=False):
     """Step E of ALGORITHM.md with the incremental A/B update, on X̃ = scale · X.
 
     X: [N, C, D] f32/f64; P0, F: [D, D] f64. Returns [budget] int64 in pick order.
@@ -53,7 +56,7 @@ def greedy_select(X, P0, F, scale, budget, n_forward, chunk):
     eye = torch.eye(C, dtype=f64, device=dev)
     selected = torch.zeros(N, dtype=torch.bool, device=dev)
     order = []
-    _, best = trace_ratio_step(A, B, X, None, scale, eye, eye, ~selected, 1.0)
+    _, best = trace_ratio_step(A, B, X, None, scale, eye, eye, ~selected, 1.0, round_scores)
     n_steps = 2 * n_forward - budget
     for t in range(n_steps):
         forward = t < n_forward
@@ -73,7 +76,7 @@ def greedy_select(X, P0, F, scale, budget, n_forward, chunk):
         next_forward = t + 1 < n_forward
         _, best = trace_ratio_step(A, B, X, torch.cat([u, v], 1).to(X.dtype), scale, S, Q,
                                    ~selected if next_forward else selected,
-                                   1.0 if next_forward else -1.0)
+                                   1.0 if next_forward else -1.0, round_scores)
     return torch.tensor([j for j in order if selected[j]], dtype=torch.long, device=dev)
 
 

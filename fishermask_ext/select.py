@@ -52,7 +52,7 @@ def _fisher(emb):
 
 
 def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labeled=None,
-                 pool_fisher=None, lamb=1.0, backward_steps=0, backend="auto"):
+                 pool_fisher=None, lamb=1.0, backward_steps=0, backend="auto", parity=False):
     """Pick `budget` candidates that greedily minimise the Fisher trace ratio tr(M⁻¹F).
 
     Args:
@@ -66,6 +66,9 @@ def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labe
         backward_steps: b >= 0; pick (b+1)·K forward (at most N), then prune back to K.
         backend: "auto" (native kernels when built for the device, else the PyTorch twin),
             "native" or "torch".
+        parity: round every score to float32 before its argmax (ties to the lowest index), as
+            the reference FisherMask code does: with the same float64 embeddings this
+            reproduces its picks where they differ from exact float64 scores only by rounding.
 
     Returns:
         [K] int64 positions into `unlabeled`, in pick order.
@@ -87,6 +90,8 @@ def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labe
         raise ValueError(f"backward_steps must be an int >= 0, got {backward_steps!r}")
     if not (isinstance(lamb, numbers.Real) and math.isfinite(lamb) and lamb > 0):
         raise ValueError(f"lamb must be a finite number > 0, got {lamb!r}")
+    if not isinstance(parity, bool):
+        raise TypeError(f"parity must be True or False, got {parity!r}")
 
     F_L, n_L = _labeled_fisher(unlabeled, labeled, labeled_fisher, n_labeled)
     if pool_fisher is None:
@@ -105,7 +110,7 @@ def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labe
     n_forward = min((int(backward_steps) + 1) * K, N)
     chunk = max(1, _CHUNK_BYTES // max(1, 8 * C * D))
     op = resolve("greedy_select", unlabeled.device, backend)
-    return op(unlabeled, P0, F, scale, K, n_forward, chunk)
+    return op(unlabeled, P0, F, scale, K, n_forward, chunk, parity)
 
 
 def _chunk_rows(x):

@@ -215,17 +215,21 @@ class FisherMask(Strategy):
     The reference's two switches (ALGORITHM.md, steps D and E): fish_init=False leaves the
     labeled points out of the initial M (F_L = 0; they still count in n_L and in the pool
     Fisher); fish_identity=True uses F = I, an A-optimal design, instead of the pool Fisher.
+    parity=True rounds the greedy scores to float32 before each argmax, as the reference does
+    (select_batch's parity mode).
     """
 
     def __init__(self, *, pct_top=None, weighting="none", lamb=1.0, backward_steps=0,
-                 n_samples=1024, fish_init=True, fish_identity=False, backend="auto", **common):
+                 n_samples=1024, fish_init=True, fish_identity=False, parity=False,
+                 backend="auto", **common):
         super().__init__(**common)
-        for name, flag in (("fish_init", fish_init), ("fish_identity", fish_identity)):
+        for name, flag in (("fish_init", fish_init), ("fish_identity", fish_identity),
+                           ("parity", parity)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
         self.pct_top, self.weighting, self.lamb = pct_top, weighting, lamb
         self.backward_steps, self.n_samples, self.backend = backward_steps, n_samples, backend
-        self.fish_init, self.fish_identity = fish_init, fish_identity
+        self.fish_init, self.fish_identity, self.parity = fish_init, fish_identity, parity
 
     def mask(self, view):
         """The ParamMask whose gradient entries form the embedding."""
@@ -252,7 +256,8 @@ class FisherMask(Strategy):
             if pool_fisher is None:
                 pool_fisher = fisher_matrix(emb)
         return select_batch(unlabeled, budget, pool_fisher=pool_fisher, lamb=self.lamb,
-                            backward_steps=self.backward_steps, backend=self.backend, **given)
+                            backward_steps=self.backward_steps, backend=self.backend,
+                            parity=self.parity, **given)
 
 
 class Bait(FisherMask):

@@ -9,8 +9,10 @@ import fishermask_ext as fm
 from testing import DEVICES, require_native
 
 
-def direct_select(X, K, labeled=None, lamb=1.0, backward_steps=0, return_gaps=False, F=None):
-    """Step E written out: A_i, B_i recomputed from scratch at every step (float64)."""
+def direct_select(X, K, labeled=None, lamb=1.0, backward_steps=0, return_gaps=False, F=None,
+                  round_scores=False):
+    """Step E written out: A_i, B_i recomputed from scratch at every step (float64); with
+    round_scores, scores are rounded to float32 before each argmax (parity mode)."""
     X = X.double()
     N, C, D = X.shape
     n_L = 0 if labeled is None else labeled.shape[0]
@@ -27,7 +29,8 @@ def direct_select(X, K, labeled=None, lamb=1.0, backward_steps=0, return_gaps=Fa
         P = torch.linalg.inv(M)
         A = Xt[cand] @ P @ Xt[cand].mT
         B = Xt[cand] @ P @ F @ P @ Xt[cand].mT
-        return torch.linalg.solve(sigma * I + A, B).diagonal(dim1=-2, dim2=-1).sum(-1)
+        s = torch.linalg.solve(sigma * I + A, B).diagonal(dim1=-2, dim2=-1).sum(-1)
+        return s.float().double() if round_scores else s
 
     for _ in range(min((backward_steps + 1) * K, N)):
         cand = [i for i in range(N) if i not in picked]
@@ -140,3 +143,31 @@ def test_non_contiguous_input():
     Xt = X.transpose(1, 2).contiguous().transpose(1, 2)
     assert not Xt.is_contiguous()
     assert fm.select_batch(Xt, 3).tolist() == direct_select(X, 3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backward_steps", [0, 1])
+def test_parity_rounds_scores_before_the_argmax(device, backward_steps):
+    # Candidate 7 is candidate 2 scaled by 1 + 1e-10: a higher float64 score, the same float32
+    # one. Exact scores pick 7 first; rounded ones tie and go to the lower index, 2.
+    X, _ = _data(12, 2, 5, 0, seed=4)
+    X[2] *= 3.0
+    X[7] = X[2] * (1 + 1e-10)
+    exact = direct_select(X, 4, backward_steps=backward_steps)
+    rounded = direct_select(X, 4, backward_steps=backward_steps, round_scores=True)
+    assert exact != rounded
+    if backward_steps == 0:
+        assert exact[0] == 7 and rounded[0] == 2
+    for backend in ("torch", "native"):
+        if backend == "native":
+            require_native(device)
+        got = fm.select_batch(X.to(device), 4, backward_steps=backward_steps, backend=backend,
+                              parity=True)
+        assert got.tolist() == rounded
+        assert fm.select_batch(X.to(device), 4, backward_steps=backward_steps,
+                               backend=backend).tolist() == exact
+
+
+def test_parity_must_be_bool():
+    with pytest.raises(TypeError, match="parity must be True or False"):
+        fm.select_batch(torch.randn(4, 2, 3), 2, parity=1)

@@ -60,6 +60,23 @@ def test_trace_ratio_step_matches_twin(device, dtype, shape, with_uv, sigma):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("impl", ["native", "twin"])
+def test_trace_ratio_step_round_scores(device, dtype, impl):
+    """round_scores: the same scores rounded to float32, and the argmax taken over those."""
+    if impl == "native":
+        require_native(device, "trace_ratio_step")
+    step = _native_step() if impl == "native" else reference.trace_ratio_step
+    args = _step_args(33, 10, 17, dtype, device)
+    other = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    exact, _ = step(*args, 1.0)
+    rounded, best = step(*other, 1.0, True)
+    assert torch.equal(rounded, exact.float().double())
+    el = args[7]
+    assert int(best) == int(torch.where(el, rounded, -torch.inf).argmax())
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_trace_ratio_step_not_positive_definite_scores_minus_inf(device):
     require_native(device, "trace_ratio_step")
     A = torch.zeros(3, 2, 2, dtype=torch.float64, device=device)
@@ -78,25 +95,31 @@ def test_trace_ratio_step_not_positive_definite_scores_minus_inf(device):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(0, 2, 3), (6, 3, 5), (9, 1, 4)], ids=str)
-def test_opcheck_trace_ratio_step(dtype, shape):
-    require_native("cpu", "trace_ratio_step")
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("round_scores", [False, True])
+def test_opcheck_trace_ratio_step(dtype, shape, device, round_scores):
+    require_native(device, "trace_ratio_step")
     for with_uv in (True, False):
-        args = _step_args(*shape, dtype, "cpu", with_uv)
-        torch.library.opcheck(torch.ops.fishermask_ext.trace_ratio_step, (*args, 1.0))
+        args = _step_args(*shape, dtype, device, with_uv)
+        torch.library.opcheck(torch.ops.fishermask_ext.trace_ratio_step,
+                              (*args, 1.0, round_scores))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", [(5, 2, 3, 1, 1), (8, 3, 5, 3, 6), (4, 1, 7, 4, 4)], ids=str)
-def test_opcheck_greedy_select(dtype, case):
-    require_native("cpu")
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("round_scores", [False, True])
+def test_opcheck_greedy_select(dtype, case, device, round_scores):
+    require_native(device)
     N, C, D, K, n_forward = case
-    X = torch.randn(N, C, D, dtype=dtype)
+    X = torch.randn(N, C, D, dtype=dtype).to(device)
     F = fm.fisher_matrix(X)
-    P0 = torch.eye(D, dtype=torch.float64) * 0.5
-    torch.library.opcheck(torch.ops.fishermask_ext.greedy_select, (X, P0, F, 0.9, K, n_forward, 3))
+    P0 = torch.eye(D, dtype=torch.float64, device=device) * 0.5
+    args = (X, P0, F, 0.9, K, n_forward, 3, round_scores)
+    torch.library.opcheck(torch.ops.fishermask_ext.greedy_select, args)
     if dtype == torch.float64:
-        got = torch.ops.fishermask_ext.greedy_select(X, P0, F, 0.9, K, n_forward, 3)
-        assert got.tolist() == reference.greedy_select(X, P0, F, 0.9, K, n_forward, 3).tolist()
+        got = torch.ops.fishermask_ext.greedy_select(*args)
+        assert got.tolist() == reference.greedy_select(*args).tolist()
 
 
 def test_greedy_select_under_torch_compile():

@@ -183,3 +183,10 @@ def test_fishermask_without_fish_init_leaves_labeled_out_of_m(setup):
 def test_fishermask_switches_must_be_bools():
     with pytest.raises(TypeError, match="fish_init must be True or False"):
         strategies.get("fishermask", fish_init=1)
+
+
+def test_fishermask_parity_reaches_select_batch(setup):
+    strat, view, emb = _fishermask_inputs(setup, parity=True)
+    picks = strat.select(*setup, 6)
+    want = select_batch(emb[view.unlabeled], 6, labeled=emb[view.labeled], parity=True)
+    assert picks.tolist() == view.unlabeled[want].tolist()

@@ -40,7 +40,8 @@ __device__ void block_reduce(double* s_score, int64_t* s_index) {
 template <typename T>
 __global__ void trace_ratio_step_kernel(int64_t N, int C, const T* __restrict__ WZ, double scale,
                                         double* A, double* B, const double* S, const double* Q,
-                                        const bool* eligible, double sigma, double* scratch,
+                                        const bool* eligible, double sigma,
+                                        bool round_scores, double* scratch,
                                         double* scores, double* block_score, int64_t* block_index,
                                         unsigned int* done, int64_t* best) {
   __shared__ double s_score[kThreads];
@@ -63,8 +64,9 @@ __global__ void trace_ratio_step_kernel(int64_t N, int C, const T* __restrict__ 
           Z[a * C + c] = scale * static_cast<double>(wz[a * 2 * C + C + c]);
         }
     }
-    const double s = candidate_step(C, A + i * CC, B + i * CC, WZ != nullptr ? W : nullptr, Z,
-                                    S, Q, sigma, work);
+    double s = candidate_step(C, A + i * CC, B + i * CC, WZ != nullptr ? W : nullptr, Z, S, Q,
+                              sigma, work);
+    if (round_scores) s = static_cast<double>(static_cast<float>(s));   // parity mode
     scores[i] = eligible[i] ? s : neg_inf;
     if (eligible[i]) {
       s_score[threadIdx.x] = s;
@@ -96,7 +98,7 @@ __global__ void trace_ratio_step_kernel(int64_t N, int C, const T* __restrict__ 
 std::tuple<at::Tensor, at::Tensor> trace_ratio_step_cuda(
     at::Tensor& A, at::Tensor& B, const at::Tensor& X, const c10::optional<at::Tensor>& UV,
     double scale, const at::Tensor& S_, const at::Tensor& Q_, const at::Tensor& eligible_,
-    double sigma) {
+    double sigma, bool round_scores) {
   check_trace_ratio_step(A, B, X, UV, S_, Q_, eligible_);
   const c10::cuda::CUDAGuard guard(A.device());
   const int64_t N = A.size(0), C = A.size(1), D = X.size(2);
@@ -116,7 +118,7 @@ std::tuple<at::Tensor, at::Tensor> trace_ratio_step_cuda(
     trace_ratio_step_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
         N, static_cast<int>(C), WZ.defined() ? WZ.const_data_ptr<scalar_t>() : nullptr, scale,
         A.data_ptr<double>(), B.data_ptr<double>(), S.const_data_ptr<double>(),
-        Q.const_data_ptr<double>(), eligible.const_data_ptr<bool>(), sigma,
+        Q.const_data_ptr<double>(), eligible.const_data_ptr<bool>(), sigma, round_scores,
         scratch.data_ptr<double>(), scores.data_ptr<double>(), block_score.data_ptr<double>(),
         block_index.data_ptr<int64_t>(), reinterpret_cast<unsigned int*>(done.data_ptr<int>()),
         best.data_ptr<int64_t>());
