@@ -1,4 +1,8 @@
 """The selection ops: native trace_ratio_step / greedy_select == twins, opcheck, bad input."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -317,3 +321,21 @@ def test_native_backend_missing_device_is_clear():
     with pytest.raises(RuntimeError, match="no compiled kernel for device"):
         from fishermask_ext._ops import resolve
         resolve("greedy_select", torch.device("cuda"), "native")
+
+
+def test_narrower_cpu_kernels_match_twin():
+    """The CPU kernels are compiled per instruction set; run the narrowest one (and AVX2 on an
+    AVX-512 machine) in a fresh process, where the choice is made, against the twin."""
+    require_native("cpu", "trace_ratio_step")
+    script = (
+        "import torch, fishermask_ext as fm\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "for C in (1, 3, 10, 17):\n"
+        "    X = torch.randn(21, C, 13, generator=g)\n"
+        "    for b in (0, 1):\n"
+        "        got = fm.select_batch(X, 6, lamb=0.1, backward_steps=b, backend='native')\n"
+        "        ref = fm.select_batch(X, 6, lamb=0.1, backward_steps=b, backend='torch')\n"
+        "        assert got.tolist() == ref.tolist(), (C, b)\n")
+    for isa in ("base", "v3"):
+        env = dict(os.environ, FISHERMASK_CPU_ISA=isa)
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)

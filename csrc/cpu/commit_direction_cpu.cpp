@@ -6,16 +6,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <type_traits>
-
 #include "checks.h"
 #include "cpu/rows_times.h"
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define FM_CLONES
-#endif
 
 namespace fishermask_ext {
 namespace cpu {
@@ -24,8 +16,8 @@ namespace {
 // out [D, C] = M Vᵀ for rows [d0, d1) of M [D, D] (Vᵀ packed as [D, width]); with kUpdate,
 // each block of rows is then updated, M[d, :] -= Σ_c a[d, c] · Ut[c, :], once its products
 // are taken (so they see the old rows).
-template <bool kUpdate>
-FM_INLINE void rows_times_vt(std::conditional_t<kUpdate, double*, const double*> M, int64_t D,
+template <class Bk, bool kUpdate>
+FM_INLINE void rows_times_vt(double* M, int64_t D,
                              const double* vp, PackLayout lay, int C, int64_t d0, int64_t d1,
                              double* out, const double* a, const double* Ut) {
   constexpr int64_t kSpan = 64;                   // rows per block: still in L2 for the update
@@ -33,7 +25,7 @@ FM_INLINE void rows_times_vt(std::conditional_t<kUpdate, double*, const double*>
   std::vector<double> ob(kSpan * ldu), pad;
   for (int64_t r0 = d0; r0 < d1; r0 += kSpan) {
     const int64_t r1 = std::min(d1, r0 + kSpan);
-    rows_times_packed<double>(M + r0 * D, r1 - r0, D, vp, lay, ob.data(), pad);
+    rows_times_packed<Bk, double>(M + r0 * D, r1 - r0, D, vp, lay, ob.data(), pad);
     for (int64_t d = r0; d < r1; ++d)
       for (int c = 0; c < C; ++c) out[d * C + c] = ob[(d - r0) * ldu + c];
     if constexpr (kUpdate) {
@@ -49,15 +41,18 @@ FM_INLINE void rows_times_vt(std::conditional_t<kUpdate, double*, const double*>
   }
 }
 
-FM_CLONES void rows_times_vt_plain(const double* M, int64_t D, const double* vp, PackLayout lay,
-                                   int C, int64_t d0, int64_t d1, double* out) {
-  rows_times_vt<false>(M, D, vp, lay, C, d0, d1, out, nullptr, nullptr);
-}
-FM_CLONES void rows_times_vt_update(double* M, int64_t D, const double* vp, PackLayout lay,
-                                    int C, int64_t d0, int64_t d1, double* out,
-                                    const double* a, const double* Ut) {
-  rows_times_vt<true>(M, D, vp, lay, C, d0, d1, out, a, Ut);
-}
+// One compiled copy per instruction set (see cpu_isa()); a == nullptr: no update.
+#define FM_ROWS_TIMES_VT(TARGET, NAME, BK)                                                   \
+  TARGET void NAME(double* M, int64_t D, const double* vp, PackLayout lay, int C, int64_t d0, \
+                   int64_t d1, double* out, const double* a, const double* Ut) {             \
+    if (a == nullptr)                                                                        \
+      rows_times_vt<BK, false>(M, D, vp, lay, C, d0, d1, out, nullptr, nullptr);             \
+    else                                                                                     \
+      rows_times_vt<BK, true>(M, D, vp, lay, C, d0, d1, out, a, Ut);                         \
+  }
+FM_ROWS_TIMES_VT(FM_TARGET_V4, rows_times_vt_v4, BlockingV4)
+FM_ROWS_TIMES_VT(FM_TARGET_V3, rows_times_vt_v3, BlockingV3)
+FM_ROWS_TIMES_VT(, rows_times_vt_base, BlockingBase)
 
 // out [D, C] = M Vᵀ for M [D, D] and V [C, D]; with a, Ut also M -= a · Ut, row block by block.
 // M is written only with the update.
@@ -65,16 +60,20 @@ void times_vt(const at::Tensor& M, const at::Tensor& V, at::Tensor& out,
               const at::Tensor* a = nullptr, const at::Tensor* Ut = nullptr) {
   const int64_t D = M.size(0);
   const int C = static_cast<int>(V.size(0));
-  const auto lay = pack_layout(C);
+  const Isa isa = cpu_isa();
+  const auto lay = pack_layout_for(isa, C);
   const auto vp = pack_uv(V.t(), lay);
   const double* v = vp.const_data_ptr<double>();
   double* o = out.data_ptr<double>();
-  at::parallel_for(0, D, kRows, [&](int64_t b, int64_t e) {
-    if (a == nullptr) {
-      rows_times_vt_plain(M.const_data_ptr<double>(), D, v, lay, C, b, e, o);
-    } else {
-      rows_times_vt_update(M.data_ptr<double>(), D, v, lay, C, b, e, o,
-                           a->const_data_ptr<double>(), Ut->const_data_ptr<double>());
+  // Read-only unless there is an update (the const_cast only lets one signature serve both).
+  double* m = a == nullptr ? const_cast<double*>(M.const_data_ptr<double>()) : M.data_ptr<double>();
+  const double* ap = a == nullptr ? nullptr : a->const_data_ptr<double>();
+  const double* up = Ut == nullptr ? nullptr : Ut->const_data_ptr<double>();
+  at::parallel_for(0, D, 8, [&](int64_t b, int64_t e) {
+    switch (isa) {
+      case Isa::v4: rows_times_vt_v4(m, D, v, lay, C, b, e, o, ap, up); break;
+      case Isa::v3: rows_times_vt_v3(m, D, v, lay, C, b, e, o, ap, up); break;
+      default: rows_times_vt_base(m, D, v, lay, C, b, e, o, ap, up); break;
     }
   });
 }

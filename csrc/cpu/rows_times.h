@@ -7,7 +7,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #define FM_INLINE inline __attribute__((always_inline))
@@ -15,101 +17,148 @@
 namespace fishermask_ext {
 namespace cpu {
 
-constexpr int kLanes = 8;  // columns of uv per full register block
-constexpr int kTail = 4;   // columns of the narrow last block (see pack_layout)
-constexpr int kRows = 8;   // rows of x per register block
-
-// L values of T as one SIMD value (GCC vector extension: one register on AVX-512, split into
-// several on narrower targets).
+// L values of T as one SIMD value (GCC vector extension).
 template <typename T, int L>
 struct Lanes {
   typedef T type __attribute__((vector_size(L * sizeof(T))));
 };
 
+// Register blocking of the product, one per instruction set, so that the accumulators, one row
+// of uv and a broadcast x fit the register file: 32 zmm on AVX-512, 16 ymm on AVX2, 16 xmm
+// without. kLanes doubles per vector; kRows rows of x per block; up to kMaxNB full column
+// blocks per pass; a narrow kTail-column last block (0: pad to whole blocks instead).
+struct BlockingV4 { static constexpr int kLanes = 8, kRows = 8, kMaxNB = 3, kTail = 4; };
+struct BlockingV3 { static constexpr int kLanes = 4, kRows = 4, kMaxNB = 3, kTail = 0; };
+struct BlockingBase { static constexpr int kLanes = 2, kRows = 4, kMaxNB = 3, kTail = 0; };
+
+// The instruction set of this CPU, read once. The kernels are compiled for each (target
+// attributes) and the callers pick one: GCC's target_clones cannot vary the blocking.
+// FISHERMASK_CPU_ISA=v3|base caps it (the tests run the narrower paths on a wider CPU).
+enum class Isa { v4, v3, base };
+inline Isa cpu_isa() {
+  static const Isa isa = [] {
+    Isa best = Isa::base;
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) best = Isa::v4;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::v3;
+#endif
+    const char* cap = std::getenv("FISHERMASK_CPU_ISA");
+    if (cap != nullptr && std::string(cap) == "base") return Isa::base;
+    if (cap != nullptr && std::string(cap) == "v3" && best == Isa::v4) return Isa::v3;
+    return best;
+  }();
+  return isa;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define FM_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
+#define FM_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
+#else
+#define FM_TARGET_V4
+#define FM_TARGET_V3
+#endif
+
 // out[r, c] = Σ_d x[r, d] · uv[d, c] for kRows rows of x ([kRows, D] row-major), the NB full
 // column blocks starting at uv (row stride ldu) and, when TL > 0, one narrow block of TL columns
 // after them. kRows·(NB + 1) independent accumulators hide the FMA latency; uv stays in L2.
-template <typename T, int NB, int TL>
+template <class Bk, typename T, int NB, int TL>
 FM_INLINE void rows_times_uv(const T* x, int64_t D, const double* uv, int64_t ldu, double* out,
                              int64_t ldo) {
-  using V = Lanes<double, kLanes>::type;
+  constexpr int kR = Bk::kRows, kL = Bk::kLanes;
+  using V = typename Lanes<double, kL>::type;
   using VT = typename Lanes<double, (TL > 0 ? TL : 1)>::type;
-  V acc[kRows][NB > 0 ? NB : 1] = {};
-  VT tacc[kRows] = {};
+  V acc[kR][NB > 0 ? NB : 1] = {};
+  VT tacc[kR] = {};
   for (int64_t d = 0; d < D; ++d) {
     const double* ud = uv + d * ldu;
     V u[NB > 0 ? NB : 1];
     VT ut;
-    for (int b = 0; b < NB; ++b) std::memcpy(&u[b], ud + b * kLanes, sizeof(V));
-    if constexpr (TL > 0) std::memcpy(&ut, ud + NB * kLanes, sizeof(VT));
-    for (int r = 0; r < kRows; ++r) {
+    for (int b = 0; b < NB; ++b) std::memcpy(&u[b], ud + b * kL, sizeof(V));
+    if constexpr (TL > 0) std::memcpy(&ut, ud + NB * kL, sizeof(VT));
+    for (int r = 0; r < kR; ++r) {
       const double xv = static_cast<double>(x[r * D + d]);   // float32 storage, float64 math
       for (int b = 0; b < NB; ++b) acc[r][b] += xv * u[b];
       if constexpr (TL > 0) tacc[r] += xv * ut;
     }
   }
-  for (int r = 0; r < kRows; ++r) {
-    for (int b = 0; b < NB; ++b) std::memcpy(out + r * ldo + b * kLanes, &acc[r][b], sizeof(V));
-    if constexpr (TL > 0) std::memcpy(out + r * ldo + NB * kLanes, &tacc[r], sizeof(VT));
+  for (int r = 0; r < kR; ++r) {
+    for (int b = 0; b < NB; ++b) std::memcpy(out + r * ldo + b * kL, &acc[r][b], sizeof(V));
+    if constexpr (TL > 0) std::memcpy(out + r * ldo + NB * kL, &tacc[r], sizeof(VT));
   }
 }
 
 // Column layout of a packed uv: nb full blocks of kLanes, then a narrow block of kTail columns
-// when `tail` (a kTail block is half the FMA work of a zero-padded full one).
+// when `tail` (there a kTail block is half the FMA work of a zero-padded full one).
 struct PackLayout {
   int64_t nb;
-  bool tail;
-  int64_t width() const { return nb * kLanes + (tail ? kTail : 0); }
+  int tail;    // columns of the narrow last block, 0 if none
+  int lanes;
+  int64_t width() const { return nb * lanes + tail; }
 };
 
-inline PackLayout pack_layout(int64_t cols) {
-  const int64_t rem = cols % kLanes;
-  if (rem > 0 && rem <= kTail) return {cols / kLanes, true};
-  return {(cols + kLanes - 1) / kLanes, false};
+template <class Bk>
+PackLayout pack_layout(int64_t cols) {
+  const int64_t rem = cols % Bk::kLanes;
+  if (Bk::kTail > 0 && rem > 0 && rem <= Bk::kTail) return {cols / Bk::kLanes, Bk::kTail, Bk::kLanes};
+  return {(cols + Bk::kLanes - 1) / Bk::kLanes, 0, Bk::kLanes};
 }
 
-// All columns for kRows rows: passes of up to 3 full blocks, the narrow block in the last one.
-template <typename T>
+inline PackLayout pack_layout_for(Isa isa, int64_t cols) {
+  return isa == Isa::v4 ? pack_layout<BlockingV4>(cols)
+         : isa == Isa::v3 ? pack_layout<BlockingV3>(cols) : pack_layout<BlockingBase>(cols);
+}
+
+// NB full blocks and (with a tail) the narrow one, NB a run-time value up to kMaxNB.
+template <class Bk, typename T, int TL>
+FM_INLINE void rows_times_nb(int nb, const T* x, int64_t D, const double* ub, int64_t ldu,
+                             double* ob) {
+  switch (nb) {
+    case 0: if constexpr (TL > 0) rows_times_uv<Bk, T, 0, TL>(x, D, ub, ldu, ob, ldu); break;
+    case 1: rows_times_uv<Bk, T, 1, TL>(x, D, ub, ldu, ob, ldu); break;
+    case 2: rows_times_uv<Bk, T, 2, TL>(x, D, ub, ldu, ob, ldu); break;
+    case 3: rows_times_uv<Bk, T, 3, TL>(x, D, ub, ldu, ob, ldu); break;
+    case 4: if constexpr (Bk::kMaxNB >= 4) rows_times_uv<Bk, T, 4, TL>(x, D, ub, ldu, ob, ldu); break;
+    default: if constexpr (Bk::kMaxNB >= 5) rows_times_uv<Bk, T, 5, TL>(x, D, ub, ldu, ob, ldu); break;
+  }
+}
+
+// All columns for kRows rows: passes of up to kMaxNB full blocks, the narrow block in the last.
+template <class Bk, typename T>
 FM_INLINE void rows_times_all_uv(const T* x, int64_t D, const double* uv, PackLayout lay,
                                  double* out) {
   const int64_t ldu = lay.width();
   int64_t b = 0;
   do {
-    const int nbp = static_cast<int>(std::min<int64_t>(3, lay.nb - b));
+    const int nbp = static_cast<int>(std::min<int64_t>(Bk::kMaxNB, lay.nb - b));
     const bool last = b + nbp >= lay.nb;
-    const double* ub = uv + b * kLanes;
-    double* ob = out + b * kLanes;
-    if (last && lay.tail) {
-      switch (nbp) {
-        case 0: rows_times_uv<T, 0, kTail>(x, D, ub, ldu, ob, ldu); break;
-        case 1: rows_times_uv<T, 1, kTail>(x, D, ub, ldu, ob, ldu); break;
-        case 2: rows_times_uv<T, 2, kTail>(x, D, ub, ldu, ob, ldu); break;
-        default: rows_times_uv<T, 3, kTail>(x, D, ub, ldu, ob, ldu); break;
-      }
-    } else {
-      switch (nbp) {
-        case 1: rows_times_uv<T, 1, 0>(x, D, ub, ldu, ob, ldu); break;
-        case 2: rows_times_uv<T, 2, 0>(x, D, ub, ldu, ob, ldu); break;
-        default: rows_times_uv<T, 3, 0>(x, D, ub, ldu, ob, ldu); break;
+    const double* ub = uv + b * Bk::kLanes;
+    double* ob = out + b * Bk::kLanes;
+    if constexpr (Bk::kTail > 0) {
+      if (last && lay.tail > 0) {
+        rows_times_nb<Bk, T, Bk::kTail>(nbp, x, D, ub, ldu, ob);
+        b += nbp;
+        continue;
       }
     }
+    rows_times_nb<Bk, T, 0>(nbp, x, D, ub, ldu, ob);
     b += nbp;
   } while (b < lay.nb);
 }
 
 // out[r, :] = x[r, :] · uv for `rows` rows of x ([rows, D]): kRows at a time, a short last
 // block through a zero-padded copy (`pad`: scratch, grown on first use). out: [rows, width].
-template <typename T>
+template <class Bk, typename T>
 FM_INLINE void rows_times_packed(const T* x, int64_t rows, int64_t D, const double* uv,
                                  PackLayout lay, double* out, std::vector<T>& pad) {
-  const int64_t ldu = lay.width(), full = rows / kRows * kRows;
-  for (int64_t r = 0; r < full; r += kRows)
-    rows_times_all_uv<T>(x + r * D, D, uv, lay, out + r * ldu);
+  constexpr int kR = Bk::kRows;
+  const int64_t ldu = lay.width(), full = rows / kR * kR;
+  for (int64_t r = 0; r < full; r += kR)
+    rows_times_all_uv<Bk, T>(x + r * D, D, uv, lay, out + r * ldu);
   if (full < rows) {
-    pad.assign(kRows * D, T(0));
+    pad.assign(kR * D, T(0));
     std::memcpy(pad.data(), x + full * D, (rows - full) * D * sizeof(T));
-    std::vector<double> tmp(kRows * ldu);
-    rows_times_all_uv<T>(pad.data(), D, uv, lay, tmp.data());
+    std::vector<double> tmp(kR * ldu);
+    rows_times_all_uv<Bk, T>(pad.data(), D, uv, lay, tmp.data());
     std::memcpy(out + full * ldu, tmp.data(), (rows - full) * ldu * sizeof(double));
   }
 }

@@ -14,13 +14,6 @@
 #include "cpu/rows_times.h"
 #include "trace_ratio_math.h"
 
-// Run-time dispatch to AVX-512 / AVX2+FMA code paths on x86-64 (GCC function multiversioning).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define FM_CLONES
-#endif
-
 namespace fishermask_ext {
 namespace cpu {
 
@@ -95,7 +88,7 @@ FM_INLINE void group_step(int C, int n, int64_t g, double* A, double* B, Layout3
 
 // Candidates [begin, end), kGroup at a time. Their kGroup·C rows of X (a multiple of kRows) go
 // through the register-blocked product; a short last group through a zero-padded copy.
-template <typename T>
+template <class Bk, typename T>
 FM_INLINE void step_range(int64_t begin, int64_t end, int C, int64_t D, const T* X,
                           const double* uv, PackLayout lay, double scale, double* A, double* B,
                           Layout3 ab, const double* S, const double* Q, const bool* eligible,
@@ -112,7 +105,7 @@ FM_INLINE void step_range(int64_t begin, int64_t end, int C, int64_t D, const T*
   VG* lanes = static_cast<VG*>(std::align(sizeof(VG), n_lanes * sizeof(VG), base, space));
   for (int64_t g = begin; g < end; g += kGroup) {
     const int n = static_cast<int>(std::min<int64_t>(kGroup, end - g));
-    if (uv != nullptr) rows_times_packed<T>(X + g * C * D, n * C, D, uv, lay, wz.data(), pad);
+    if (uv != nullptr) rows_times_packed<Bk, T>(X + g * C * D, n * C, D, uv, lay, wz.data(), pad);
     group_step(C, n, g, A, B, ab, uv ? wz.data() : nullptr, ldu, scale, S, Q, sigma, lanes,
                scores);
     for (int k = 0; k < n; ++k)
@@ -120,15 +113,29 @@ FM_INLINE void step_range(int64_t begin, int64_t end, int C, int64_t D, const T*
   }
 }
 
-#define FM_STEP_RANGE(T)                                                                      \
-  FM_CLONES void step_range_cloned(int64_t b, int64_t e, int C, int64_t D, const T* X,       \
-                                   const double* uv, PackLayout lay, double scale, double* A, \
-                                   double* B, Layout3 ab, const double* S, const double* Q,   \
-                                   const bool* el, double sigma, double* scores) {            \
-    step_range<T>(b, e, C, D, X, uv, lay, scale, A, B, ab, S, Q, el, sigma, scores);          \
+// One compiled copy per instruction set and storage type (see cpu_isa()).
+#define FM_STEP_RANGE(TARGET, NAME, BK, T)                                                    \
+  TARGET void NAME(int64_t b, int64_t e, int C, int64_t D, const T* X, const double* uv,     \
+                   PackLayout lay, double scale, double* A, double* B, Layout3 ab,           \
+                   const double* S, const double* Q, const bool* el, double sigma,           \
+                   double* scores) {                                                         \
+    step_range<BK, T>(b, e, C, D, X, uv, lay, scale, A, B, ab, S, Q, el, sigma, scores);     \
   }
-FM_STEP_RANGE(float)
-FM_STEP_RANGE(double)
+FM_STEP_RANGE(FM_TARGET_V4, step_range_v4, BlockingV4, float)
+FM_STEP_RANGE(FM_TARGET_V4, step_range_v4, BlockingV4, double)
+FM_STEP_RANGE(FM_TARGET_V3, step_range_v3, BlockingV3, float)
+FM_STEP_RANGE(FM_TARGET_V3, step_range_v3, BlockingV3, double)
+FM_STEP_RANGE(, step_range_base, BlockingBase, float)
+FM_STEP_RANGE(, step_range_base, BlockingBase, double)
+
+template <typename T, typename... Args>
+void step_range_for(Isa isa, Args... args) {
+  switch (isa) {
+    case Isa::v4: step_range_v4(args...); break;
+    case Isa::v3: step_range_v3(args...); break;
+    default: step_range_base(args...); break;
+  }
+}
 
 // First eligible index of maximal score (the first eligible one if all are -inf; -1 if none).
 int64_t first_best(const double* scores, const bool* eligible, int64_t N) {
@@ -146,17 +153,19 @@ std::tuple<at::Tensor, at::Tensor> trace_ratio_step_cpu(
   const int64_t N = A.size(0), C = A.size(1), D = X_.size(2);
   const auto X = X_.contiguous();
   const auto S = S_.contiguous(), Q = Q_.contiguous(), eligible = eligible_.contiguous();
-  const auto lay = pack_layout(2 * C);
+  const Isa isa = cpu_isa();
+  const auto lay = pack_layout_for(isa, 2 * C);
   const auto uvp = UV.has_value() ? pack_uv(*UV, lay) : at::Tensor();
   const Layout3 ab{A.stride(0), A.stride(1), A.stride(2)};
   auto scores = at::empty({N}, A.options());
   const double* u = uvp.defined() ? uvp.const_data_ptr<double>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "trace_ratio_step_cpu", [&] {
     at::parallel_for(0, N, 2 * kGroup, [&](int64_t b, int64_t e) {
-      step_range_cloned(b, e, static_cast<int>(C), D, X.const_data_ptr<scalar_t>(), u, lay,
-                        scale, A.data_ptr<double>(), B.data_ptr<double>(), ab,
-                        S.const_data_ptr<double>(), Q.const_data_ptr<double>(),
-                        eligible.const_data_ptr<bool>(), sigma, scores.data_ptr<double>());
+      step_range_for<scalar_t>(isa, b, e, static_cast<int>(C), D, X.const_data_ptr<scalar_t>(),
+                               u, lay, scale, A.data_ptr<double>(), B.data_ptr<double>(), ab,
+                               S.const_data_ptr<double>(), Q.const_data_ptr<double>(),
+                               eligible.const_data_ptr<bool>(), sigma,
+                               scores.data_ptr<double>());
     });
   });
   if (round_scores) {       // parity mode: the argmax sees float32-rounded scores
