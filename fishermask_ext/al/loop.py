@@ -29,6 +29,9 @@ __all__ = ["default_config", "run_experiment", "ActiveLearningLoop", "seed_for"]
 
 # The conventional SGD momentum; not a config key (the default optimizer is adam).
 SGD_MOMENTUM = 0.9
+# Strategy seeds are drawn below this bound: they fit a signed 32-bit int, which every seeding
+# API a strategy may hand them to accepts.
+STRATEGY_SEED_BOUND = 2**31
 
 
 def seed_for(seed, *keys):
@@ -130,7 +133,7 @@ class ActiveLearningLoop:
         labeled = torch.tensor(self.state["labeled"], dtype=torch.long)
         model = self._model()
         seeds = dict(train=seed_for(self.seed, "train", r),
-                     select=seed_for(self.seed, "select", r) % 2**31)
+                     select=seed_for(self.seed, "select", r) % STRATEGY_SEED_BOUND)
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(seeds["train"])
         torch.manual_seed(seeds["train"])   # dropout and the like
