@@ -37,11 +37,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import fishermask_ext
 from fishermask_ext import ParamMask, ResNet18Narrow, fisher_mask, masked_grad_embeddings
 from fishermask_ext.nn import split_flat
 from fishermask_ext.testing import (batch_graph_embeddings, derived_tolerance, func_embeddings,
-                                    loop_embeddings, max_error)
+                                    loop_embeddings, max_error, subprocess_env)
 
 C, PCT = 10, 0.002
 FULL = dict(n=256, ref_images=8, fisher_samples=256, check_images=2)
@@ -95,13 +94,8 @@ def run(method, model, x, masks, ref_images):
 
 def _peak_subprocess(method, folder, ref_images):
     """Peak resident-set growth (MB) of one call of `method` in a fresh process."""
-    # The child imports the very fishermask_ext this process runs (a checkout built in place
-    # may differ from the installed one): its folder goes first on the child's path.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fishermask_ext.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
     code = subprocess.run([sys.executable, __file__, method, folder, str(ref_images)],
-                          capture_output=True, text=True, check=True, env=env)
+                          capture_output=True, text=True, check=True, env=subprocess_env())
     return json.loads(code.stdout.splitlines()[-1])["peak_mb"]
 
 

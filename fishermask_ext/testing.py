@@ -3,6 +3,8 @@ and the slow oracles that compute per-sample gradients the obvious way.
 
 Test support only (it imports pytest, from the `test` extra); nothing in the package imports it.
 """
+import os
+
 import pytest
 import torch
 from torch.func import functional_call, jacrev, vmap
@@ -11,7 +13,7 @@ from ._ops import native_available
 from .nn.state import logits_of
 
 __all__ = ["DEVICES", "DTYPES", "needs_native", "require_native", "max_error",
-           "derived_tolerance", "loop_embeddings", "func_embeddings", "batch_graph_embeddings"]
+           "derived_tolerance", "subprocess_env", "loop_embeddings", "func_embeddings", "batch_graph_embeddings"]
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float32, torch.float64]
@@ -27,6 +29,14 @@ def require_native(device, name="greedy_select"):
     """Inside a test: skip it when the native op is missing for `device`."""
     if not native_available(device, name):
         pytest.skip(f"fishermask_ext native {name} not built for {device}")
+
+
+def subprocess_env():
+    """os.environ with this fishermask_ext's folder first on PYTHONPATH: a child Python then
+    imports the copy under test, not whichever one is installed."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
 
 
 def max_error(got, truth):
