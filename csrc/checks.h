@@ -20,8 +20,9 @@ inline void check_shape(const at::Tensor& t, at::IntArrayRef shape, const char* 
   TORCH_CHECK(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
 }
 
-// trace_ratio_step: A, B [N, C, C] f64 contiguous; X [N, C, D] f32/f64; UV [D, 2C] dtype of X
-// or absent; S, Q [C, C] f64; eligible [N] bool.
+// trace_ratio_step: A, B [N, C, C] f64 with one dense layout (contiguous, or CUDA's
+// candidate-minor); X [N, C, D] f32/f64; UV [D, 2C] f64 or absent; S, Q [C, C] f64;
+// eligible [N] bool.
 inline void check_trace_ratio_step(const at::Tensor& A, const at::Tensor& B, const at::Tensor& X,
                                    const c10::optional<at::Tensor>& UV, const at::Tensor& S,
                                    const at::Tensor& Q, const at::Tensor& eligible) {
@@ -30,8 +31,11 @@ inline void check_trace_ratio_step(const at::Tensor& A, const at::Tensor& B, con
   TORCH_CHECK(A.scalar_type() == at::kDouble && B.scalar_type() == at::kDouble &&
                   S.scalar_type() == at::kDouble && Q.scalar_type() == at::kDouble,
               "A, B, S and Q must be float64");
-  TORCH_CHECK(A.is_contiguous() && B.is_contiguous(), "A and B must be contiguous (updated in place)");
   check_shape(B, {N, C, C}, "B");
+  // Updated in place through one set of strides: no element may alias another.
+  TORCH_CHECK(A.is_non_overlapping_and_dense() && A.strides() == B.strides(),
+              "A and B must be dense, non-overlapping and share one layout, got strides ",
+              A.strides(), " and ", B.strides());
   check_shape(S, {C, C}, "S");
   check_shape(Q, {C, C}, "Q");
   check_shape(eligible, {N}, "eligible");
@@ -41,15 +45,32 @@ inline void check_trace_ratio_step(const at::Tensor& A, const at::Tensor& B, con
               "X must be [N, C, D] = [", N, ", ", C, ", D], got ", X.sizes());
   for (const at::Tensor* t : {&B, &X, &S, &Q, &eligible}) check_same_device(A, *t, "A", "an argument");
   if (UV.has_value()) {
-    TORCH_CHECK(UV->scalar_type() == X.scalar_type(), "UV must have the dtype of X");
+    // float64 whatever X is: float32 X is storage, the products are float64.
+    TORCH_CHECK(UV->scalar_type() == at::kDouble, "UV must be float64, got ", UV->scalar_type());
     check_shape(*UV, {X.size(2), 2 * C}, "UV");
     check_same_device(A, *UV, "A", "UV");
   }
 }
 
+// commit_direction: P, F [D, D] f64; xt [C, D] f64 with C >= 1; S [C, C] f64.
+inline void check_commit_direction(const at::Tensor& P, const at::Tensor& F, const at::Tensor& xt,
+                                   const at::Tensor& S) {
+  TORCH_CHECK(P.dim() == 2 && P.size(0) == P.size(1), "P must be [D, D], got ", P.sizes());
+  const int64_t D = P.size(0);
+  TORCH_CHECK(P.scalar_type() == at::kDouble && F.scalar_type() == at::kDouble &&
+                  xt.scalar_type() == at::kDouble && S.scalar_type() == at::kDouble,
+              "P, F, xt and S must be float64");
+  check_shape(F, {D, D}, "F");
+  TORCH_CHECK(xt.dim() == 2 && xt.size(0) >= 1 && xt.size(1) == D,
+              "xt must be [C, D] = [C, ", D, "] with C >= 1, got ", xt.sizes());
+  check_shape(S, {xt.size(0), xt.size(0)}, "S");
+  for (const at::Tensor* t : {&F, &xt, &S}) check_same_device(P, *t, "P", "an argument");
+}
+
 // greedy_select: X [N, C, D] f32/f64; P0, F [D, D] f64; 0 < budget <= n_forward <= N.
 inline void check_greedy_select(const at::Tensor& X, const at::Tensor& P0, const at::Tensor& F,
-                                int64_t budget, int64_t n_forward, int64_t chunk) {
+                                int64_t budget, int64_t n_forward, int64_t chunk,
+                                int64_t block) {
   TORCH_CHECK(X.dim() == 3, "X must be [N, C, D], got ", X.sizes());
   check_float(X, "X");
   const int64_t N = X.size(0), D = X.size(2);
@@ -62,7 +83,7 @@ inline void check_greedy_select(const at::Tensor& X, const at::Tensor& P0, const
   TORCH_CHECK(budget >= 1 && budget <= n_forward && n_forward <= N,
               "need 1 <= budget <= n_forward <= N, got budget=", budget,
               " n_forward=", n_forward, " N=", N);
-  TORCH_CHECK(chunk >= 1, "chunk must be >= 1, got ", chunk);
+  TORCH_CHECK(chunk >= 1 && block >= 1, "chunk and block must be >= 1, got ", chunk, ", ", block);
 }
 
 // masked_linear_grad: a [n, S, I]; delta [C, n, S, O]; index [m] int64 in [0, O*I).

@@ -13,27 +13,34 @@ PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(fishermask_ext, m) {
-  // ---- selection (ALGORITHM.md, step E) ----
+  // ---- selection (docs/ALGORITHM.md, step E) ----
+  // Every product over X is float64 arithmetic; float32 X is a storage format only.
   // One greedy step for all candidates. When UV = [u v] is given, W = scale·X·u and
   // Z = scale·X·v (per candidate, C×C each) and the rank-C commit update
   //   A_i -= W_i S W_iᵀ;  B_i -= W_i S Z_iᵀ + Z_i S W_iᵀ - (W_i S) Q (W_i S)ᵀ
   // is applied in place to every candidate. Then every eligible candidate is scored,
-  //   score_i = sigma · tr((I + sigma·A_i)⁻¹ B_i),
+  //   score_i = sigma · tr((I + sigma·A_i)⁻¹ B_i)   (-inf where not positive definite or NaN).
   // With round_scores, each score is rounded to float32 (kept as f64) before the argmax, as the
   // reference FisherMask code does (parity mode: its picks on the same embeddings).
-  // The op returns (scores [N] f64: -inf where not eligible or not positive definite,
+  // The op returns (scores [N] f64: -inf where not eligible,
   //                     best [] int64: the first eligible index of maximal score, -1 if none).
-  // A, B: [N, C, C] f64; X: [N, C, D] f32/f64; UV: [D, 2C] dtype of X; S, Q: [C, C] f64,
-  // symmetric (the update is evaluated in a form that assumes it); eligible: [N] bool.
+  // A, B: [N, C, C] f64, one dense layout; X: [N, C, D] f32/f64; UV: [D, 2C] f64;
+  // S, Q: [C, C] f64, symmetric (the update is evaluated in a form that assumes it);
+  // eligible: [N] bool.
   m.def("trace_ratio_step(Tensor(a!) A, Tensor(b!) B, Tensor X, Tensor? UV, float scale, "
         "Tensor S, Tensor Q, Tensor eligible, float sigma, bool round_scores=False) -> "
         "(Tensor, Tensor)");
+  // The commit of one pick x̃ (sign σ folded into S = (σI + A_j)⁻¹):
+  //   u = P x̃ᵀ,  v = P F u,  P -= u S uᵀ (in place).  Returns [u v].
+  // P, F: [D, D] f64 symmetric; xt: [C, D] f64; S: [C, C] f64 symmetric. -> [D, 2C] f64
+  m.def("commit_direction(Tensor(a!) P, Tensor F, Tensor xt, Tensor S) -> Tensor");
   // The whole greedy loop of step E on scaled embeddings X̃ = scale * X.
   // X: [N, C, D] f32/f64; P0: [D, D] f64; F: [D, D] f64. n_forward forward picks, then
-  // n_forward - budget backward removals; round_scores as in trace_ratio_step.
+  // n_forward - budget backward removals; `chunk` candidates per initialisation chunk and
+  // `block` columns per block of its triangular products; round_scores as in trace_ratio_step.
   // Returns [budget] int64 indices in pick order.
   m.def("greedy_select(Tensor X, Tensor P0, Tensor F, float scale, int budget, int n_forward, "
-        "int chunk, bool round_scores=False) -> Tensor");
+        "int chunk, int block, bool round_scores=False) -> Tensor");
 
   // ---- embeddings (ALGORITHM.md, step C) ----
   // out[n, c, k] = sum_s delta[c, n, s, o_k] * a[n, s, i_k], (o_k, i_k) = divmod(index[k], I).

@@ -5,19 +5,22 @@ and the oracle of every native-op test. Shapes follow csrc/ops.cpp.
 """
 import torch
 
-__all__ = ["trace_ratio_step", "greedy_select", "masked_linear_grad", "masked_conv2d_grad"]
+from ._sizes import chunk_rows
+
+__all__ = ["trace_ratio_step", "commit_direction", "greedy_select", "masked_linear_grad",
+           "masked_conv2d_grad"]
 
 
 def trace_ratio_step(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores=False):
     """One greedy step for all candidates (see csrc/ops.cpp); updates A and B in place.
     With round_scores, scores are rounded to float32 (kept as float64) before the argmax.
 
-    A, B: [N, C, C] f64; X: [N, C, D]; UV: [D, 2C] (dtype of X) or None; S, Q: [C, C] f64;
-    eligible: [N] bool. Returns (scores [N] f64, best [] int64).
+    A, B: [N, C, C] f64 (any layout); X: [N, C, D] f32/f64; UV: [D, 2C] f64 or None;
+    S, Q: [C, C] f64; eligible: [N] bool. Returns (scores [N] f64, best [] int64).
     """
     N, C, D = X.shape
     if UV is not None:
-        WZ = (X.reshape(N * C, D) @ UV).view(N, C, 2 * C).to(torch.float64) * scale
+        WZ = _times(X, UV) * scale                   # [N, C, 2C] f64
         W, Z = WZ[..., :C], WZ[..., C:]
         WS = W @ S                                   # [N, C, C]; S, Q symmetric
         A.sub_(WS @ W.mT)
@@ -29,10 +32,22 @@ def trace_ratio_step(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores=Fal
     Y = torch.linalg.solve_triangular(L, B, upper=False)      # L⁻¹ B
     Y = torch.linalg.solve_triangular(L, Y.mT, upper=False)   # L⁻¹ B L⁻ᵀ
     scores = sigma * Y.diagonal(dim1=-2, dim2=-1).sum(-1)
+    # Not positive definite or NaN: never picked (the kernels' rule, csrc/trace_ratio_math.h).
+    scores = scores.masked_fill((info != 0) | scores.isnan(), float("-inf"))
     if round_scores:
         scores = scores.float().double()
-    scores = scores.masked_fill(~eligible | (info != 0), float("-inf"))
+    scores = scores.masked_fill(~eligible, float("-inf"))
     return scores, _first_best(scores, eligible)
+
+
+def _times(X, M):
+    """X [N, C, D] (f32/f64) times M [D, k] f64 -> [N, C, k] f64, X converted chunk by chunk."""
+    N, C, D = X.shape
+    out = torch.empty(N, C, M.shape[1], dtype=torch.float64, device=X.device)
+    rows = chunk_rows(C, D)
+    for s in range(0, N, rows):
+        out[s:s + rows] = X[s:s + rows].to(torch.float64) @ M
+    return out
 
 
 def _first_best(scores, eligible):
@@ -44,10 +59,22 @@ def _first_best(scores, eligible):
     return scores.argmax()   # documented to return the first of equal maxima
 
 
-def greedy_select(X, P0, F, scale, budget, n_forward, chunk, round_scores=False):
-    """Step E of ALGORITHM.md with the incremental A/B update, on X̃ = scale · X.
+def commit_direction(P, F, xt, S):
+    """u = P x̃ᵀ, v = P F u, P -= u S uᵀ in place (see csrc/ops.cpp).
+
+    P, F: [D, D] f64; xt: [C, D] f64; S: [C, C] f64. Returns [u v]: [D, 2C] f64.
+    """
+    u = P @ xt.T
+    v = P @ (F @ u)
+    P.sub_(u @ S @ u.T)
+    return torch.cat([u, v], 1)
+
+
+def greedy_select(X, P0, F, scale, budget, n_forward, chunk, block, round_scores=False):
+    """Step E of docs/ALGORITHM.md with the incremental A/B update, on X̃ = scale · X.
 
     X: [N, C, D] f32/f64; P0, F: [D, D] f64. Returns [budget] int64 in pick order.
+    (`block` sizes the native kernel's triangular products; the twin has none.)
     """
     N, C, D = X.shape
     dev, f64 = X.device, torch.float64
@@ -57,7 +84,7 @@ def greedy_select(X, P0, F, scale, budget, n_forward, chunk, round_scores=False)
     selected = torch.zeros(N, dtype=torch.bool, device=dev)
     order = []
     _, best = trace_ratio_step(A, B, X, None, scale, eye, eye, ~selected, 1.0, round_scores)
-    n_steps = 2 * n_forward - budget
+    n_steps = 2 * n_forward - budget        # n_forward picks, then n_forward - budget removals
     for t in range(n_steps):
         forward = t < n_forward
         j = int(best)
@@ -66,36 +93,32 @@ def greedy_select(X, P0, F, scale, budget, n_forward, chunk, round_scores=False)
             order.append(j)
         if t + 1 == n_steps:
             break
-        sigma = 1.0 if forward else -1.0
-        u = P @ (X[j].to(f64) * scale).T                # [D, C]
+        sigma = 1.0 if forward else -1.0    # -1: remove x̃_j from M (Woodbury with a minus)
         S = torch.linalg.inv(sigma * eye + A[j])
-        S = (S + S.T) / 2                               # the step assumes symmetric S, Q
-        v = P @ (F @ u)
+        S = (S + S.T) / 2                   # the step assumes symmetric S, Q
         Q = (B[j] + B[j].T) / 2
-        P = P - u @ S @ u.T
+        UV = commit_direction(P, F, X[j].to(f64) * scale, S)
         next_forward = t + 1 < n_forward
-        _, best = trace_ratio_step(A, B, X, torch.cat([u, v], 1).to(X.dtype), scale, S, Q,
+        _, best = trace_ratio_step(A, B, X, UV, scale, S, Q,
                                    ~selected if next_forward else selected,
                                    1.0 if next_forward else -1.0, round_scores)
     return torch.tensor([j for j in order if selected[j]], dtype=torch.long, device=dev)
 
 
 def _init_scores(X, P0, F, scale, chunk):
-    """A_i = X̃_i P0 X̃_iᵀ and B_i = X̃_i P0 F P0 X̃_iᵀ, [N, C, C] f64 each, chunk by chunk.
-
-    The products run in the dtype of X; a P0 that is a multiple of I (no labeled points)
+    """A_i = X̃_i P0 X̃_iᵀ and B_i = X̃_i P0 F P0 X̃_iᵀ, [N, C, C] f64 each, chunk by chunk,
+    every chunk converted to float64 first. A P0 that is a multiple of I (no labeled points)
     skips the X̃ P0 product.
     """
     N, C, _ = X.shape
     A = torch.empty(N, C, C, dtype=torch.float64, device=X.device)
     B = torch.empty_like(A)
     p = _scalar_identity(P0)
-    P0x, Fx = P0.to(X.dtype), F.to(X.dtype)
     for s in range(0, N, chunk):
-        Xc = X[s:s + chunk] * scale
-        Yc = Xc * p if p is not None else Xc @ P0x          # Y = X̃ P0
-        A[s:s + chunk] = (Yc @ Xc.mT).to(torch.float64)
-        B[s:s + chunk] = ((Yc @ Fx) @ Yc.mT).to(torch.float64)
+        Xc = X[s:s + chunk].to(torch.float64) * scale
+        Yc = Xc * p if p is not None else Xc @ P0          # Y = X̃ P0
+        A[s:s + chunk] = Yc @ Xc.mT
+        B[s:s + chunk] = (Yc @ F) @ Yc.mT
     return A, B
 
 

@@ -1,17 +1,13 @@
-"""Greedy Fisher trace-ratio batch selection (FisherMask / BAIT, ALGORITHM.md step E)."""
+"""Greedy Fisher trace-ratio batch selection (FisherMask / BAIT, docs/ALGORITHM.md, step E)."""
 import math
 import numbers
 
 import torch
 
 from ._ops import resolve
+from ._sizes import BLOCK, chunk_rows
 
 __all__ = ["select_batch", "fisher_matrix"]
-
-_CHUNK_BYTES = 64 << 20   # working set of one chunk of candidates during initialisation
-# Column block of the triangular product in fisher_matrix: the largest that keeps the GEMMs
-# efficient (measured on a 2-core Zen 4; float64 GEMMs want wider blocks).
-_BLOCK = {torch.float32: 256, torch.float64: 384}
 
 
 def fisher_matrix(emb):
@@ -19,8 +15,8 @@ def fisher_matrix(emb):
 
     emb: [N, C, D] float32 or float64 embeddings. Returns [D, D] float64 (zeros when N = 0).
     One symmetric product of the (N·C)×D matrix (only its lower block triangle is computed,
-    about 5/8 of the multiply-adds of a plain XᵀX), accumulated over chunks; a float32 input
-    is multiplied in float32 and accumulated in float64.
+    about 5/8 of the multiply-adds of a plain XᵀX), in float64 arithmetic whatever the dtype
+    of emb: a float32 input is converted chunk by chunk.
     """
     _check_embeddings(emb, "emb", allow_empty=True, finite=False)
     return _checked_fisher(emb, "emb")
@@ -42,11 +38,11 @@ def _fisher(emb):
     """fisher_matrix without the argument checks (for inputs already checked)."""
     N, C, D = emb.shape
     out = torch.zeros(D, D, dtype=torch.float64, device=emb.device)
-    rows, blk = _chunk_rows(emb), _BLOCK[emb.dtype]
+    rows = chunk_rows(C, D)
     for s in range(0, N, rows):
-        Xc = emb[s:s + rows].reshape(-1, D)
-        for j in range(0, D, blk):             # lower block triangle only (a blocked SYRK)
-            out[j:, j:j + blk] += (Xc[:, j:].T @ Xc[:, j:j + blk]).to(torch.float64)
+        Xc = emb[s:s + rows].reshape(-1, D).to(torch.float64)
+        for j in range(0, D, BLOCK):           # lower block triangle only (a blocked SYRK)
+            out[j:, j:j + BLOCK] += Xc[:, j:].T @ Xc[:, j:j + BLOCK]
     out = out.tril() + out.tril(-1).T
     return out / max(N, 1)
 
@@ -73,9 +69,10 @@ def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labe
     Returns:
         [K] int64 positions into `unlabeled`, in pick order.
 
-    P, A_i, B_i and F are kept in float64; with float32 embeddings the products over X run in
-    float32, so picks can differ from float64 where scores are within float32 rounding.
-    The caller's tensors are never modified.
+    float32 embeddings are a storage format: every product over them runs in float64 (they are
+    converted chunk by chunk or in registers), and P, A_i, B_i and F are float64. float32 and
+    float64 embeddings holding the same values therefore give the same picks, except at true
+    near-ties (scores equal to about 1e-12 relative). The caller's tensors are never modified.
     """
     # The NaN/Inf scan of `unlabeled` comes with its Fisher below when that is computed here.
     _check_embeddings(unlabeled, "unlabeled", finite=pool_fisher is not None)
@@ -108,14 +105,8 @@ def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labe
     P0 = torch.cholesky_inverse(L0)
     scale = math.sqrt(K / (n_L + K))
     n_forward = min((int(backward_steps) + 1) * K, N)
-    chunk = max(1, _CHUNK_BYTES // max(1, 8 * C * D))
     op = resolve("greedy_select", unlabeled.device, backend)
-    return op(unlabeled, P0, F, scale, K, n_forward, chunk, parity)
-
-
-def _chunk_rows(x):
-    """Rows of x [N, C, D] per chunk of about _CHUNK_BYTES."""
-    return max(1, _CHUNK_BYTES // max(1, x.shape[1] * x.shape[2] * x.element_size()))
+    return op(unlabeled, P0, F, scale, K, n_forward, chunk_rows(C, D), BLOCK, parity)
 
 
 def _check_embeddings(x, name, allow_empty=False, finite=True):
@@ -125,6 +116,10 @@ def _check_embeddings(x, name, allow_empty=False, finite=True):
     if x.dim() != 3:
         raise ValueError(f"{name} must have shape [N, C, D] (N points, C classes, D masked "
                          f"parameters), got shape {tuple(x.shape)}")
+    if x.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(f"{name} is {x.dtype}: selection reads float32 or float64 embeddings "
+                        f"(float32 is stored as is and computed in float64); convert with "
+                        f"{name}.float()")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name} must be float32 or float64, got {x.dtype}; "
                         f"convert with .float() or .double()")
@@ -137,7 +132,7 @@ def _check_embeddings(x, name, allow_empty=False, finite=True):
 
 
 def _check_finite(x, name):
-    rows = _chunk_rows(x)
+    rows = chunk_rows(x.shape[1], x.shape[2])
     for s in range(0, x.shape[0], rows):          # chunked: no N·C·D-sized temporary
         finite = torch.isfinite(x[s:s + rows]).flatten(1).all(1)
         if not bool(finite.all()):

@@ -22,8 +22,16 @@ def _step_args(N, C, D, dtype, device, with_uv=True, seed=0):
     UV = r(D, 2 * C) * (0.3 / (C * D) ** 0.5) if with_uv else None   # a modest update
     eligible = torch.rand(N, generator=g) > 0.3
     to = lambda t, dt=torch.float64: None if t is None else t.to(device, dt)
-    return [to(A), to(B), to(X, dtype), to(UV, dtype), 0.7, to(S), to(Q0 @ Q0.T),
+    return [to(A), to(B), to(X, dtype), to(UV), 0.7, to(S), to(Q0 @ Q0.T),
             to(eligible, torch.bool)]
+
+
+# Native and twin do the same float64 arithmetic (X's values are exact in both dtypes) in other
+# orders: each product of D terms differs by at most ~D·2⁻⁵³ relative, and the C×C Cholesky and
+# solves (I + σA well conditioned here: ‖A‖ < 1/2 mostly) amplify it by a modest factor. 1e-10
+# leaves four orders of magnitude of room over D, C <= 40 and still fails on any float32 product
+# (~1e-7).
+TOL = dict(rtol=1e-10, atol=1e-10)
 
 
 def _native_step():
@@ -45,12 +53,10 @@ def test_trace_ratio_step_matches_twin(device, dtype, shape, with_uv, sigma):
     twin = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
     s_nat, b_nat = _native_step()(*args, sigma)
     s_ref, b_ref = reference.trace_ratio_step(*twin, sigma)
-    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
-    torch.testing.assert_close(args[0], twin[0], **tol)     # A updated in place alike
-    torch.testing.assert_close(args[1], twin[1], **tol)     # B
-    torch.testing.assert_close(s_nat, s_ref, **tol)
-    if dtype == torch.float64:
-        assert int(b_nat) == int(b_ref)
+    torch.testing.assert_close(args[0], twin[0], **TOL)     # A updated in place alike
+    torch.testing.assert_close(args[1], twin[1], **TOL)     # B
+    torch.testing.assert_close(s_nat, s_ref, **TOL)
+    assert int(b_nat) == int(b_ref)
     el = args[7]
     if el.sum() > 2:     # the scores compared above are mostly finite, for both signs
         assert torch.isfinite(s_ref[el]).float().mean() > 0.5
@@ -93,6 +99,110 @@ def test_trace_ratio_step_not_positive_definite_scores_minus_inf(device):
         assert int(best) == -1
 
 
+@pytest.mark.parametrize("C", range(1, 18))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shared_kernel_math_every_C(C, dtype):
+    """csrc/trace_ratio_math.h (also the CUDA kernel's per-candidate math) through the CPU op,
+    for every C up to 17; N = 19 leaves a short group of candidates."""
+    require_native("cpu", "trace_ratio_step")
+    for sigma in (1.0, -1.0):
+        args = _step_args(19, C, 7, dtype, "cpu", seed=C)
+        twin = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+        s_nat, b_nat = _native_step()(*args, sigma)
+        s_ref, b_ref = reference.trace_ratio_step(*twin, sigma)
+        torch.testing.assert_close(args[1], twin[1], **TOL)
+        torch.testing.assert_close(s_nat, s_ref, **TOL)
+        assert int(b_nat) == int(b_ref)
+        assert torch.isfinite(s_ref[args[7]]).any()
+
+
+@pytest.mark.parametrize("impl", ["native", "twin"])
+def test_nan_scores_are_never_picked(impl):
+    """A NaN score counts as -inf, on every device and in the twin (the argmax's one rule)."""
+    if impl == "native":
+        require_native("cpu", "trace_ratio_step")
+    step = _native_step() if impl == "native" else reference.trace_ratio_step
+    A = torch.zeros(4, 2, 2, dtype=torch.float64)
+    B = torch.eye(2, dtype=torch.float64).repeat(4, 1, 1) * torch.tensor([1., 5., 2., 3.])[:, None, None]
+    B[1, 0, 0] = float("nan")                     # the best candidate, but NaN
+    X = torch.zeros(4, 2, 3, dtype=torch.float64)
+    eye = torch.eye(2, dtype=torch.float64)
+    scores, best = step(A, B, X, None, 1.0, eye, eye, torch.ones(4, dtype=torch.bool), 1.0)
+    assert scores[1] == float("-inf") and int(best) == 3
+
+
+def test_candidate_minor_layout_matches_contiguous():
+    """A, B stored [C, C, N] (the CUDA loop's coalesced layout) give what contiguous ones give."""
+    require_native("cpu", "trace_ratio_step")
+    args = _step_args(21, 4, 9, torch.float32, "cpu")
+    minor = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    for k in (0, 1):
+        minor[k] = minor[k].permute(1, 2, 0).contiguous().permute(2, 0, 1)
+    s_c, b_c = _native_step()(*args, 1.0)
+    s_m, b_m = _native_step()(*minor, 1.0)
+    assert minor[0].stride(0) == 1
+    torch.testing.assert_close(s_m, s_c, rtol=0, atol=0)
+    torch.testing.assert_close(minor[1], args[1], rtol=0, atol=0)
+    assert int(b_m) == int(b_c)
+
+
+def _commit_args(D, C, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    G, H = r(D, D), r(D, D)
+    P = G @ G.T / D + torch.eye(D, dtype=torch.float64)
+    F = H @ H.T / D
+    S0 = r(C, C)
+    S = S0 @ S0.T / C
+    return [t.to(device) for t in (P, F, r(C, D), S)]
+
+
+_GENERIC = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
+
+
+@pytest.mark.parametrize("D, C", [(1, 1), (7, 3), (40, 10), (97, 13), (130, 2)])
+def test_commit_direction_cpu_generic_twin_agree(D, C):
+    """The CPU kernel, the generic ATen kernel (what CUDA and every other device run; reached
+    here through a redispatch) and the twin, on the same commit."""
+    require_native("cpu", "commit_direction")
+    op = torch.ops.fishermask_ext.commit_direction.default
+    args = _commit_args(D, C, seed=D)
+    P_cpu, P_gen, P_ref = (args[0].clone() for _ in range(3))
+    uv_cpu = op(P_cpu, *args[1:])
+    uv_gen = op.redispatch(_GENERIC, P_gen, *args[1:])
+    uv_ref = reference.commit_direction(P_ref, *args[1:])
+    for uv, P in ((uv_cpu, P_cpu), (uv_gen, P_gen)):
+        assert uv.shape == (D, 2 * C)
+        torch.testing.assert_close(uv, uv_ref, **TOL)
+        torch.testing.assert_close(P, P_ref, **TOL)
+    assert not torch.equal(P_ref, args[0])               # P was updated
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_commit_direction(device):
+    require_native(device, "commit_direction")
+    for D, C in ((5, 2), (9, 1)):
+        torch.library.opcheck(torch.ops.fishermask_ext.commit_direction,
+                              tuple(_commit_args(D, C, device=device)))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda a: a.__setitem__(3, a[3].float()), "UV must be float64"),
+    (lambda a: a.__setitem__(1, a[1].transpose(1, 2)), "share one layout"),
+    (lambda a: a.__setitem__(5, a[5][:1]), "S must have shape"),
+])
+def test_trace_ratio_step_rejects_bad_arguments(bad, match):
+    require_native("cpu", "trace_ratio_step")
+    args = _step_args(6, 3, 4, torch.float32, "cpu")
+    bad(args)
+    with pytest.raises(RuntimeError, match=match):
+        _native_step()(*args, 1.0)
+    with pytest.raises(Exception, match=match):      # the fake kernel checks alike
+        with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+            fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+            _native_step()(*fake, 1.0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(0, 2, 3), (6, 3, 5), (9, 1, 4)], ids=str)
 @pytest.mark.parametrize("device", DEVICES)
@@ -115,11 +225,10 @@ def test_opcheck_greedy_select(dtype, case, device, round_scores):
     X = torch.randn(N, C, D, dtype=dtype).to(device)
     F = fm.fisher_matrix(X)
     P0 = torch.eye(D, dtype=torch.float64, device=device) * 0.5
-    args = (X, P0, F, 0.9, K, n_forward, 3, round_scores)
+    args = (X, P0, F, 0.9, K, n_forward, 3, 2, round_scores)
     torch.library.opcheck(torch.ops.fishermask_ext.greedy_select, args)
-    if dtype == torch.float64:
-        got = torch.ops.fishermask_ext.greedy_select(*args)
-        assert got.tolist() == reference.greedy_select(*args).tolist()
+    got = torch.ops.fishermask_ext.greedy_select(*args)
+    assert got.tolist() == reference.greedy_select(*args).tolist()
 
 
 def test_greedy_select_under_torch_compile():
@@ -127,9 +236,10 @@ def test_greedy_select_under_torch_compile():
     X = torch.randn(10, 2, 4, dtype=torch.float64)
     F = fm.fisher_matrix(X)
     P0 = torch.eye(4, dtype=torch.float64)
-    fn = torch.compile(lambda x: torch.ops.fishermask_ext.greedy_select(x, P0, F, 1.0, 3, 3, 4),
-                       fullgraph=True, backend="eager")
-    assert fn(X).tolist() == reference.greedy_select(X, P0, F, 1.0, 3, 3, 4).tolist()
+    fn = torch.compile(
+        lambda x: torch.ops.fishermask_ext.greedy_select(x, P0, F, 1.0, 3, 3, 4, 2),
+        fullgraph=True, backend="eager")
+    assert fn(X).tolist() == reference.greedy_select(X, P0, F, 1.0, 3, 3, 4, 2).tolist()
 
 
 X0 = torch.randn(6, 2, 3, dtype=torch.float64)
@@ -183,8 +293,8 @@ def test_nan_inf_embeddings_raise(where, bad):
 
 
 def test_overflowing_embeddings_raise():
-    X = X0.float().clone()
-    X[2, 0, 1] = 1e20                     # finite, but its square overflows float32
+    X = X0.clone()
+    X[2, 0, 1] = 1e160                    # finite, but its square overflows float64
     with pytest.raises(ValueError, match="so large that XᵀX overflows .*rescale"):
         fm.select_batch(X, 2)
 

@@ -1,0 +1,107 @@
+// CPU kernel of commit_direction (docs/ALGORITHM.md, "The fast update"): u = P x̃ᵀ, v = P F u
+// and P -= u S uᵀ in three streaming passes over the D×D matrices through the register-blocked
+// product (BLAS spends most of an M = C product on packing). The P update is fused into the
+// pass that forms v, block of rows by block of rows, after that block's products are taken.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <type_traits>
+
+#include "checks.h"
+#include "cpu/rows_times.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FM_CLONES
+#endif
+
+namespace fishermask_ext {
+namespace cpu {
+namespace {
+
+// out [D, C] = M Vᵀ for rows [d0, d1) of M [D, D] (Vᵀ packed as [D, width]); with kUpdate,
+// each block of rows is then updated, M[d, :] -= Σ_c a[d, c] · Ut[c, :], once its products
+// are taken (so they see the old rows).
+template <bool kUpdate>
+FM_INLINE void rows_times_vt(std::conditional_t<kUpdate, double*, const double*> M, int64_t D,
+                             const double* vp, PackLayout lay, int C, int64_t d0, int64_t d1,
+                             double* out, const double* a, const double* Ut) {
+  constexpr int64_t kSpan = 64;                   // rows per block: still in L2 for the update
+  const int64_t ldu = lay.width();
+  std::vector<double> ob(kSpan * ldu), pad;
+  for (int64_t r0 = d0; r0 < d1; r0 += kSpan) {
+    const int64_t r1 = std::min(d1, r0 + kSpan);
+    rows_times_packed<double>(M + r0 * D, r1 - r0, D, vp, lay, ob.data(), pad);
+    for (int64_t d = r0; d < r1; ++d)
+      for (int c = 0; c < C; ++c) out[d * C + c] = ob[(d - r0) * ldu + c];
+    if constexpr (kUpdate) {
+      for (int64_t d = r0; d < r1; ++d) {
+        double* m = M + d * D;
+        for (int c = 0; c < C; ++c) {
+          const double ac = a[d * C + c];
+          const double* uc = Ut + c * D;
+          for (int64_t f = 0; f < D; ++f) m[f] -= ac * uc[f];
+        }
+      }
+    }
+  }
+}
+
+FM_CLONES void rows_times_vt_plain(const double* M, int64_t D, const double* vp, PackLayout lay,
+                                   int C, int64_t d0, int64_t d1, double* out) {
+  rows_times_vt<false>(M, D, vp, lay, C, d0, d1, out, nullptr, nullptr);
+}
+FM_CLONES void rows_times_vt_update(double* M, int64_t D, const double* vp, PackLayout lay,
+                                    int C, int64_t d0, int64_t d1, double* out,
+                                    const double* a, const double* Ut) {
+  rows_times_vt<true>(M, D, vp, lay, C, d0, d1, out, a, Ut);
+}
+
+// out [D, C] = M Vᵀ for M [D, D] and V [C, D]; with a, Ut also M -= a · Ut, row block by block.
+// M is written only with the update.
+void times_vt(const at::Tensor& M, const at::Tensor& V, at::Tensor& out,
+              const at::Tensor* a = nullptr, const at::Tensor* Ut = nullptr) {
+  const int64_t D = M.size(0);
+  const int C = static_cast<int>(V.size(0));
+  const auto lay = pack_layout(C);
+  const auto vp = pack_uv(V.t(), lay);
+  const double* v = vp.const_data_ptr<double>();
+  double* o = out.data_ptr<double>();
+  at::parallel_for(0, D, kRows, [&](int64_t b, int64_t e) {
+    if (a == nullptr) {
+      rows_times_vt_plain(M.const_data_ptr<double>(), D, v, lay, C, b, e, o);
+    } else {
+      rows_times_vt_update(M.data_ptr<double>(), D, v, lay, C, b, e, o,
+                           a->const_data_ptr<double>(), Ut->const_data_ptr<double>());
+    }
+  });
+}
+
+// P: [D, D] f64 (updated); F: [D, D] f64; xt: [C, D] f64; S: [C, C] f64 -> [D, 2C] f64.
+at::Tensor commit_direction_cpu(at::Tensor& P, const at::Tensor& F_, const at::Tensor& xt_,
+                                const at::Tensor& S_) {
+  check_commit_direction(P, F_, xt_, S_);
+  TORCH_CHECK(P.is_contiguous(), "P must be contiguous (it is updated in place)");
+  const auto F = F_.contiguous(), xt = xt_.contiguous(), S = S_.contiguous();
+  const int64_t D = P.size(0), C = xt.size(0);
+  auto u = at::empty({D, C}, P.options());
+  times_vt(P, xt, u);                             // u = P x̃ᵀ
+  const auto ut = u.t().contiguous();
+  auto w = at::empty({D, C}, P.options());
+  times_vt(F, ut, w);                             // w = F u
+  const auto a = at::mm(u, S).contiguous();       // u S
+  auto v = at::empty({D, C}, P.options());
+  times_vt(P, w.t(), v, &a, &ut);                 // v = P w, then P -= (u S) uᵀ by row blocks
+  return at::cat({u, v}, 1);
+}
+
+}  // namespace
+}  // namespace cpu
+
+TORCH_LIBRARY_IMPL(fishermask_ext, CPU, m) {
+  m.impl("commit_direction", &cpu::commit_direction_cpu);
+}
+
+}  // namespace fishermask_ext
