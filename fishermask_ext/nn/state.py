@@ -3,21 +3,28 @@ import contextlib
 
 import torch
 
-__all__ = ["eval_with_grad", "model_device", "logits_of"]
+__all__ = ["eval_mode", "eval_with_grad", "model_device", "logits_of"]
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Every submodule in eval mode inside the block; each submodule's own mode is restored
+    after (not `model.train(was_training)`, which would flatten a caller's mixed modes)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 @contextlib.contextmanager
 def eval_with_grad(model):
-    """Every submodule in eval mode and autograd on inside the block, even within a caller's
-    no_grad or inference_mode block; each submodule's own mode is restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    """eval_mode with autograd on inside the block, even within a caller's no_grad or
+    inference_mode block."""
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def model_device(model, device):

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from ..._checks import check_budget, check_int
-from ...nn import logits_of
+from ...nn.state import eval_mode, logits_of
 
 __all__ = ["Strategy", "PoolView"]
 
@@ -86,12 +86,8 @@ class Strategy:
                               f"unlabeled points left in the pool of {len(pool)}")
         device = self.device or next(model.parameters()).device
         view = PoolView(model, pool, labeled_mask, self.seed, self.batch_size, device)
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             positions = torch.as_tensor(self.choose(view, budget)).long().cpu()
-        finally:
-            model.train(was_training)
         if positions.shape != (budget,) or len(positions.unique()) != budget:
             raise RuntimeError(f"{type(self).__name__}.choose returned {positions.tolist()}, "
                                f"not {budget} distinct positions")
