@@ -5,7 +5,8 @@ Environment switches:
                            (needs a CUDA build of torch and nvcc)
   FISHERMASK_FORCE_CPU=1   never build the CUDA kernels
   FISHERMASK_DEBUG=1       -O0 -g instead of -O3 -g0
-Install with `pip install --no-build-isolation -e .` after torch (see README).
+Install with `pip install --no-build-isolation -e ".[al]"` after torch (see README); without
+`[al]` only the backend's dependencies come (torch, numpy).
 """
 import glob
 import os
@@ -16,6 +17,7 @@ import torch
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+AL_REQUIRES = ["scikit-learn", "matplotlib", "tqdm"]   # the active-learning driver, fishermask_ext.al
 
 
 def _flag(name):
@@ -57,10 +59,12 @@ setup(
     description="Fused CPU/CUDA kernels for Fisher-information active learning (FisherMask, BAIT)",
     packages=find_packages(include=["fishermask_ext", "fishermask_ext.*"]),
     python_requires=">=3.10",
-    install_requires=["torch", "numpy", "tqdm", "scikit-learn", "matplotlib"],
-    extras_require={"test": ["pytest", "pytest-benchmark"]},
+    # The backend (ops, select, nn) needs torch and numpy only; the driver is an extra.
+    install_requires=["torch", "numpy"],
+    extras_require={"al": AL_REQUIRES,
+                    "test": ["pytest", "pytest-benchmark", *AL_REQUIRES]},   # tests cover al too
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    entry_points={"console_scripts": ["fishermask=fishermask_ext.cli:main"]},
+    entry_points={"console_scripts": ["fishermask=fishermask_ext.al.cli:main"]},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},   # torch builds with Py_LIMITED_API 3.10
 )

@@ -1,6 +1,6 @@
 """`python -m fishermask_ext`: the `fishermask` command."""
 import sys
 
-from .cli import main
+from .al.cli import main
 
 sys.exit(main())

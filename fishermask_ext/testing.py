@@ -1,9 +1,110 @@
-"""Oracles shared by the tests and the benchmarks (written once, imported by both)."""
+"""What the tests and the benchmarks share (written once, imported by both): devices, dtypes,
+native-op skips, derived tolerances, and the slow oracles that compute the same numbers the
+obvious way: per-sample gradients (step C) and the direct greedy selection (step E).
+
+Test support only (it imports pytest, from the `test` extra); nothing in the package imports it.
+"""
 import math
+import os
 
+import pytest
 import torch
+from torch.func import functional_call, jacrev, vmap
 
-__all__ = ["direct_select"]
+from ._ops import native_available
+from .nn.state import logits_of
+
+__all__ = ["DEVICES", "DTYPES", "needs_native", "require_native", "max_error",
+           "derived_tolerance", "subprocess_env", "loop_embeddings", "func_embeddings",
+           "batch_graph_embeddings", "direct_select"]
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DTYPES = [torch.float32, torch.float64]
+
+
+def needs_native(device, name="greedy_select"):
+    """Skip marker for native-vs-twin tests when the extension was not built for `device`."""
+    return pytest.mark.skipif(not native_available(device, name),
+                              reason=f"fishermask_ext native {name} not built for {device}")
+
+
+def require_native(device, name="greedy_select"):
+    """Inside a test: skip it when the native op is missing for `device`."""
+    if not native_available(device, name):
+        pytest.skip(f"fishermask_ext native {name} not built for {device}")
+
+
+def subprocess_env():
+    """os.environ with this fishermask_ext's folder first on PYTHONPATH: a child Python then
+    imports the copy under test, not whichever one is installed."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+
+def max_error(got, truth):
+    """Largest absolute difference of two tensors of one shape, in float64 (0 when empty)."""
+    if got.numel() == 0:
+        return 0.0
+    return (got.double() - truth.double()).abs().max().item()
+
+
+def derived_tolerance(baseline, truth, factor=2.0):
+    """How far from `truth` (float64) a low-precision result may be: `factor` times the error
+    of `baseline`, the plain-PyTorch computation run in the same precision. A guessed atol would
+    either hide a real bug or fail on rounding that every method shares (flash-attention's rule)."""
+    return factor * max_error(baseline, truth)
+
+
+def _weights(logp, weighting):
+    """Row weights [C] of one sample: sqrt(p_c) ("sqrt_p") or 1 ("none")."""
+    return logp.detach().exp().sqrt() if weighting == "sqrt_p" else torch.ones_like(logp)
+
+
+def loop_embeddings(model, x, mask, weighting="none"):
+    """[n, C, D]: one single-sample forward pass and C autograd calls per sample, then the mask
+    gather. Micro-batches of one cannot mix samples, so this is the ground truth (opacus)."""
+    params = dict(model.named_parameters())
+    rows = []
+    for xi in x:
+        logp = torch.log_softmax(logits_of(model(xi[None])), -1)[0]   # [C]
+        w = _weights(logp, weighting)
+        grads = [torch.autograd.grad(logp[c], list(params.values()), retain_graph=True)
+                 for c in range(len(logp))]
+        rows.append(torch.stack([w[c] * mask.gather(dict(zip(params, g)))
+                                 for c, g in enumerate(grads)]))
+    return torch.stack(rows)
+
+
+def func_embeddings(model, x, mask, weighting="none"):
+    """[n, C, D]: torch.func per-sample Jacobians, vmap(jacrev) of log_softmax over the batch,
+    then the mask gather. Independent of the loop: a different autograd path."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def log_probs(p, xi):  # xi: one sample -> [C]
+        out = functional_call(model, (p, buffers), (xi[None],))
+        return torch.log_softmax(logits_of(out), -1)[0]
+
+    emb = mask.gather(vmap(jacrev(log_probs), in_dims=(None, 0))(params, x))   # [n, C, D]
+    if weighting == "sqrt_p":
+        with torch.no_grad():
+            emb = emb * torch.softmax(logits_of(model(x)), -1).sqrt()[..., None]
+    return emb
+
+
+def batch_graph_embeddings(model, x, mask, images=None):
+    """[images, C, D] (weighting "none"): one torch.autograd.grad per image and class through
+    the graph of the whole batch, as the FisherMask and BAIT reference code computes them;
+    `images` (default all) limits it to the first ones, since each costs C full backward passes."""
+    params = dict(model.named_parameters())
+    logp = torch.log_softmax(logits_of(model(x)), -1)                  # [n, C], one graph
+    rows = []
+    for i in range(len(x) if images is None else images):
+        grads = [torch.autograd.grad(logp[i, c], list(params.values()), retain_graph=True)
+                 for c in range(logp.shape[1])]
+        rows.append(torch.stack([mask.gather(dict(zip(params, g))) for g in grads]))
+    return torch.stack(rows)
 
 
 def direct_select(X, K, labeled=None, lamb=1.0, backward_steps=0, return_gaps=False, F=None,

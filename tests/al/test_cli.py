@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from fishermask_ext import cli, report, select_batch
+from fishermask_ext import select_batch
+from fishermask_ext.al import cli, report
 
 TINY = ["--pool-size", "120", "--test-size", "60", "--model-option", "hidden=[8]",
         "--strategies", "random,entropy,bait", "--initial", "10", "--query", "5", "--rounds", "2",

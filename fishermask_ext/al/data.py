@@ -18,6 +18,8 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"   # Debian's dataset-fas
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+DIGITS_TEST_FRACTION = 0.25   # the digits ship without a test split: hold out a quarter
+_STD_FLOOR = 1e-6             # a constant channel (std 0) must not divide by zero
 
 
 def available():
@@ -109,11 +111,13 @@ def read_idx(path):
 
 
 def _digits(data_dir, split_seed):
+    # Imported here: only this data set needs scikit-learn, which takes a second to import.
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     x, y = load_digits(return_X_y=True)
-    x = (x.reshape(-1, 1, 8, 8) / 16.0).astype(np.float32)
-    tr_x, te_x, tr_y, te_y = train_test_split(x, y, test_size=0.25, random_state=split_seed,
+    x = (x.reshape(-1, 1, 8, 8) / 16.0).astype(np.float32)      # pixels count 0..16
+    tr_x, te_x, tr_y, te_y = train_test_split(x, y, test_size=DIGITS_TEST_FRACTION,
+                                              random_state=split_seed,
                                               stratify=y)
     return tr_x, tr_y.astype(np.int64), te_x, te_y.astype(np.int64)
 
@@ -184,7 +188,7 @@ def _normalise(train_x, train_y, test_x, test_y):
     tr = torch.as_tensor(np.ascontiguousarray(train_x), dtype=torch.float32)
     te = torch.as_tensor(np.ascontiguousarray(test_x), dtype=torch.float32)
     mean = tr.mean(dim=(0, 2, 3), keepdim=True)
-    std = tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    std = tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(_STD_FLOOR)
     return ((tr - mean) / std, torch.as_tensor(train_y, dtype=torch.long),
             (te - mean) / std, torch.as_tensor(test_y, dtype=torch.long))
 

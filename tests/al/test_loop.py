@@ -5,8 +5,9 @@ import os
 import pytest
 import torch
 
-from fishermask_ext import loop, strategies
-from fishermask_ext.models import MLP
+from fishermask_ext import MLP
+from fishermask_ext.al import loop, strategies
+from fishermask_ext.al.io import write_atomic
 
 TIMES = ("train_s", "eval_s", "select_s")
 
@@ -90,13 +91,13 @@ def test_folder_guards(tmp_path):
 
 def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "state.json"
-    loop.write_atomic(str(path), "old")
+    write_atomic(str(path), "old")
 
     def broken(fd):
         raise OSError("disk full")
     monkeypatch.setattr(os, "fsync", broken)
     with pytest.raises(OSError, match="disk full"):
-        loop.write_atomic(str(path), "new")
+        write_atomic(str(path), "new")
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["state.json"]
 
 

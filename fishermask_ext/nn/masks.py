@@ -1,4 +1,4 @@
-"""The parameter mask M of ALGORITHM.md: D (parameter tensor, flat position) pairs.
+"""The parameter mask M of docs/ALGORITHM.md: D (parameter tensor, flat position) pairs.
 
 Columns are ordered by `model.named_parameters()` order, then by ascending flat (row-major)
 position inside each tensor: the column order of the embeddings X [N, C, D].
@@ -6,6 +6,8 @@ position inside each tensor: the column order of the embeddings X [N, C, D].
 import difflib
 
 import torch
+
+from .._checks import check_int
 
 __all__ = ["ParamMask", "random_mask", "split_flat"]
 
@@ -137,6 +139,7 @@ def random_mask(model, size, seed=0):
     """The ablation baseline: `size` positions drawn uniformly without replacement over all
     parameter entries of `model`, with `torch.Generator().manual_seed(seed)`."""
     total = sum(p.numel() for p in model.parameters())
+    size = check_int(size, "size")
     if not 0 <= size <= total:
         raise ValueError(f"size must be in [0, {total}] (the model's parameter count), got {size}")
     flat = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:size]

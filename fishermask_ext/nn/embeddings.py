@@ -1,11 +1,10 @@
-"""Step C of ALGORITHM.md: per-sample masked gradient embeddings X [N, C, D]."""
+"""Step C of docs/ALGORITHM.md: per-sample masked gradient embeddings X [N, C, D]."""
 import sys
 
 import torch
-from tqdm.auto import tqdm
 
-from . import _capture as cap
-from ._ops import resolve
+from . import batches, hooks, state
+from .._ops import resolve
 
 __all__ = ["masked_grad_embeddings"]
 
@@ -29,22 +28,23 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
     data: Tensor of inputs [N, ...], or a Dataset / DataLoader of inputs or (inputs, labels).
     mask: a ParamMask built for this model.
     out: optional preallocated [N, C, D] tensor of the model's dtype (e.g. memory-mapped).
-    progress: None (a tqdm bar when N > PROGRESS_MIN and stderr is a terminal), True or False.
+    progress: None (a tqdm bar when N > PROGRESS_MIN and stderr is a terminal), True or False;
+        no bar without tqdm, which only the `al` extra installs.
     Returns out, or a new [N, C, D] tensor in the model's dtype on `device`.
     """
-    if weighting not in cap.WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {cap.WEIGHTINGS}, got {weighting!r}")
+    if weighting not in hooks.WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {hooks.WEIGHTINGS}, got {weighting!r}")
     mask.check(model)
-    owners = cap.owners(model, mask.names)
-    device = cap.model_device(model, device)
+    owners = hooks.owners(model, mask.names)
+    device = state.model_device(model, device)
     plans = _plans(model, mask, owners, device)
-    capture = cap.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
-    N = cap.num_samples(data)
+    capture = hooks.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
+    N = batches.num_samples(data)
     chunks, start = [], 0
     show = progress if progress is not None else (N or 0) > PROGRESS_MIN and sys.stderr.isatty()
-    bar = tqdm(total=N, disable=not show, unit="img", desc="embeddings")
-    with cap.eval_with_grad(model), bar:
-        for x in cap.iter_batches(data, batch_size, device):
+    bar = _progress_bar(N, show)
+    with state.eval_with_grad(model), bar:
+        for x in batches.iter_batches(data, batch_size, device):
             emb = _embed_batch(capture, x, mask, plans, weighting, backend)   # [n, C, D]
             if out is None and N is not None:
                 out = emb.new_empty((N, *emb.shape[1:]))
@@ -89,7 +89,7 @@ def _embed_batch(capture, x, mask, plans, weighting, backend):
     n, C = logits.shape
     views = []
     for call in capture.calls:
-        view = cap.input_view(capture.modules[call.module_name], call)
+        view = hooks.input_view(capture.modules[call.module_name], call)
         channels = plans[call.module_name][0]
         if view.kind == "bn" and channels is not None:    # x̂ of the kept channels only
             view = view._replace(a=view.a[:, channels])
@@ -102,7 +102,7 @@ def _embed_batch(capture, x, mask, plans, weighting, backend):
         block = logits.new_zeros((n, C, len(index)))           # stays 0 if the module never ran
         for call, view, delta in zip(capture.calls, views, deltas):
             if call.module_name == mod_name:   # a module called twice sums both calls
-                block += _masked_grad(view, cap.delta_view(view, delta), attr, index, backend)
+                block += _masked_grad(view, hooks.delta_view(view, delta), attr, index, backend)
         blocks.append(block)
     return torch.cat(blocks, dim=2) if blocks else logits.new_zeros((n, C, 0))
 
@@ -111,7 +111,7 @@ def _kept_deltas(capture, logits, views, plans, weighting):
     """Per recorded call, its output gradients [C, n, *out_shape] for all C class seeds,
     restricted to the plan's output channels (the last dim of a Linear, else dim 1)."""
     kept = [None] * len(capture.calls)
-    seeds = cap.class_seeds(logits, weighting)                           # [C, n, C]
+    seeds = hooks.class_seeds(logits, weighting)                           # [C, n, C]
     for c, deltas in enumerate(capture.deltas(logits, seeds)):
         for k, (call, view, delta) in enumerate(zip(capture.calls, views, deltas)):
             channels = plans[call.module_name][0]
@@ -131,7 +131,7 @@ def _masked_grad(view, delta, attr, index, backend):
     if attr == "weight" and view.kind == "conv":
         return resolve("masked_conv2d_grad", index.device, backend)(
             view.a, delta, index, *view.geometry)
-    d = cap.channel_deltas(view, delta)[:, :, index]           # [C, n, m, L]
+    d = hooks.channel_deltas(view, delta)[:, :, index]           # [C, n, m, L]
     if attr == "weight":                                        # BatchNorm γ: Σ δ · x̂
         d = d * view.a[:, index]
     return d.sum(-1).transpose(0, 1)
@@ -143,3 +143,28 @@ def _check_out(out, emb, start, N):
     if tuple(out.shape) != (rows, *emb.shape[1:]) or out.dtype != emb.dtype:
         raise ValueError(f"out must be a {emb.dtype} tensor of shape {(rows, *emb.shape[1:])} "
                          f"[N, C, D], got {out.dtype} {tuple(out.shape)}")
+
+
+class _NoBar:
+    """Stands in for a tqdm bar that is off or not installed."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n):
+        pass
+
+
+def _progress_bar(total, show):
+    """A tqdm bar over `total` samples when `show` and tqdm imports, else a _NoBar: the backend
+    installs with torch alone, and a progress bar is no reason to need more."""
+    if show:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return _NoBar()
+        return tqdm(total=total, unit="img", desc="embeddings")
+    return _NoBar()

@@ -9,12 +9,11 @@ label counts (trapezoid rule), per seed, then averaged.
 import csv
 import glob
 import io
-import json
 import os
 import statistics
 import textwrap
 
-from .loop import write_atomic
+from .io import read_json, write_atomic, write_json
 
 __all__ = ["load_rows", "aggregate", "write_report"]
 
@@ -24,12 +23,10 @@ FIELDS = ("strategy", "seed", "round", "n_labeled", "accuracy", "train_accuracy"
 
 def load_rows(out_dir):
     """(config, rows): one row per completed round of every run under `out_dir`/runs."""
-    with open(os.path.join(out_dir, "config.json")) as f:
-        config = json.load(f)
+    config = read_json(os.path.join(out_dir, "config.json"))
     rows = []
     for path in sorted(glob.glob(os.path.join(out_dir, "runs", "*", "state.json"))):
-        with open(path) as f:
-            state = json.load(f)
+        state = read_json(path)
         rows += [dict(strategy=state["strategy"], seed=state["seed"],
                       **{k: h[k] for k in FIELDS[2:]}) for h in state["history"]]
     if not rows:
@@ -79,6 +76,8 @@ def _csv(rows):
 
 
 def _plot(curves, title, path):
+    # Imported here, not at the top: choosing the Agg backend at import time would change the
+    # backend of a notebook that only imports this module for aggregate().
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -132,7 +131,7 @@ def write_report(out_dir):
                                                       ("png", "curves.png"),
                                                       ("summary", "summary.md"))}
     write_atomic(paths["csv"], _csv(rows))
-    write_atomic(paths["json"], json.dumps(dict(config=config, curves=curves), indent=1))
+    write_json(paths["json"], dict(config=config, curves=curves))
     write_atomic(paths["summary"], summary_markdown(curves, config))
     _plot(curves, _title(config), paths["png"])
     return paths

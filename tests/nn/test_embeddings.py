@@ -3,14 +3,12 @@ per-sample Jacobians and a loop of single-sample autograd calls), in float64."""
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
 from torch.utils.data import (BatchSampler, DataLoader, IterableDataset, RandomSampler,
                               TensorDataset)
 
-from fishermask_ext import fisher_diagonal, masked_grad_embeddings
-from fishermask_ext.masks import ParamMask
-from fishermask_ext.models import MLP, ResNet18Narrow, SmallCNN
-from testing import require_native
+from fishermask_ext.nn import (MLP, ParamMask, ResNet18Narrow, SmallCNN, fisher_diagonal,
+                               masked_grad_embeddings)
+from fishermask_ext.testing import func_embeddings, loop_embeddings, require_native
 
 WEIGHTINGS = ["sqrt_p", "none"]
 # torch's note that padding="same" with an even kernel pads a copy of the input (Conv1dNet)
@@ -60,40 +58,6 @@ def _warm_batchnorm(model, x):
     return model.eval()
 
 
-def _logits(out):
-    return out[0] if isinstance(out, tuple) else out
-
-
-def _func_oracle(model, x, mask, weighting):
-    """vmap over samples of jacrev of log_softmax w.r.t. the parameters, then the mask."""
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    buffers = dict(model.named_buffers())
-
-    def log_probs(p, xi):  # xi: one sample -> [C]
-        return torch.log_softmax(_logits(functional_call(model, (p, buffers), (xi[None],))), -1)[0]
-
-    jac = vmap(jacrev(log_probs), in_dims=(None, 0))(params, x)     # {name: [n, C, *shape]}
-    emb = mask.gather(jac)                                          # [n, C, D]
-    if weighting == "sqrt_p":
-        with torch.no_grad():
-            emb = emb * torch.softmax(_logits(model(x)), -1).sqrt()[..., None]
-    return emb
-
-
-def _loop_oracle(model, x, mask, weighting):
-    """One autograd call per sample and class, on single-sample batches."""
-    params = dict(model.named_parameters())
-    rows = []
-    for xi in x:
-        logp = torch.log_softmax(_logits(model(xi[None])), -1)[0]   # [C]
-        w = logp.detach().exp().sqrt() if weighting == "sqrt_p" else torch.ones_like(logp)
-        grads = [torch.autograd.grad(logp[c], list(params.values()), retain_graph=True)
-                 for c in range(len(logp))]
-        rows.append(torch.stack([w[c] * mask.gather(dict(zip(params, g)))
-                                 for c, g in enumerate(grads)]))
-    return torch.stack(rows)
-
-
 def _resnet_mask(model):
     names = ["conv1.weight", "bn1.weight", "layer1.0.conv2.weight", "layer1.1.bn2.bias",
              "layer2.0.shortcut.0.weight", "layer2.0.shortcut.1.weight", "layer3.1.bn1.bias",
@@ -128,10 +92,10 @@ def test_embeddings_equal_per_sample_gradients(name):
     for weighting in WEIGHTINGS:
         emb = masked_grad_embeddings(model, x, mask, weighting=weighting, backend="torch")
         assert emb.dtype == torch.float64 and emb.shape[::2] == (len(x), len(mask))
-        func = _func_oracle(model, x, mask, weighting)
+        func = func_embeddings(model, x, mask, weighting)
         torch.testing.assert_close(emb, func, rtol=1e-10, atol=1e-12)
         if name != "resnet18_narrow" or weighting == "none":   # the slow oracle once there
-            torch.testing.assert_close(emb, _loop_oracle(model, x, mask, weighting),
+            torch.testing.assert_close(emb, loop_embeddings(model, x, mask, weighting),
                                        rtol=1e-10, atol=1e-12)
 
 
@@ -226,7 +190,7 @@ def test_masked_parameter_of_unsupported_module_names_the_module():
     x = torch.randn(5, 4, dtype=torch.float64)
     ok = ParamMask(model, {"0.weight": [0, 5], "2.bias": [1]})     # LayerNorm unmasked: fine
     torch.testing.assert_close(masked_grad_embeddings(model, x, ok),
-                               _func_oracle(model, x, ok, "sqrt_p"), rtol=1e-10, atol=1e-12)
+                               func_embeddings(model, x, ok, "sqrt_p"), rtol=1e-10, atol=1e-12)
     with pytest.raises(TypeError, match=r"module '1' \(LayerNorm\), parameter '1.weight'"):
         masked_grad_embeddings(model, x, ParamMask(model, {"1.weight": [0]}))
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from fishermask_ext.models import MLP, MODELS, ResNet18Narrow, SmallCNN, get_model
+from fishermask_ext.nn.models import MLP, MODELS, ResNet18Narrow, SmallCNN, get_model
 
 
 def test_resnet18_narrow_has_the_papers_parameter_count():

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from fishermask_ext import select_batch, strategies
-from fishermask_ext.models import MLP
+from fishermask_ext import MLP, select_batch
+from fishermask_ext.al import strategies
+from fishermask_ext.al.strategies.fisher import auto_pct
 
 N, C = 60, 4
 
@@ -141,7 +142,7 @@ def test_fishermask_auto_pct_reaches_past_the_classifier(setup):
     model = setup[0]
     total = sum(p.numel() for p in model.parameters())
     n_last = C * 8 + C
-    assert int(strategies._auto_pct(model) * total) == n_last + round(0.1 * n_last)
+    assert int(auto_pct(model) * total) == n_last + round(0.1 * n_last)
 
 
 def test_bait_rejects_mask_options():

@@ -1,14 +1,13 @@
-"""Layer capture shared by fisher.py (step A) and embeddings.py (step C) of ALGORITHM.md.
+"""Hooks and views shared by fisher.py (step A) and embeddings.py (step C) of docs/ALGORITHM.md.
 
 One forward pass records, for every call of the hooked modules, the module's input and the
 gradient edge of its output. The edge is taken before the model can rewrite that output in
 place (ResNet's `out += shortcut(x)`, `ReLU(inplace=True)`), so the backward passes that follow
 give δ, the gradient at the output the module really produced. Those passes stop at the
 earliest hooked module and compute activation gradients only, never parameter gradients.
-Also here: the one helper that walks `data` in batches, and the per-module-type views of a
-recorded call that both steps build their per-sample gradients from.
+Also here: the per-module-type views of a recorded call that both steps build their
+per-sample gradients from.
 """
-import contextlib
 import functools
 from collections import Counter
 from typing import NamedTuple
@@ -18,61 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.graph import get_gradient_edge
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, Subset
-from torch.utils.data.dataloader import _InfiniteConstantSampler
+
+from .state import logits_of
 
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
 WEIGHTINGS = ("sqrt_p", "none")
-
-
-def num_samples(data):
-    """Number of samples in `data` (Tensor, Dataset or DataLoader); None if it has no length."""
-    try:
-        return len(data.dataset if isinstance(data, DataLoader) else data)
-    except TypeError:
-        return None
-
-
-def take(data, indices):
-    """The samples `indices` [k] of `data`, as the same kind of container."""
-    if torch.is_tensor(data):
-        return data[indices.to(data.device)]
-    if isinstance(data, DataLoader):
-        return DataLoader(Subset(data.dataset, indices.tolist()), batch_size=data.batch_size,
-                          collate_fn=data.collate_fn, num_workers=data.num_workers)
-    return Subset(data, indices.tolist())
-
-
-def _check_in_order(loader):
-    """Raises unless `loader` visits its dataset in storage order (the rows of the embeddings
-    must follow the pool's order): its sampler, and the sampler inside a BatchSampler."""
-    samplers = [loader.sampler]
-    if loader.batch_sampler is not None:
-        if not isinstance(loader.batch_sampler, BatchSampler):
-            raise ValueError(f"the DataLoader batches with a custom "
-                             f"{type(loader.batch_sampler).__name__}, whose order cannot be "
-                             f"checked; pass one with shuffle=False (or the Dataset itself)")
-        samplers.append(loader.batch_sampler.sampler)
-    for sampler in samplers:
-        if not isinstance(sampler, (SequentialSampler, _InfiniteConstantSampler)):
-            raise ValueError(f"the DataLoader draws with {type(sampler).__name__}, so its "
-                             f"batches would not follow the pool's order; pass one with "
-                             f"shuffle=False (or the Dataset itself)")
-
-
-def iter_batches(data, batch_size, device):
-    """Input batches [n, ...] of `data` on `device`, in storage order. Items may be inputs or
-    (inputs, labels, ...) tuples; a DataLoader keeps its own batch size."""
-    if torch.is_tensor(data):
-        batches = data.split(batch_size)
-    elif isinstance(data, DataLoader):
-        _check_in_order(data)
-        batches = data
-    else:
-        batches = DataLoader(data, batch_size=batch_size)
-    for batch in batches:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        yield x.to(device)
 
 
 def owners(model, names):
@@ -98,34 +47,6 @@ def owners(model, names):
                             f"batch statistics even in eval mode, so samples would interact")
         found.setdefault(mod_name, (module, []))[1].append(attr)
     return found
-
-
-@contextlib.contextmanager
-def eval_with_grad(model):
-    """Every submodule in eval mode and autograd on inside the block, even within a caller's
-    no_grad or inference_mode block; each submodule's own mode is restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
-def model_device(model, device):
-    """`device` if given, else the device of the model's first parameter or buffer (or CPU)."""
-    if device is not None:
-        return torch.device(device)
-    first = next(iter([*model.parameters(), *model.buffers()]), None)
-    return first.device if first is not None else torch.device("cpu")
-
-
-def logits_of(out):
-    """The logits of a model output: the output itself, or the first item of a (logits, ...)
-    tuple or list (models that also return their penultimate features)."""
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def class_seeds(logits, weighting):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fishermask_ext import data
+from fishermask_ext.al import data
 
 
 def _write_idx(path, array):

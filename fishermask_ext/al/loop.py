@@ -2,6 +2,8 @@
 
     run_experiment(default_config(strategies=["fishermask", "random"]), "results/demo")
 
+The config's keys, types and defaults are those of config.py.
+
 Layout of a results folder: `config.json` (the experiment), and per (strategy, seed) run
 `runs/<strategy>-seed<seed>/state.json`, rewritten atomically after every round. Every random
 choice of round r draws from a seed derived from (seed, r), so a run resumed after an
@@ -9,36 +11,27 @@ interruption redoes the interrupted round and ends exactly where an uninterrupte
 """
 import hashlib
 import inspect
-import json
 import math
 import os
 import time
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
+from ..nn import MODELS, get_model, logits_of
 from . import data as datasets
-from ._capture import logits_of
 from . import strategies
+from .config import UNCHECKED, default_config
+from .io import read_json, write_json
 
-__all__ = ["default_config", "run_experiment", "ActiveLearningLoop", "seed_for", "write_atomic"]
+__all__ = ["default_config", "run_experiment", "ActiveLearningLoop", "seed_for"]
 
-DEFAULTS = dict(
-    dataset="digits", data_dir=None, imbalance=None, pool_size=None, test_size=None,
-    split_seed=0, model="mlp", model_options={}, strategies=["fishermask", "bait", "entropy",
-                                                             "random"],
-    strategy_options={}, initial=20, query=20, rounds=6, seeds=[0, 1], epochs=60,
-    train_accuracy=None, optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=32,
-    reset_weights=True, device="cpu")
-UNCHECKED = ("device", "data_dir")   # may change on --resume without changing the experiment
-
-
-def default_config(**overrides):
-    """DEFAULTS updated with `overrides` (unknown keys are an error)."""
-    unknown = sorted(set(overrides) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown config keys {unknown}; valid keys: {', '.join(DEFAULTS)}")
-    return json.loads(json.dumps({**DEFAULTS, **overrides}))   # a deep, JSON-clean copy
+# The conventional SGD momentum; not a config key (the default optimizer is adam).
+SGD_MOMENTUM = 0.9
+# Strategy seeds are drawn below this bound: they fit a signed 32-bit int, which every seeding
+# API a strategy may hand them to accepts.
+STRATEGY_SEED_BOUND = 2**31
 
 
 def seed_for(seed, *keys):
@@ -47,23 +40,8 @@ def seed_for(seed, *keys):
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def write_atomic(path, text):
-    """Write `text` to `path` through a temporary file and os.replace (never a torn file)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def build_model(name, sample_shape, num_classes, options=None):
-    """models.get_model(name) with the input shape and class count filled in where it takes them."""
-    from .models import MODELS, get_model
+    """nn.get_model(name) with the input shape and class count filled in where it takes them."""
     auto = dict(in_features=math.prod(sample_shape), in_channels=sample_shape[0],
                 input_size=sample_shape[-1], num_classes=num_classes)
     params = inspect.signature(MODELS[name]).parameters if name in MODELS else {}
@@ -76,7 +54,7 @@ def train_model(model, x, y, config, generator):
     config["train_accuracy"] (at most config["epochs"] epochs). Returns the last epoch's accuracy."""
     device, n, bs = config["device"], len(y), config["batch_size"]
     opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[config["optimizer"]]
-    extra = {"momentum": 0.9} if config["optimizer"] == "sgd" else {}
+    extra = {"momentum": SGD_MOMENTUM} if config["optimizer"] == "sgd" else {}
     opt = opt_cls(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"],
                   **extra)
     model.train()
@@ -123,8 +101,7 @@ class ActiveLearningLoop:
         self.run_dir, self.path = run_dir, os.path.join(run_dir, "state.json")
         os.makedirs(run_dir, exist_ok=True)
         if resume and os.path.exists(self.path):
-            with open(self.path) as f:
-                self.state = json.load(f)
+            self.state = read_json(self.path)
         else:
             n = len(self.train_y)
             check_schedule(config, n)
@@ -156,7 +133,7 @@ class ActiveLearningLoop:
         labeled = torch.tensor(self.state["labeled"], dtype=torch.long)
         model = self._model()
         seeds = dict(train=seed_for(self.seed, "train", r),
-                     select=seed_for(self.seed, "select", r) % 2**31)
+                     select=seed_for(self.seed, "select", r) % STRATEGY_SEED_BOUND)
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(seeds["train"])
         torch.manual_seed(seeds["train"])   # dropout and the like
@@ -190,27 +167,28 @@ class ActiveLearningLoop:
         if not self.config["reset_weights"]:
             state["checkpoint"] = f"model-round{r}.pt"
             torch.save(model.state_dict(), os.path.join(self.run_dir, state["checkpoint"]))
-        write_atomic(self.path, json.dumps(state, indent=1))
+        write_json(self.path, state)
         if old and old != state["checkpoint"]:
             os.remove(os.path.join(self.run_dir, old))
         self.state = state
 
 
 def check_schedule(config, pool_size):
-    """Raise ValueError unless the pool holds initial + rounds x query points."""
+    """Raise ValueError unless the pool holds initial + rounds x query points: the one budget
+    check of the driver (default_config has checked that initial and query are >= 1; every query
+    of a run that passes fits in the unlabeled points then left)."""
     need = config["initial"] + config["rounds"] * config["query"]
-    if config["initial"] < 1 or config["query"] < 1 or need > pool_size:
+    if need > pool_size:
         raise ValueError(f"initial={config['initial']} + rounds={config['rounds']} x "
-                         f"query={config['query']} = {need} labels (initial and query >= 1), "
-                         f"but the pool has {pool_size} points")
+                         f"query={config['query']} = {need} labels in all, but the pool has "
+                         f"{pool_size} points")
 
 
 def prepare_folder(out_dir, config, resume):
     """Create `out_dir` for `config`, or check that it holds this very experiment."""
     path = os.path.join(out_dir, "config.json")
     if os.path.isdir(os.path.join(out_dir, "runs")):   # a config alone holds no results yet
-        with open(path) as f:
-            saved = json.load(f)
+        saved = read_json(path)
         differ = sorted(k for k in set(saved) | set(config) if k not in UNCHECKED
                         and saved.get(k) != config.get(k))
         if differ:
@@ -222,7 +200,7 @@ def prepare_folder(out_dir, config, resume):
             raise FileExistsError(f"{out_dir} already holds this experiment; pass resume=True "
                                   f"(--resume) to continue it, or choose another output folder")
     os.makedirs(out_dir, exist_ok=True)
-    write_atomic(path, json.dumps(config, indent=1))
+    write_json(path, config)
 
 
 def run_experiment(config, out_dir, resume=False, progress=True):
@@ -231,7 +209,6 @@ def run_experiment(config, out_dir, resume=False, progress=True):
     resume=True continues the runs found there (an interrupted round is redone); a folder that
     holds a different experiment is never overwritten.
     """
-    from tqdm.auto import tqdm
     config = default_config(**config)
     for name in config["strategies"]:
         strategies.get(name, **config["strategy_options"].get(name, {}))   # fail early on typos

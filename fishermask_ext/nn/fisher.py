@@ -1,9 +1,10 @@
-"""Steps A and B of ALGORITHM.md: the Fisher diagonal of every parameter, and the mask."""
+"""Steps A and B of docs/ALGORITHM.md: the Fisher diagonal of every parameter, and the mask."""
 import math
 
 import torch
 
-from . import _capture as cap
+from .._checks import check_int
+from . import batches, hooks, state
 from .masks import ParamMask, split_flat
 
 __all__ = ["fisher_diagonal", "fisher_mask"]
@@ -22,13 +23,13 @@ def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, devi
     gradients are assembled from layer inputs and output gradients, one class at a time.
     """
     params = dict(model.named_parameters())
-    owners = cap.owners(model, params)
-    device = cap.model_device(model, device)
-    capture = cap.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
-    with cap.eval_with_grad(model):
+    owners = hooks.owners(model, params)
+    device = state.model_device(model, device)
+    capture = hooks.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
+    with state.eval_with_grad(model):
         fisher = {name: torch.zeros(p.numel(), dtype=p.dtype, device=device)
                   for name, p in params.items()}
-        for x in cap.iter_batches(_sample(data, n_samples, seed, reference_order), batch_size,
+        for x in batches.iter_batches(_sample(data, n_samples, seed, reference_order), batch_size,
                                   device):
             _accumulate(capture, owners, x, fisher)
     return {name: f.view(params[name].shape) for name, f in fisher.items()}
@@ -36,28 +37,26 @@ def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, devi
 
 def _sample(data, n_samples, seed, reference_order):
     """The samples of `data` the Fisher diagonal sums over (see fisher_diagonal)."""
-    N = cap.num_samples(data)
+    N = batches.num_samples(data)
     if N is None:
         raise TypeError("fisher_diagonal needs data with a length (a Tensor, a map-style "
                         "Dataset or a DataLoader over one) to draw its sample")
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be at least 1, got {n_samples}")
-    k = min(n_samples, N)
+    k = min(check_int(n_samples, "n_samples", minimum=1), N)
     if reference_order:
-        return cap.take(data, torch.arange(k))
+        return batches.take(data, torch.arange(k))
     order = torch.randperm(N, generator=torch.Generator().manual_seed(seed))
-    return cap.take(data, order[:k].sort().values)
+    return batches.take(data, order[:k].sort().values)
 
 
 def _accumulate(capture, owners, x, fisher):
     """Adds Σ_{x in batch} Σ_c p_c g_c² to `fisher` ({name: [numel]})."""
     logits = capture.forward(x)
-    views = [cap.input_view(owners[call.module_name][0], call) for call in capture.calls]
+    views = [hooks.input_view(owners[call.module_name][0], call) for call in capture.calls]
     patches = [_patches(v) if v.kind == "conv" else None for v in views]  # class-independent
-    for deltas in capture.deltas(logits, cap.class_seeds(logits, "sqrt_p")):
+    for deltas in capture.deltas(logits, hooks.class_seeds(logits, "sqrt_p")):
         grads = {}              # per-sample gradients [n, numel], summed over repeated calls
         for call, view, unf, delta in zip(capture.calls, views, patches, deltas):
-            delta = cap.delta_view(view, delta[None])
+            delta = hooks.delta_view(view, delta[None])
             for attr in owners[call.module_name][1]:
                 key = f"{call.module_name}.{attr}" if call.module_name else attr
                 g = _per_sample_grad(view, unf, delta, attr)
@@ -82,7 +81,7 @@ def _per_sample_grad(view, unf, delta, attr):
     if attr == "weight" and view.kind == "conv":
         d = delta[0].flatten(2).unflatten(1, (unf.shape[1], -1))        # [n, G, O/G, L]
         return torch.einsum("ngol,ngkl->ngok", d, unf).flatten(1)
-    d = cap.channel_deltas(view, delta)[0]                              # [n, O, L]
+    d = hooks.channel_deltas(view, delta)[0]                              # [n, O, L]
     return (d * view.a).sum(-1) if attr == "weight" else d.sum(-1)    # BatchNorm γ; biases
 
 

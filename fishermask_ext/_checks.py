@@ -1,0 +1,34 @@
+"""Argument checks shared by every layer (select, nn, al): one wording for each rule."""
+import numbers
+
+__all__ = ["check_int", "check_bool", "check_budget"]
+
+
+def check_int(value, name, minimum=None, maximum=None):
+    """`value` as an int; TypeError unless it is an integer (bool is not: `True` as a count is
+    a bug, not a 1), ValueError outside [minimum, maximum] (either bound may be None)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        low = "" if minimum is None else f" >= {minimum}"
+        high = "" if maximum is None else f" <= {maximum}"
+        raise ValueError(f"{name} must be an int{low}{' and' if low and high else ''}{high}, "
+                         f"got {value}")
+    return value
+
+
+def check_bool(value, name):
+    """`value` unchanged; TypeError unless it is True or False (not 0/1, not "false")."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_budget(budget, available, what):
+    """`budget` as an int in 1..available; `what` names the points it is drawn from (the
+    error says how many are left, so the caller sees why a budget that fit earlier fails)."""
+    budget = check_int(budget, "budget", minimum=1)
+    if budget > available:
+        raise ValueError(f"budget {budget} exceeds the {available} {what}")
+    return budget

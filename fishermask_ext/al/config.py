@@ -1,0 +1,175 @@
+"""The experiment config: one schema of keys, types, defaults and help.
+
+It feeds the three places a config appears: `default_config` (what run_experiment runs and saves
+as config.json), the `fishermask run` flags (`add_arguments`, `from_args`) and the saved-config
+comparison of --resume (`UNCHECKED`). A new setting is one `Option` here and nothing else.
+"""
+import json
+import numbers
+from typing import NamedTuple
+
+from .._checks import check_bool, check_int
+
+__all__ = ["Option", "SCHEMA", "DEFAULTS", "UNCHECKED", "default_config", "add_arguments",
+           "from_args"]
+
+
+class Option(NamedTuple):
+    """One config key. kind: "str", "int", "float", "bool", "ints" (comma list on the CLI),
+    "names" (comma list), "options" (KEY=VALUE, repeatable) or "nested" (STRATEGY.KEY=VALUE).
+    A "bool" flag flips the default (`flag` says which way, e.g. --keep-weights)."""
+    key: str
+    kind: str
+    default: object
+    help: str
+    optional: bool = False       # None allowed (and the default means "not set")
+    minimum: int = None          # for "int" and "ints"
+    choices: tuple = ()
+    flag: str = None             # default: --key-with-dashes
+
+
+SCHEMA = (
+    Option("dataset", "str", "digits", "digits | fashion-mnist | cifar10 | torchvision:<Name>"),
+    Option("data_dir", "str", None, "where the dataset files are", optional=True),
+    Option("imbalance", "str", None, "per-class counts of the pool, e.g. "
+           "0:250,1:5000,2:250,3:250", optional=True),
+    Option("pool_size", "int", None, "random subset of the training images to use as the pool",
+           optional=True, minimum=1),
+    Option("test_size", "int", None, "random subset of the test images", optional=True,
+           minimum=1),
+    Option("split_seed", "int", 0, "seeds the train/test split and the random subsets"),
+    Option("model", "str", "mlp", "mlp | small_cnn | resnet18_narrow"),
+    Option("model_options", "options", {}, "model constructor option (repeatable)",
+           flag="--model-option"),
+    Option("strategies", "names", ["fishermask", "bait", "entropy", "random"], "comma list"),
+    Option("strategy_options", "nested", {}, "strategy option, e.g. fishermask.pct_top=0.01 "
+           "(repeatable)", flag="--set"),
+    Option("initial", "int", 20, "initial labels", minimum=1),
+    Option("query", "int", 20, "labels queried per round", minimum=1),
+    Option("rounds", "int", 6, "query rounds", minimum=0),
+    Option("seeds", "ints", [0, 1], "comma list of seeds"),
+    Option("epochs", "int", 60, "epochs (max epochs with --train-accuracy)", minimum=0),
+    Option("train_accuracy", "float", None, "train each round until this training accuracy",
+           optional=True),
+    Option("optimizer", "str", "adam", "the optimizer", choices=("adam", "sgd")),
+    Option("lr", "float", 1e-3, "learning rate"),
+    Option("weight_decay", "float", 0.0, "the optimizer's weight decay"),
+    Option("batch_size", "int", 32, "training batch size", minimum=1),
+    Option("reset_weights", "bool", True, "continue training across rounds instead of "
+           "resetting the weights", flag="--keep-weights"),
+    Option("device", "str", "cpu", "where the model runs"),
+)
+DEFAULTS = {o.key: o.default for o in SCHEMA}
+# Where the data and the model run: may change on --resume without changing the experiment.
+UNCHECKED = ("device", "data_dir")
+_BY_KEY = {o.key: o for o in SCHEMA}
+
+
+def default_config(**overrides):
+    """DEFAULTS updated with `overrides`, every value checked against its Option; a deep,
+    JSON-clean copy (what config.json will hold). Unknown keys are an error."""
+    unknown = sorted(set(overrides) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}; valid keys: {', '.join(DEFAULTS)}")
+    config = json.loads(json.dumps({**DEFAULTS, **overrides}))
+    for key, value in config.items():
+        _check(_BY_KEY[key], value)
+    return config
+
+
+def _check(opt, value):
+    """Raise TypeError/ValueError unless `value` fits `opt`."""
+    name = f"config key {opt.key!r}"
+    if value is None and opt.optional:
+        return
+    if opt.kind == "int":
+        check_int(value, name, minimum=opt.minimum)
+    elif opt.kind == "ints":
+        _check_list(value, name)
+        for v in value:
+            check_int(v, f"every item of {name}", minimum=opt.minimum)
+    elif opt.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number, got {value!r}")
+    elif opt.kind == "bool":
+        check_bool(value, name)
+    elif opt.kind == "names":
+        _check_list(value, name)
+        if not all(isinstance(v, str) for v in value):
+            raise TypeError(f"{name} must be a list of names, got {value!r}")
+    elif opt.kind in ("options", "nested"):
+        if not isinstance(value, dict):
+            raise TypeError(f"{name} must be a dict, got {value!r}")
+    elif not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {value!r}")
+    if opt.choices and value not in opt.choices:
+        raise ValueError(f"{name} must be one of {', '.join(opt.choices)}, got {value!r}")
+
+
+def _check_list(value, name):
+    if not isinstance(value, list):
+        raise TypeError(f"{name} must be a list, got {value!r}")
+
+
+def add_arguments(parser):
+    """One flag per Option on an argparse parser; `from_args` turns the result into overrides."""
+    for opt in SCHEMA:
+        flag = opt.flag or "--" + opt.key.replace("_", "-")
+        kw = dict(dest=opt.key, help=opt.help)
+        if opt.kind == "bool":
+            kw.update(action="store_const", const=not opt.default, default=opt.default)
+        elif opt.kind in ("options", "nested"):
+            kw.update(action="append", default=[],
+                      metavar="STRATEGY.KEY=VALUE" if opt.kind == "nested" else "KEY=VALUE")
+        else:
+            kw.update(type=_PARSERS[opt.kind], default=opt.default)
+            if opt.choices:
+                kw.update(choices=opt.choices)
+            else:
+                kw["help"] += f" (default: {_shown(opt.default)})"
+        parser.add_argument(flag, **kw)
+
+
+def _shown(default):
+    """A default as it would be typed on the command line."""
+    return ",".join(map(str, default)) if isinstance(default, list) else default
+
+
+def from_args(args):
+    """{key: value} of every Option from the parsed flags of `add_arguments`."""
+    config = {}
+    for opt in SCHEMA:
+        value = getattr(args, opt.key)
+        if opt.kind in ("options", "nested"):
+            value = _options(value, nested=opt.kind == "nested")
+        config[opt.key] = value
+    return config
+
+
+def _value(text):
+    """A flag's value as JSON where it parses (numbers, true/false, lists), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _options(pairs, nested):
+    """["a.b=1", ...] -> {"a": {"b": 1}} (nested) or ["b=1"] -> {"b": 1}."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or (nested and "." not in key):
+            form = "STRATEGY.KEY=VALUE" if nested else "KEY=VALUE"
+            raise ValueError(f"bad option {pair!r}; expected {form}")
+        if nested:
+            name, key = key.split(".", 1)
+            out.setdefault(name, {})[key] = _value(value)
+        else:
+            out[key] = _value(value)
+    return out
+
+
+_PARSERS = {"str": str, "int": int, "float": float,
+            "ints": lambda text: [int(v) for v in text.split(",") if v.strip()],
+            "names": lambda text: [v.strip() for v in text.split(",") if v.strip()]}

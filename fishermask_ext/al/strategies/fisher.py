@@ -1,0 +1,113 @@
+"""Fisher-information strategies: FisherMask (steps A to E of docs/ALGORITHM.md) and BAIT."""
+import torch
+from torch import nn
+
+from ..._checks import check_bool
+from ...nn import ParamMask, fisher_mask, masked_grad_embeddings
+from ...select import fisher_matrix, select_batch
+from .base import Strategy
+
+__all__ = ["FisherMask", "Bait", "auto_pct"]
+
+PCT_TOP = 0.002       # the paper's and the reference code's mask fraction
+BODY_SHARE = 0.1      # the paper's proportion: the body adds 10 % of the classifier's entries
+                      # (narrow ResNet-18 at PCT_TOP: D = 1,280 + 122 after rounding)
+
+
+class FisherMask(Strategy):
+    """FisherMask (Gul et al., 2024): steps A-E of docs/ALGORITHM.md.
+
+    A mask of the pct_top most informative parameters (Fisher diagonal on n_samples pool points,
+    seeded), masked per-class gradient embeddings of every pool point, then the greedy Fisher
+    trace-ratio batch with the labeled points' Fisher. Defaults follow the reference code:
+    weighting "none", λ = 1, no backward steps. pct_top=None means 0.002, raised where that does
+    not reach past the classifier layer (small models) to the fraction that adds 10 % of the
+    classifier's entries from the body, the paper's proportion (narrow ResNet-18 at 0.002:
+    D = 1,280 + 122).
+
+    The reference's two switches (docs/ALGORITHM.md, steps D and E): fish_init=False leaves the
+    labeled points out of the initial M (F_L = 0; they still count in n_L and in the pool
+    Fisher); fish_identity=True uses F = I, an A-optimal design, instead of the pool Fisher.
+    parity=True rounds the greedy scores to float32 before each argmax, as the reference does
+    (select_batch's parity mode).
+    """
+
+    def __init__(self, *, pct_top=None, weighting="none", lamb=1.0, backward_steps=0,
+                 n_samples=1024, fish_init=True, fish_identity=False, parity=False,
+                 backend="auto", **common):
+        super().__init__(**common)
+        for name, flag in (("fish_init", fish_init), ("fish_identity", fish_identity),
+                           ("parity", parity)):
+            check_bool(flag, name)
+        self.pct_top, self.weighting, self.lamb = pct_top, weighting, lamb
+        self.backward_steps, self.n_samples, self.backend = backward_steps, n_samples, backend
+        self.fish_init, self.fish_identity, self.parity = fish_init, fish_identity, parity
+
+    def mask(self, view):
+        """The ParamMask whose gradient entries form the embedding."""
+        return fisher_mask(view.model, view.pool, pct_top=self.pct_top or auto_pct(view.model),
+                           n_samples=self.n_samples, seed=self.seed, batch_size=self.batch_size,
+                           device=view.device)
+
+    def choose(self, view, budget):
+        emb = masked_grad_embeddings(view.model, view.pool, self.mask(view),
+                                     weighting=self.weighting, batch_size=self.batch_size,
+                                     device=view.device, backend=self.backend)
+        unlabeled = emb[view.unlabeled.to(emb.device)]
+        labeled = emb[view.labeled.to(emb.device)]
+        D = emb.shape[2]
+        pool_fisher = torch.eye(D, dtype=torch.float64, device=emb.device) \
+            if self.fish_identity else None
+        if self.fish_init:
+            given = dict(labeled=labeled)
+        else:       # F_L = 0, but n_L still scales the picks and the pool Fisher has every point
+            given = dict(labeled_fisher=torch.zeros(D, D, dtype=torch.float64, device=emb.device),
+                         n_labeled=len(labeled))
+            if pool_fisher is None:
+                pool_fisher = fisher_matrix(emb)
+        return select_batch(unlabeled, budget, pool_fisher=pool_fisher, lamb=self.lamb,
+                            backward_steps=self.backward_steps, backend=self.backend,
+                            parity=self.parity, **given)
+
+
+class Bait(FisherMask):
+    """BAIT (Ash et al., 2021): the FisherMask machinery with the mask = the last nn.Linear weight.
+
+    Row weight sqrt_p (the true Fisher); defaults λ = 0.01 and backward_steps = 1 (pick 2K,
+    prune back to K), as in the BAIT paper.
+    """
+
+    def __init__(self, *, weighting="sqrt_p", lamb=0.01, backward_steps=1, backend="auto",
+                 **common):
+        ignored = sorted({"pct_top", "n_samples"} & set(common))
+        if ignored:
+            raise TypeError(f"strategy 'bait' masks the whole classifier weight; "
+                            f"{', '.join(ignored)} do not apply (use 'fishermask' for a mask)")
+        super().__init__(weighting=weighting, lamb=lamb, backward_steps=backward_steps,
+                         backend=backend, **common)
+
+    def mask(self, view):
+        name = _last_linear_weight(view.model)[0]
+        numel = dict(view.model.named_parameters())[name].numel()
+        return ParamMask(view.model, {name: torch.arange(numel)})
+
+
+def _last_linear_weight(model):
+    """(name, module) of the weight of the model's last nn.Linear."""
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise TypeError("the model has no nn.Linear classifier layer")
+    name, mod = linears[-1]
+    return (f"{name}.weight" if name else "weight"), mod
+
+
+def auto_pct(model):
+    """The pct_top of FisherMask(pct_top=None): PCT_TOP, or more where that would not reach
+    past the classifier layer, so that the mask adds BODY_SHARE of the classifier's entries (at
+    least one) from the rest of the network."""
+    total = sum(p.numel() for p in model.parameters())
+    last = _last_linear_weight(model)[1]
+    n_last = sum(p.numel() for p in last.parameters())
+    n_top = n_last + max(1, round(BODY_SHARE * n_last))
+    # Half an entry above n_top / total: int(pct * total) then gives n_top despite rounding.
+    return min(1.0, max(PCT_TOP, (n_top + 0.5) / total))
