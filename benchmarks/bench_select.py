@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import fishermask_ext as fm
-from fishermask_ext import reference
+from fishermask_ext.ops import reference
 
 FULL = dict(N=5000, C=10, D=1402, K=50)
 SMOKE = dict(N=40, C=3, D=17, K=4)

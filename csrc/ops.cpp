@@ -42,7 +42,7 @@ TORCH_LIBRARY(fishermask_ext, m) {
   m.def("greedy_select(Tensor X, Tensor P0, Tensor F, float scale, int budget, int n_forward, "
         "int chunk, int block, bool round_scores=False) -> Tensor");
 
-  // ---- embeddings (ALGORITHM.md, step C) ----
+  // ---- embeddings (docs/ALGORITHM.md, step C) ----
   // out[n, c, k] = sum_s delta[c, n, s, o_k] * a[n, s, i_k], (o_k, i_k) = divmod(index[k], I).
   // a: [n, S, I]; delta: [C, n, S, O]; index: [m] int64 into the [O, I] weight. -> [n, C, m]
   m.def("masked_linear_grad(Tensor a, Tensor delta, Tensor index) -> Tensor");

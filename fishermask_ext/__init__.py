@@ -5,7 +5,7 @@ Embeddings (steps A to C, `fishermask_ext.nn`): `fisher_diagonal`, `fisher_mask`
 `masked_grad_embeddings`, `ParamMask`, `random_mask`, and the models `get_model`, `MLP`,
 `SmallCNN`, `ResNet18Narrow`.
 `native_available(device)` tells whether the compiled kernels are there; every op falls back to
-its pure-PyTorch twin in `fishermask_ext.reference` otherwise.
+its pure-PyTorch twin in `fishermask_ext.ops.reference` otherwise.
 
 The active-learning driver (`fishermask_ext.al`: `strategies`, `data`, `report`,
 `run_experiment`) needs the `al` extra; its names load on first use, so importing this package
@@ -13,7 +13,7 @@ needs torch and numpy only (docs/DEVELOPING.md, "Layers").
 """
 import importlib
 
-from ._ops import native_available
+from .ops import native_available
 from .nn import (MLP, ParamMask, ResNet18Narrow, SmallCNN, fisher_diagonal, fisher_mask,
                  get_model, masked_grad_embeddings, random_mask)
 from .select import fisher_matrix, select_batch

@@ -11,15 +11,22 @@ import pytest
 import torch
 from torch.func import functional_call, jacrev, vmap
 
-from ._ops import native_available
+from .ops import native_available
 from .nn.state import logits_of
 
-__all__ = ["DEVICES", "DTYPES", "needs_native", "require_native", "max_error",
+__all__ = ["DEVICES", "DTYPES", "F64_TOL", "needs_native", "require_native", "max_error",
            "derived_tolerance", "subprocess_env", "loop_embeddings", "func_embeddings",
            "batch_graph_embeddings", "direct_select"]
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float32, torch.float64]
+
+# Selection kernels against their twins: both run float64 arithmetic on the same values (float32
+# inputs are exact in float64) in other orders. Each product of D terms differs by at most about
+# D·2⁻⁵³ relative, and the C×C Cholesky and solves (I + σA well conditioned in the tests) amplify
+# it modestly: 1e-10 leaves four orders of magnitude of room for D, C <= 40, and still fails on
+# any product done in float32 (~1e-7).
+F64_TOL = dict(rtol=1e-10, atol=1e-10)
 
 
 def needs_native(device, name="greedy_select"):

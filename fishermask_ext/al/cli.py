@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from .._ops import BACKENDS
+from ..ops import BACKENDS
 from ..select import select_batch
 from . import config as schema
 from .loop import run_experiment

@@ -4,7 +4,7 @@ import sys
 import torch
 
 from . import batches, hooks, state
-from .._ops import resolve
+from ..ops import resolve
 
 __all__ = ["masked_grad_embeddings"]
 

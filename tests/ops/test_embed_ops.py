@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fishermask_ext import reference
+from fishermask_ext.ops import reference
 from testing import DEVICES, DTYPES, needs_native, require_native
 
 

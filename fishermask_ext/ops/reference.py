@@ -5,7 +5,7 @@ and the oracle of every native-op test. Shapes follow csrc/ops.cpp.
 """
 import torch
 
-from ._sizes import chunk_rows
+from .sizes import chunk_rows
 
 __all__ = ["trace_ratio_step", "commit_direction", "greedy_select", "masked_linear_grad",
            "masked_conv2d_grad"]

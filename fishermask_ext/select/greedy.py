@@ -4,8 +4,9 @@ import numbers
 
 import torch
 
-from ._ops import resolve
-from ._sizes import BLOCK, chunk_rows
+from .._checks import check_bool, check_int
+from ..ops import resolve
+from ..ops.sizes import BLOCK, chunk_rows
 
 __all__ = ["select_batch", "fisher_matrix"]
 
@@ -77,26 +78,25 @@ def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labe
     # The NaN/Inf scan of `unlabeled` comes with its Fisher below when that is computed here.
     _check_embeddings(unlabeled, "unlabeled", finite=pool_fisher is not None)
     N, C, D = unlabeled.shape
-    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
-        raise TypeError(f"budget must be an int, got {type(budget).__name__}")
-    if not 1 <= budget <= N:
-        raise ValueError(f"budget must be between 1 and the pool size N={N}, got {budget}; "
+    K = check_int(budget, "budget")
+    if not 1 <= K <= N:
+        raise ValueError(f"budget must be between 1 and the pool size N={N}, got {K}; "
                          f"ask for at most {N} points")
-    if isinstance(backward_steps, bool) or not isinstance(backward_steps, numbers.Integral) \
-            or backward_steps < 0:
-        raise ValueError(f"backward_steps must be an int >= 0, got {backward_steps!r}")
+    backward_steps = check_int(backward_steps, "backward_steps", minimum=0)
     if not (isinstance(lamb, numbers.Real) and math.isfinite(lamb) and lamb > 0):
         raise ValueError(f"lamb must be a finite number > 0, got {lamb!r}")
-    if not isinstance(parity, bool):
-        raise TypeError(f"parity must be True or False, got {parity!r}")
+    check_bool(parity, "parity")
 
     F_L, n_L = _labeled_fisher(unlabeled, labeled, labeled_fisher, n_labeled)
     if pool_fisher is None:
         F = (_checked_fisher(unlabeled, "unlabeled") * N + F_L * n_L) / (N + n_L)
     else:
         F = _check_fisher(pool_fisher, "pool_fisher", unlabeled)
-    K = int(budget)
     eye = torch.eye(D, dtype=torch.float64, device=unlabeled.device)
+    # BAIT's normalisation over the final labeled set of n_L + K points: the old labels' share
+    # n_L/(n_L+K) of it (F_L is their mean), and the batch's share K/(n_L+K) given to every
+    # pick through X̃ = sqrt(K/(n_L+K))·X, as BAIT and the reference do (docs/ALGORITHM.md,
+    # "Why the weights n_L/(n_L+K) and K/(n_L+K)").
     M0 = lamb * eye + (n_L / (n_L + K)) * F_L
     L0, info = torch.linalg.cholesky_ex(M0)
     if int(info) != 0:
@@ -104,7 +104,7 @@ def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labe
                          "labeled_fisher must be positive semi-definite (a mean of XᵀX)")
     P0 = torch.cholesky_inverse(L0)
     scale = math.sqrt(K / (n_L + K))
-    n_forward = min((int(backward_steps) + 1) * K, N)
+    n_forward = min((backward_steps + 1) * K, N)
     op = resolve("greedy_select", unlabeled.device, backend)
     return op(unlabeled, P0, F, scale, K, n_forward, chunk_rows(C, D), BLOCK, parity)
 
@@ -176,11 +176,11 @@ def _labeled_fisher(unlabeled, labeled, labeled_fisher, n_labeled):
                              f"{unlabeled.dtype} on {unlabeled.device}; convert one to match")
         return _checked_fisher(labeled, "labeled"), labeled.shape[0]
     if labeled_fisher is not None:
-        if isinstance(n_labeled, bool) or not isinstance(n_labeled, numbers.Integral) \
-                or n_labeled < 0:
+        if n_labeled is None:
             raise ValueError("labeled_fisher needs n_labeled, the number of labeled points "
-                             f"it averages (an int >= 0), got {n_labeled!r}")
-        return _check_fisher(labeled_fisher, "labeled_fisher", unlabeled), int(n_labeled)
+                             "it averages (an int >= 0)")
+        n_labeled = check_int(n_labeled, "n_labeled", minimum=0)
+        return _check_fisher(labeled_fisher, "labeled_fisher", unlabeled), n_labeled
     if n_labeled is not None:
         raise ValueError("n_labeled is only used with labeled_fisher; pass labeled_fisher too")
     return torch.zeros(D, D, dtype=torch.float64, device=unlabeled.device), 0

@@ -1,4 +1,4 @@
-// CPU kernels of the step-C embedding ops (ALGORITHM.md): per-sample masked weight gradients of
+// CPU kernels of the step-C embedding ops (docs/ALGORITHM.md): per-sample masked weight gradients of
 // Linear and Conv2d layers for all C class seeds at once. Schemas and exact math: csrc/ops.cpp.
 // Each (sample, masked entry) pair reads its activations once and feeds all C classes.
 #include <ATen/ATen.h>
@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "embed.h"
+#include "masked_grad.h"
 
 namespace fishermask_ext {
 namespace {

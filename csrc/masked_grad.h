@@ -1,5 +1,5 @@
 // Host-side preparation and index math of the step-C embedding ops, shared by
-// csrc/cpu/embed_cpu.cpp and csrc/cuda/embed_cuda.cu so both devices validate and decode the
+// csrc/cpu/masked_grad_cpu.cpp and csrc/cuda/masked_grad_cuda.cu so both devices validate and decode the
 // masked entries in one way. Math and shapes: csrc/ops.cpp.
 #pragma once
 #include <ATen/ATen.h>

@@ -1,4 +1,4 @@
-// CUDA kernels of the step-C embedding ops (ALGORITHM.md): per-sample masked weight gradients of
+// CUDA kernels of the step-C embedding ops (docs/ALGORITHM.md): per-sample masked weight gradients of
 // Linear and Conv2d layers for all C class seeds at once. Schemas and exact math: csrc/ops.cpp;
 // validation and index decoding are shared with the CPU kernels through csrc/embed.h.
 // Linear: one thread per (sample, masked entry) pair (the sum over S is short, usually S = 1).
@@ -14,7 +14,7 @@
 
 #include <algorithm>
 
-#include "embed.h"
+#include "masked_grad.h"
 
 namespace fishermask_ext {
 namespace {

@@ -1,0 +1,52 @@
+"""The ops layer: loads the compiled ops (csrc/ops.cpp), registers their fake kernels
+(fakes.py), and picks the native op or its pure-PyTorch twin (reference.py) per device."""
+import torch
+
+from . import reference
+
+try:
+    from .. import _C  # noqa: F401  (its static initialisers register torch.ops.fishermask_ext)
+    _IMPORT_ERROR = None
+except ImportError as exc:  # a source checkout that was never built, or a broken build
+    _IMPORT_ERROR = exc
+
+BACKENDS = ("auto", "native", "torch")
+
+
+# The greedy loop and the commit are written once over ATen (CompositeExplicitAutograd): they
+# are native wherever the device has the step kernel they drive.
+_DRIVES = {"greedy_select": "trace_ratio_step"}
+
+
+def _has_kernel(name, key):
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"fishermask_ext::{name}", key)
+
+
+def native_available(device="cpu", name="greedy_select"):
+    """True when the compiled extension has a kernel of op `name` for `device`."""
+    if _IMPORT_ERROR is not None:
+        return False
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(torch.device(device).type)
+    if key is None:
+        return False
+    name = _DRIVES.get(name, name)
+    return _has_kernel(name, key) or _has_kernel(name, "CompositeExplicitAutograd")
+
+
+def resolve(name, device, backend="auto"):
+    """The callable for op `name` on `device`: the native op or its pure-PyTorch twin."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch" or (backend == "auto" and not native_available(device, name)):
+        return getattr(reference, name)
+    if not native_available(device, name):
+        why = f" ({_IMPORT_ERROR})" if _IMPORT_ERROR is not None else ""
+        raise RuntimeError(
+            f"backend='native' but fishermask_ext has no compiled kernel for device "
+            f"{torch.device(device)}{why}; build it with `pip install --no-build-isolation -e .` "
+            f"(CUDA kernels need a CUDA build of torch), or use backend='auto' or 'torch'")
+    return getattr(torch.ops.fishermask_ext, name).default
+
+
+if _IMPORT_ERROR is None:
+    from . import fakes  # noqa: F401,E402  (registers the fake kernels of the compiled ops)

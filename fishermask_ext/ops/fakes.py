@@ -1,0 +1,82 @@
+"""Fake (meta) kernels of the compiled ops: the shape and dtype checks of csrc/checks.h, then
+empty outputs, so torch.compile and FakeTensor tracing reject what the ops would reject.
+Imported by fishermask_ext.ops once the compiled module has loaded."""
+import torch
+
+_FLOAT = (torch.float32, torch.float64)
+
+
+def _check_shape(t, shape, name):
+    torch._check(tuple(t.shape) == tuple(shape),
+                 lambda: f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+
+
+def _check_f64(*named):
+    for name, t in named:
+        torch._check(t.dtype == torch.float64, lambda: f"{name} must be float64, got {t.dtype}")
+
+
+@torch.library.register_fake("fishermask_ext::trace_ratio_step")
+def _(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores=False):
+    torch._check(A.dim() == 3 and A.shape[1] == A.shape[2], lambda: "A must be [N, C, C]")
+    N, C = A.shape[0], A.shape[1]
+    _check_f64(("A", A), ("B", B), ("S", S), ("Q", Q))
+    _check_shape(B, (N, C, C), "B")
+    torch._check(A.stride() == B.stride(),
+                 lambda: f"A and B must share one layout, got strides {A.stride()} and "
+                         f"{B.stride()}")
+    _check_shape(S, (C, C), "S")
+    _check_shape(Q, (C, C), "Q")
+    _check_shape(eligible, (N,), "eligible")
+    torch._check(eligible.dtype == torch.bool, lambda: "eligible must be bool")
+    torch._check(X.dtype in _FLOAT and X.dim() == 3 and X.shape[0] == N and X.shape[1] == C,
+                 lambda: f"X must be [N, C, D] = [{N}, {C}, D] float32/float64")
+    if UV is not None:
+        _check_f64(("UV", UV))
+        _check_shape(UV, (X.shape[2], 2 * C), "UV")
+    return A.new_empty((N,)), A.new_empty((), dtype=torch.long)
+
+@torch.library.register_fake("fishermask_ext::commit_direction")
+def _(P, F, xt, S):
+    _check_f64(("P", P), ("F", F), ("xt", xt), ("S", S))
+    torch._check(P.dim() == 2 and P.shape[0] == P.shape[1], lambda: "P must be [D, D]")
+    D = P.shape[0]
+    _check_shape(F, (D, D), "F")
+    torch._check(xt.dim() == 2 and xt.shape[1] == D and xt.shape[0] >= 1,
+                 lambda: f"xt must be [C, {D}] with C >= 1")
+    _check_shape(S, (xt.shape[0], xt.shape[0]), "S")
+    return P.new_empty((D, 2 * xt.shape[0]))
+
+@torch.library.register_fake("fishermask_ext::greedy_select")
+def _(X, P0, F, scale, budget, n_forward, chunk, block, round_scores=False):
+    torch._check(X.dim() == 3 and X.dtype in _FLOAT, lambda: "X must be [N, C, D] f32/f64")
+    D = X.shape[2]
+    _check_f64(("P0", P0), ("F", F))
+    _check_shape(P0, (D, D), "P0")
+    _check_shape(F, (D, D), "F")
+    torch._check(1 <= budget <= n_forward <= X.shape[0],
+                 lambda: "need 1 <= budget <= n_forward <= N")
+    torch._check(chunk >= 1 and block >= 1, lambda: "chunk and block must be >= 1")
+    return X.new_empty((budget,), dtype=torch.long)
+
+@torch.library.register_fake("fishermask_ext::masked_linear_grad")
+def _(a, delta, index):
+    torch._check(a.dim() == 3 and a.dtype in _FLOAT, lambda: "a must be [n, S, I] f32/f64")
+    torch._check(delta.dim() == 4 and delta.shape[1:3] == a.shape[:2]
+                 and delta.dtype == a.dtype,
+                 lambda: "delta must be [C, n, S, O] with n, S and the dtype of a")
+    torch._check(index.dim() == 1 and index.dtype == torch.long,
+                 lambda: "index must be [m] int64")
+    return a.new_empty((a.shape[0], delta.shape[0], index.shape[0]))
+
+@torch.library.register_fake("fishermask_ext::masked_conv2d_grad")
+def _(x, delta, index, kernel_size, stride, padding, dilation, groups):
+    torch._check(x.dim() == 4 and x.dtype in _FLOAT, lambda: "x must be [n, Cin, H, W]")
+    torch._check(delta.dim() == 5 and delta.shape[1] == x.shape[0]
+                 and delta.dtype == x.dtype,
+                 lambda: "delta must be [C, n, O, Ho, Wo] with n and the dtype of x")
+    torch._check(index.dim() == 1 and index.dtype == torch.long,
+                 lambda: "index must be [m] int64")
+    torch._check(groups >= 1 and x.shape[1] % groups == 0 and delta.shape[2] % groups == 0,
+                 lambda: "groups must divide Cin and O")
+    return x.new_empty((x.shape[0], delta.shape[0], index.shape[0]))

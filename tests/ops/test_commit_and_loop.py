@@ -1,0 +1,99 @@
+"""The commit and the greedy loop ops: commit_direction (CPU kernel, generic ATen kernel, twin),
+greedy_select (opcheck, torch.compile) and the per-instruction-set CPU kernels."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fishermask_ext as fm
+from fishermask_ext.ops import reference
+from fishermask_ext.testing import F64_TOL as TOL
+
+from testing import DEVICES, DTYPES, require_native
+
+
+def _commit_args(D, C, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    G, H = r(D, D), r(D, D)
+    P = G @ G.T / D + torch.eye(D, dtype=torch.float64)
+    F = H @ H.T / D
+    S0 = r(C, C)
+    S = S0 @ S0.T / C
+    return [t.to(device) for t in (P, F, r(C, D), S)]
+
+
+_GENERIC = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
+
+
+@pytest.mark.parametrize("D, C", [(1, 1), (7, 3), (40, 10), (97, 13), (130, 2)])
+def test_commit_direction_cpu_generic_twin_agree(D, C):
+    """The CPU kernel, the generic ATen kernel (what CUDA and every other device run; reached
+    here through a redispatch) and the twin, on the same commit."""
+    require_native("cpu", "commit_direction")
+    op = torch.ops.fishermask_ext.commit_direction.default
+    args = _commit_args(D, C, seed=D)
+    P_cpu, P_gen, P_ref = (args[0].clone() for _ in range(3))
+    uv_cpu = op(P_cpu, *args[1:])
+    uv_gen = op.redispatch(_GENERIC, P_gen, *args[1:])
+    uv_ref = reference.commit_direction(P_ref, *args[1:])
+    for uv, P in ((uv_cpu, P_cpu), (uv_gen, P_gen)):
+        assert uv.shape == (D, 2 * C)
+        torch.testing.assert_close(uv, uv_ref, **TOL)
+        torch.testing.assert_close(P, P_ref, **TOL)
+    assert not torch.equal(P_ref, args[0])               # P was updated
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_commit_direction(device):
+    require_native(device, "commit_direction")
+    for D, C in ((5, 2), (9, 1)):
+        torch.library.opcheck(torch.ops.fishermask_ext.commit_direction,
+                              tuple(_commit_args(D, C, device=device)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [(5, 2, 3, 1, 1), (8, 3, 5, 3, 6), (4, 1, 7, 4, 4)], ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("round_scores", [False, True])
+def test_opcheck_greedy_select(dtype, case, device, round_scores):
+    require_native(device)
+    N, C, D, K, n_forward = case
+    X = torch.randn(N, C, D, dtype=dtype).to(device)
+    F = fm.fisher_matrix(X)
+    P0 = torch.eye(D, dtype=torch.float64, device=device) * 0.5
+    args = (X, P0, F, 0.9, K, n_forward, 3, 2, round_scores)
+    torch.library.opcheck(torch.ops.fishermask_ext.greedy_select, args)
+    got = torch.ops.fishermask_ext.greedy_select(*args)
+    assert got.tolist() == reference.greedy_select(*args).tolist()
+
+
+def test_greedy_select_under_torch_compile():
+    require_native("cpu")
+    X = torch.randn(10, 2, 4, dtype=torch.float64)
+    F = fm.fisher_matrix(X)
+    P0 = torch.eye(4, dtype=torch.float64)
+    fn = torch.compile(
+        lambda x: torch.ops.fishermask_ext.greedy_select(x, P0, F, 1.0, 3, 3, 4, 2),
+        fullgraph=True, backend="eager")
+    assert fn(X).tolist() == reference.greedy_select(X, P0, F, 1.0, 3, 3, 4, 2).tolist()
+
+
+def test_narrower_cpu_kernels_match_twin():
+    """The CPU kernels are compiled per instruction set; run the narrowest one (and AVX2 on an
+    AVX-512 machine) in a fresh process, where the choice is made, against the twin."""
+    require_native("cpu", "trace_ratio_step")
+    script = (
+        "import torch, fishermask_ext as fm\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "for C in (1, 3, 10, 17):\n"
+        "    X = torch.randn(21, C, 13, generator=g)\n"
+        "    for b in (0, 1):\n"
+        "        got = fm.select_batch(X, 6, lamb=0.1, backward_steps=b, backend='native')\n"
+        "        ref = fm.select_batch(X, 6, lamb=0.1, backward_steps=b, backend='torch')\n"
+        "        assert got.tolist() == ref.tolist(), (C, b)\n")
+    for isa in ("base", "v3"):
+        env = dict(os.environ, FISHERMASK_CPU_ISA=isa)
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
