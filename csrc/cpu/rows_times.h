@@ -21,6 +21,9 @@ namespace cpu {
 template <typename T, int L>
 struct Lanes {
   typedef T type __attribute__((vector_size(L * sizeof(T))));
+  // The same vector at any address: loads and stores through it are single unaligned moves
+  // (a memcpy into a vector array ends up copied through the stack).
+  typedef T unaligned __attribute__((vector_size(L * sizeof(T)), aligned(sizeof(T)), may_alias));
 };
 
 // Register blocking of the product, one per instruction set, so that the accumulators, one row
@@ -28,8 +31,8 @@ struct Lanes {
 // without. kLanes doubles per vector; kRows rows of x per block; up to kMaxNB full column
 // blocks per pass; a narrow kTail-column last block (0: pad to whole blocks instead).
 struct BlockingV4 { static constexpr int kLanes = 8, kRows = 8, kMaxNB = 3, kTail = 4; };
-struct BlockingV3 { static constexpr int kLanes = 4, kRows = 4, kMaxNB = 3, kTail = 0; };
-struct BlockingBase { static constexpr int kLanes = 2, kRows = 4, kMaxNB = 3, kTail = 0; };
+struct BlockingV3 { static constexpr int kLanes = 4, kRows = 2, kMaxNB = 5, kTail = 0; };
+struct BlockingBase { static constexpr int kLanes = 2, kRows = 2, kMaxNB = 5, kTail = 0; };
 
 // The instruction set of this CPU, read once. The kernels are compiled for each (target
 // attributes) and the callers pick one: GCC's target_clones cannot vary the blocking.
@@ -67,14 +70,16 @@ FM_INLINE void rows_times_uv(const T* x, int64_t D, const double* uv, int64_t ld
   constexpr int kR = Bk::kRows, kL = Bk::kLanes;
   using V = typename Lanes<double, kL>::type;
   using VT = typename Lanes<double, (TL > 0 ? TL : 1)>::type;
+  using VU = typename Lanes<double, kL>::unaligned;
+  using VTU = typename Lanes<double, (TL > 0 ? TL : 1)>::unaligned;
   V acc[kR][NB > 0 ? NB : 1] = {};
   VT tacc[kR] = {};
   for (int64_t d = 0; d < D; ++d) {
     const double* ud = uv + d * ldu;
     V u[NB > 0 ? NB : 1];
     VT ut;
-    for (int b = 0; b < NB; ++b) std::memcpy(&u[b], ud + b * kL, sizeof(V));
-    if constexpr (TL > 0) std::memcpy(&ut, ud + NB * kL, sizeof(VT));
+    for (int b = 0; b < NB; ++b) u[b] = *reinterpret_cast<const VU*>(ud + b * kL);
+    if constexpr (TL > 0) ut = *reinterpret_cast<const VTU*>(ud + NB * kL);
     for (int r = 0; r < kR; ++r) {
       const double xv = static_cast<double>(x[r * D + d]);   // float32 storage, float64 math
       for (int b = 0; b < NB; ++b) acc[r][b] += xv * u[b];
@@ -82,8 +87,8 @@ FM_INLINE void rows_times_uv(const T* x, int64_t D, const double* uv, int64_t ld
     }
   }
   for (int r = 0; r < kR; ++r) {
-    for (int b = 0; b < NB; ++b) std::memcpy(out + r * ldo + b * kL, &acc[r][b], sizeof(V));
-    if constexpr (TL > 0) std::memcpy(out + r * ldo + NB * kL, &tacc[r], sizeof(VT));
+    for (int b = 0; b < NB; ++b) *reinterpret_cast<VU*>(out + r * ldo + b * kL) = acc[r][b];
+    if constexpr (TL > 0) *reinterpret_cast<VTU*>(out + r * ldo + NB * kL) = tacc[r];
   }
 }
 
