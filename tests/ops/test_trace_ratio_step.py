@@ -112,18 +112,21 @@ def test_shared_kernel_math_every_C(C, dtype):
         assert torch.isfinite(s_ref[args[7]]).any()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("impl", ["native", "twin"])
-def test_nan_scores_are_never_picked(impl):
+def test_nan_scores_are_never_picked(device, impl):
     """A NaN score counts as -inf, on every device and in the twin (the argmax's one rule)."""
     if impl == "native":
-        require_native("cpu", "trace_ratio_step")
+        require_native(device, "trace_ratio_step")
     step = _native_step() if impl == "native" else reference.trace_ratio_step
-    A = torch.zeros(4, 2, 2, dtype=torch.float64)
-    B = torch.eye(2, dtype=torch.float64).repeat(4, 1, 1) * torch.tensor([1., 5., 2., 3.])[:, None, None]
+    f64 = dict(dtype=torch.float64, device=device)
+    A = torch.zeros(4, 2, 2, **f64)
+    B = torch.eye(2, **f64).repeat(4, 1, 1) * torch.tensor([1., 5., 2., 3.], **f64)[:, None, None]
     B[1, 0, 0] = float("nan")                     # the best candidate, but NaN
-    X = torch.zeros(4, 2, 3, dtype=torch.float64)
-    eye = torch.eye(2, dtype=torch.float64)
-    scores, best = step(A, B, X, None, 1.0, eye, eye, torch.ones(4, dtype=torch.bool), 1.0)
+    X = torch.zeros(4, 2, 3, **f64)
+    eye = torch.eye(2, **f64)
+    el = torch.ones(4, dtype=torch.bool, device=device)
+    scores, best = step(A, B, X, None, 1.0, eye, eye, el, 1.0)
     assert scores[1] == float("-inf") and int(best) == 3
 
 

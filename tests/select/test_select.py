@@ -75,6 +75,21 @@ def test_float32_picks_equal_float64_picks(device, K, lamb, n_L, b):
             assert got.tolist() == expected, (backend, dtype)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_picks_do_not_follow_the_tf32_flag(device):
+    """Selection has no float32 product for TF32 to take over: a global allow_tf32 changes
+    nothing (on CUDA it would otherwise round float32 GEMM inputs to 10 mantissa bits)."""
+    X, L = _data(120, 3, 20, 5, seed=7)
+    X, L = X.float().to(device), L.float().to(device)
+    before = fm.select_batch(X, 34, labeled=L, lamb=0.01).tolist()
+    flag = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        assert fm.select_batch(X, 34, labeled=L, lamb=0.01).tolist() == before
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = flag
+
+
 def test_labeled_fisher_equals_labeled():
     X, L = _data(20, 3, 6, 5, seed=2)
     a = fm.select_batch(X, 4, labeled=L)

@@ -15,6 +15,8 @@ X0 = torch.randn(6, 2, 3, dtype=torch.float64)
     (dict(unlabeled=X0[:0], budget=1), "empty"),
     (dict(unlabeled=X0[0], budget=1), r"\[N, C, D\]"),
     (dict(unlabeled=X0.long(), budget=1), "float32 or float64"),
+    (dict(unlabeled=X0.half(), budget=1), r"float16: selection reads float32 or float64 .*\.float\(\)"),
+    (dict(unlabeled=X0.bfloat16(), budget=1), r"bfloat16: .*unlabeled\.float\(\)"),
     (dict(unlabeled=X0, budget=2, labeled=torch.randn(3, 2, 4, dtype=torch.float64)),
      "same mask"),
     (dict(unlabeled=X0, budget=2, labeled=torch.randn(3, 2, 3)), "convert one to match"),
