@@ -77,7 +77,7 @@ def _summary(table):
         if "step" in r and "twin_step" in r:
             yield (f"  {dtype}: one greedy step: native {r['step'] * 1e3:.1f} ms | twin "
                    f"{r['twin_step'] * 1e3:.1f} ms = {r['twin_step'] / r['step']:.1f}x native")
-        if "step" in r and "copy" in r:
+        if "step" in r and "copy_gbs" in r:
             yield (f"  {dtype}: per-step pass reads X at {r['step_gbs']:.1f} GB/s and runs "
                    f"{r['step_gflops']:.1f} GFLOP/s; copy of X {r['copy_gbs']:.1f} GB/s "
                    f"(read+write), float64 GEMM {r['gemm_gflops']:.1f} GFLOP/s")
