@@ -1,6 +1,8 @@
 """The collectives fishermask_ext.distributed needs, on torch.distributed (gloo or NCCL): the
 process-group check, agreement of every rank on shapes and options, errors raised on every rank
 when one rank fails, and the per-step exchange of the greedy loop (ops/loop.py)."""
+import time
+
 import torch
 import torch.distributed as dist
 
@@ -89,6 +91,14 @@ def step_exchange(group, C, D):
             best, err = score(), None
         except Exception as exc:          # told to the others first, re-raised below
             best, err = NONE, exc
+        t0 = time.perf_counter()
+        try:
+            return _exchange(best, err)
+        finally:    # time in collectives, waiting for the slowest rank included
+            exchange.seconds += time.perf_counter() - t0
+            exchange.steps += 1
+
+    def _exchange(best, err):
         mine = torch.tensor([best.score, float(best.index), 0.0 if err else 1.0], dtype=f64,
                             device=dev)
         table = [torch.empty_like(mine) for _ in range(world)]
@@ -113,4 +123,5 @@ def step_exchange(group, C, D):
                        buf[C * D + C * C:].view(C, C))
         return win
 
+    exchange.seconds, exchange.steps = 0.0, 0
     return exchange

@@ -75,14 +75,47 @@ def mismatch(rank, world):
     return "finished"
 
 
+def _strategy_setup():
+    from fishermask_ext import strategies
+    torch.manual_seed(0)
+    model = fm.get_model("mlp", num_classes=4, in_features=12).double()
+    g = torch.Generator().manual_seed(1)
+    pool = torch.randn(37, 12, generator=g, dtype=torch.float64)
+    labeled = torch.zeros(37, dtype=torch.bool)
+    labeled[[0, 5, 20, 33]] = True
+    made = {"fishermask": dict(pct_top=0.3, n_samples=25),
+            "fishermask-ref": dict(pct_top=0.3, n_samples=25, fish_init=False,
+                                   backward_steps=1),
+            "bait": {}}
+    return {name: (strategies.get(name.split("-")[0], seed=3, batch_size=8, **kw), model, pool,
+                   labeled) for name, kw in made.items()}
+
+
+def strategy_alone():
+    """Before the process group exists: the single-process picks."""
+    return {name: s.select(m, p, lab, 6).tolist()
+            for name, (s, m, p, lab) in _strategy_setup().items()}
+
+
+def strategy(rank, world, alone):
+    """The same strategies with a process group of `world` ranks: sharded step A, embeddings of
+    this rank's slice only, sharded selection; picks must equal the single-process ones."""
+    got = {name: s.select(m, p, lab, 6).tolist()
+           for name, (s, m, p, lab) in _strategy_setup().items()}
+    return dict(got=got, alone=alone)
+
+
 def main():
     scenario, out_dir = sys.argv[1], sys.argv[2]
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    before = strategy_alone() if scenario == "strategy" else None
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{os.environ['MASTER_PORT']}",
                             rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=30))
     try:
         args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+        if before is not None:
+            args["alone"] = before
         result = dict(ok=globals()[scenario](rank, world, **args))
     except Exception as exc:
         result = dict(error=type(exc).__name__, message=str(exc),

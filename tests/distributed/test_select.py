@@ -29,8 +29,9 @@ def run_world(world, scenario, tmp_path, **args):
     and return codes."""
     env = dict(subprocess_env(), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
                WORLD_SIZE=str(world), GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    logs = [open(tmp_path / f"{r}.log", "wb") for r in range(world)]
     procs = [subprocess.Popen([sys.executable, WORKER, scenario, str(tmp_path), json.dumps(args)],
-                              env=dict(env, RANK=str(r)), stdout=subprocess.PIPE,
+                              env=dict(env, RANK=str(r)), stdout=logs[r],
                               stderr=subprocess.STDOUT) for r in range(world)]
     deadline = time.monotonic() + TIMEOUT
     codes = []
@@ -42,10 +43,15 @@ def run_world(world, scenario, tmp_path, **args):
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGKILL)
                 p.wait()
+        for f in logs:
+            f.close()
     results = {}
-    for r in range(world):
+    for r, p in enumerate(procs):
         path = tmp_path / f"{r}.json"
+        # A rank that wrote nothing shows up as None; its output is printed for the failure.
         results[r] = json.loads(path.read_text()) if path.exists() else None
+        if results[r] is None:
+            print(f"rank {r} output:", (tmp_path / f"{r}.log").read_text(errors="replace")[-3000:])
     return results, codes
 
 
@@ -89,6 +95,16 @@ def test_mismatched_D_raises_on_every_rank(tmp_path):
         assert results[r]["error"] == "ValueError", results[r]
         assert "disagree on D" in results[r]["message"]
         assert "rank 0: 7, rank 1: 8" in results[r]["message"]
+
+
+def test_strategies_under_a_process_group_pick_as_one_process(tmp_path):
+    """fishermask (sharded step A and embeddings) and bait, as the driver calls them, in a world
+    of 2: each rank embeds only its slice, and the picks equal one process's."""
+    results, codes = run_world(2, "strategy", tmp_path)
+    for r in range(2):
+        assert "ok" in results[r], results[r]
+        assert results[r]["ok"]["got"] == results[r]["ok"]["alone"]
+        assert all(len(set(p)) == 6 for p in results[r]["ok"]["got"].values())
 
 
 def test_without_process_group_says_how_to_launch():
