@@ -13,6 +13,20 @@ import fishermask_ext as fm
 from fishermask_ext import distributed as fmd
 
 
+def _bare_exchange_ms(world, C, D, reps=200):
+    """Milliseconds of one step's collectives alone, ranks already in step: the all_gather of
+    (score, index, ok) and the broadcast of x_j, A_j, B_j at the real scale C=10, D=1,402."""
+    mine = torch.zeros(3, dtype=torch.float64)
+    table = [torch.empty_like(mine) for _ in range(world)]
+    buf = torch.zeros(C * D + 2 * C * C, dtype=torch.float64)
+    dist.barrier()
+    t0 = time.perf_counter()
+    for i in range(reps):
+        dist.all_gather(table, mine)
+        dist.broadcast(buf, src=i % world)
+    return 1e3 * (time.perf_counter() - t0) / reps
+
+
 def main():
     N, C, D, K, threads, out = (*map(int, sys.argv[1:6]), sys.argv[6])
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -37,7 +51,8 @@ def main():
         dist.barrier()
         stats = fmd.select.LAST_EXCHANGE
         result = dict(seconds=time.perf_counter() - t0, picks=picks.tolist(),
-                      comm=stats["seconds"], steps=stats["steps"])
+                      comm=stats["seconds"], steps=stats["steps"],
+                      bare_step_ms=_bare_exchange_ms(world, C=10, D=1402))
     with open(os.path.join(out, f"{rank}.json"), "w") as f:
         json.dump(result, f)
 
