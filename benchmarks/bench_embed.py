@@ -15,6 +15,9 @@ fishermask_ext.masked_grad_embeddings against three other ways to compute the sa
              image: every image costs the same C full-batch backward passes
   func       torch.func per-sample Jacobians, vmap(jacrev) over the whole batch, then the gather
   loop       one single-image forward and C backward calls per image, then the gather
+  step A     fisher_mask itself (the Fisher diagonal on all N images, then the top pct_top
+             entries): what a FisherMask round spends before step C, timed and its peak
+             measured the same way (test_fisher_mask)
 
 All four are first checked to agree in float64. Each timed float32 output must be as close to
 the float64 result as the plain-PyTorch twin of ours run in float32 is, within a factor 2 (the
@@ -42,6 +45,11 @@ from fishermask_ext.nn import split_flat
 from fishermask_ext.testing import (batch_graph_embeddings, derived_tolerance, func_embeddings,
                                     loop_embeddings, max_error, subprocess_env)
 
+# What `fishermask bench` prints before a full run: an estimate, not a timed whole run (this
+# file was never timed end to end here): the per-method rates of RESULTS-embed.md (about 70 s
+# of timed calls), the same calls again in the peak-memory subprocesses, their start-ups and
+# the float64 truth.
+FULL_RUN_MINUTES = 4
 C, PCT = 10, 0.002
 FULL = dict(n=256, ref_images=8, fisher_samples=256, check_images=2)
 SMOKE = dict(n=2, ref_images=1, fisher_samples=2, check_images=1)
@@ -86,6 +94,8 @@ BASELINES = {"reference": batch_graph_embeddings, "func": func_embeddings, "loop
 def run(method, model, x, masks, ref_images):
     """Output of `method` ("ours:<mask kind>" or a baseline, which uses the deep mask)."""
     name, _, kind = method.partition(":")
+    if name == "fisher_mask":     # step A on every image, the setup's own settings
+        return fisher_mask(model, x, pct_top=PCT, n_samples=len(x))
     mask = masks[kind or "deep"]
     if name == "reference":
         return batch_graph_embeddings(model, x, mask, images=ref_images)
@@ -167,6 +177,11 @@ def _summary(table, sizes):
         r = table[method]
         yield (f"| {method} | {r['ips']:.2f} | {base['ips'] / r['ips']:.1f}x | {r['peak']:.0f} | "
                f"{r['peak'] / base['peak']:.1f}x |")
+    if "step A" in table:
+        a = table["step A"]
+        peak = "" if a["peak"] is None else f", peak {a['peak']:.0f} MB"
+        yield (f"step A, fisher_mask on the {sizes['n']} images (pct_top={PCT}): "
+               f"{a['ips']:.2f} images/s{peak}")
     yield from (table[key] for key in ("flops", "gemm") if key in table)
 
 
@@ -192,7 +207,7 @@ def test_embed(benchmark, bench, sizes, results, smoke, method):
     err = max_error(out, bench["truth"][kind][:n_out])
     assert err <= bench["tolerance"][kind], (err, bench["tolerance"][kind])
     stats = getattr(benchmark, "stats", None)
-    if stats is None and smoke and method != "ours:deep":
+    if smoke and method != "ours:deep":   # smoke sizes: one peak measurement tests the path
         return
     peak = _peak_subprocess(method, bench["folder"], sizes["ref_images"])
     benchmark.extra_info["peak_mb"] = peak
@@ -200,8 +215,23 @@ def test_embed(benchmark, bench, sizes, results, smoke, method):
         ips = n_out / stats.stats.min
         benchmark.extra_info["images_per_s"] = ips
         results[method] = dict(ips=ips, peak=peak)
-    if method == "ours:deep" and stats is not None:
+    if method == "ours:deep" and stats is not None and not smoke:   # a full-size figure only
         _throughput(model, x, masks["deep"], stats.stats.min, results)
+
+
+def test_fisher_mask(benchmark, bench, sizes, results, smoke):
+    """Step A: fisher_mask on the N images of the setup, against the mask the setup built."""
+    model, x = bench["model"], bench["x"]
+    benchmark.group = f"embeddings N={sizes['n']} C={C} D=1402"
+    mask = benchmark.pedantic(lambda: run("fisher_mask", model, x, bench["masks"], 0),
+                              rounds=3, iterations=1, warmup_rounds=1)
+    assert mask == bench["masks"]["fisher"] and len(mask) == 1402
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:
+        return
+    peak = None if smoke else _peak_subprocess("fisher_mask", bench["folder"], 0)
+    benchmark.extra_info.update(images_per_s=len(x) / stats.stats.min, peak_mb=peak)
+    results["step A"] = dict(ips=len(x) / stats.stats.min, peak=peak)
 
 
 def _throughput(model, x, mask, seconds, results):
