@@ -14,6 +14,7 @@ from .io import read_json, write_atomic, write_json
 __all__ = ["rows", "markdown", "write", "plot"]
 
 PLOT_KEYS = ("method", "dtype", "pool_size")
+COLORS = {"native": "C0", "twin": "C1", "direct": "C2"}   # one colour per method, any dtype
 
 
 def rows(raw):
@@ -60,14 +61,18 @@ def plot(table, path, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
     for (method, dtype), points in lines.items():
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                linestyle="-" if dtype == "float32" else "--", label=f"{method} {dtype}")
+                color=COLORS.get(method), linestyle="-" if dtype == "float32" else "--",
+                label=f"{method} {dtype}")
     shapes = sorted({f"C={e['C']} D={e['D']} K={e['K']}" for pts in lines.values()
                      for _, _, e in pts if all(k in e for k in "CDK")})
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())   # N as plain numbers
+    ax.set_xticks(sorted({p[0] for pts in lines.values() for p in pts}))
     ax.set_xlabel("pool size N")
     ax.set_ylabel("select time, s (min over rounds)")
     ax.set_title(f"{title}\n{'; '.join(shapes)}", fontsize=9)

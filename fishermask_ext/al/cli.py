@@ -125,7 +125,8 @@ def _tensor(a):
 def _bench_parser(sub):
     b = sub.add_parser("bench", help="run benchmarks/ with pytest-benchmark (other arguments "
                                      "go to pytest, e.g. -k select)",
-                       description=bench.USAGE, allow_abbrev=False)
+                       description=bench.USAGE, allow_abbrev=False,
+                       usage="fishermask bench [--quick] [--list] [--out DIR] [PYTEST ARGS ...]")
     bench.add_arguments(b)
 
 
