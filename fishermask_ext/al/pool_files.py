@@ -24,8 +24,9 @@ FORMATS = ("a .npy file (numpy.save) of an array [N, C, D], or a torch.save file
 
 
 def read_array(path, what):
-    """The array or tensor saved at `path` (.npy memory-mapped, read-only: nothing is loaded
-    until selection reads it), or a torch.save object; `what` names it in errors."""
+    """The array or tensor saved at `path` (.npy memory-mapped copy-on-write: nothing is
+    loaded until selection reads it, and the file is never written), or a torch.save object;
+    `what` names it in errors."""
     if os.path.isdir(path):
         # An embedding store is a folder; reading one belongs to the store (issue 10).
         raise ValueError(f"{what} {path} is a folder; pass {FORMATS}")
@@ -36,7 +37,8 @@ def read_array(path, what):
         raise FileNotFoundError(f"{what} {path}: cannot read it ({exc.strerror})") from None
     if head.startswith(NPY_MAGIC):
         try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
+            # "c", not "r": torch.from_numpy warns about (and cannot mark) read-only arrays.
+            return np.load(path, mmap_mode="c", allow_pickle=False)
         except ValueError as exc:        # object arrays, truncated headers
             raise ValueError(f"{what} {path} is a .npy file numpy cannot map ({exc}); save a "
                              f"float32 or float64 array with numpy.save") from None
@@ -87,7 +89,7 @@ def check_out(path, gains=False):
 def write_picks(path, picks, gains=None):
     """Write the picks (and their gains): text lines 'index' or 'index gain'; .pt a tensor (or
     a dict of 'picks' and 'gains'); .npy an int64 array. Written whole, then renamed (io)."""
-    picks = torch.as_tensor(np.asarray(picks) if isinstance(picks, np.ndarray) else picks)
+    picks = torch.as_tensor(picks)
     kind = _kind(path)
     with atomic_path(path) as tmp:
         if kind == "pt":
