@@ -18,6 +18,7 @@ import torch
 
 import fishermask_ext as fm
 from fishermask_ext.ops import reference
+from fishermask_ext.ops.sizes import BLOCK
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -65,7 +66,7 @@ def test_select_gpu(smoke):
     tt, tw = _cuda_time(lambda: fm.select_batch(X, k, backend="torch"))
     N, C, D = X.shape
     eye_D = torch.eye(D, dtype=torch.float64, device="cuda")
-    A, B = reference._init_scores(X, eye_D, eye_D, 1.0, 2048)
+    A, B = reference.trace_ratio_init(X, eye_D, eye_D, 1.0, 2048, BLOCK)
     A = A.permute(1, 2, 0).contiguous().permute(2, 0, 1)      # the loop's candidate-minor layout
     B = B.permute(1, 2, 0).contiguous().permute(2, 0, 1)
     UV = torch.randn(D, 2 * C, dtype=torch.float64, device="cuda") * 0.01

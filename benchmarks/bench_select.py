@@ -19,6 +19,7 @@ import torch
 
 import fishermask_ext as fm
 from fishermask_ext.ops import reference
+from fishermask_ext.ops.sizes import BLOCK
 from fishermask_ext.testing import direct_select
 
 FULL = dict(N=5000, C=10, D=1402, K=50)
@@ -143,7 +144,7 @@ def _step_case(X):
     """Arguments of one greedy step over X with a modest update, and their score check."""
     N, C, D = X.shape
     eye_D = torch.eye(D, dtype=torch.float64)
-    A, B = reference._init_scores(X, eye_D, eye_D, 1.0, 4096)
+    A, B = reference.trace_ratio_init(X, eye_D, eye_D, 1.0, 4096, BLOCK)
     UV = torch.randn(D, 2 * C, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     UV *= 0.01
     eye = torch.eye(C, dtype=torch.float64) * 0.5

@@ -67,23 +67,37 @@ inline void check_commit_direction(const at::Tensor& P, const at::Tensor& F, con
   for (const at::Tensor* t : {&F, &xt, &S}) check_same_device(P, *t, "P", "an argument");
 }
 
-// greedy_select: X [N, C, D] f32/f64; P0, F [D, D] f64; 0 < budget <= n_forward <= N.
-inline void check_greedy_select(const at::Tensor& X, const at::Tensor& P0, const at::Tensor& F,
-                                int64_t budget, int64_t n_forward, int64_t chunk,
-                                int64_t block) {
+// trace_ratio_init: X [N, C, D] f32/f64; P0, F [D, D] f64 on X's device; chunk, block >= 1.
+inline void check_trace_ratio_init(const at::Tensor& X, const at::Tensor& P0,
+                                   const at::Tensor& F, int64_t chunk, int64_t block) {
   TORCH_CHECK(X.dim() == 3, "X must be [N, C, D], got ", X.sizes());
   check_float(X, "X");
-  const int64_t N = X.size(0), D = X.size(2);
+  const int64_t D = X.size(2);
   TORCH_CHECK(P0.scalar_type() == at::kDouble && F.scalar_type() == at::kDouble,
               "P0 and F must be float64");
   check_shape(P0, {D, D}, "P0");
   check_shape(F, {D, D}, "F");
   check_same_device(X, P0, "X", "P0");
   check_same_device(X, F, "X", "F");
-  TORCH_CHECK(budget >= 1 && budget <= n_forward && n_forward <= N,
-              "need 1 <= budget <= n_forward <= N, got budget=", budget,
-              " n_forward=", n_forward, " N=", N);
   TORCH_CHECK(chunk >= 1 && block >= 1, "chunk and block must be >= 1, got ", chunk, ", ", block);
+}
+
+// greedy_select: trace_ratio_init's, and 1 <= budget <= n_forward <= the number of candidates
+// (candidates: [N] bool on X's device, or none = all N rows).
+inline void check_greedy_select(const at::Tensor& X, const at::Tensor& P0, const at::Tensor& F,
+                                int64_t budget, int64_t n_forward, int64_t chunk, int64_t block,
+                                const c10::optional<at::Tensor>& candidates) {
+  check_trace_ratio_init(X, P0, F, chunk, block);
+  int64_t n = X.size(0);
+  if (candidates.has_value()) {
+    TORCH_CHECK(candidates->scalar_type() == at::kBool, "candidates must be bool");
+    check_shape(*candidates, {X.size(0)}, "candidates");
+    check_same_device(X, *candidates, "X", "candidates");
+    n = candidates->sum().item<int64_t>();
+  }
+  TORCH_CHECK(budget >= 1 && budget <= n_forward && n_forward <= n,
+              "need 1 <= budget <= n_forward <= the number of candidates, got budget=", budget,
+              " n_forward=", n_forward, " candidates=", n);
 }
 
 // masked_linear_grad: a [n, S, I]; delta [C, n, S, O]; index [m] int64 in [0, O*I).

@@ -1,6 +1,8 @@
-// The greedy Fisher trace-ratio loop (docs/ALGORITHM.md, step E and "The fast update"), written
-// once over ATen and the trace_ratio_step / commit_direction ops, so it runs on every device
-// that has a trace_ratio_step kernel. Registered once, as CompositeExplicitAutograd.
+// The greedy Fisher trace-ratio loop (docs/ALGORITHM.md, step E and "The fast update") and its
+// initialisation, written once over ATen and the trace_ratio_step / commit_direction ops, so
+// they run on every device that has a trace_ratio_step kernel. Registered once, as
+// CompositeExplicitAutograd. fishermask_ext/ops/loop.py is the same loop in Python over the
+// same ops, for pools that come in blocks (stores, shards on several ranks, progress bars).
 // The chosen index stays a device tensor throughout, so a CUDA run never waits on the host
 // inside the loop; only the final compaction of the pick order reads back.
 // Every product over X runs in float64 (float32 X is converted chunk by chunk): once K·C > D the
@@ -68,9 +70,11 @@ at::Tensor empty_scores(const at::Tensor& X) {
 // A_i = X̃_i P0 X̃_iᵀ, B_i = X̃_i P0 F P0 X̃_iᵀ (X̃ = scale·X), `chunk` candidates at a time, each
 // chunk converted to float64 first. A P0 that is a multiple of I (no labeled points) makes A a
 // plain Gram and P0 F P0 a multiple of F.
-std::tuple<at::Tensor, at::Tensor> init_scores(const at::Tensor& X, const at::Tensor& P0,
-                                               const at::Tensor& F, double scale, int64_t chunk,
-                                               int64_t block) {
+std::tuple<at::Tensor, at::Tensor> trace_ratio_init(const at::Tensor& X_, const at::Tensor& P0,
+                                                    const at::Tensor& F, double scale,
+                                                    int64_t chunk, int64_t block) {
+  check_trace_ratio_init(X_, P0, F, chunk, block);
+  const auto X = X_.contiguous();
   const int64_t N = X.size(0);
   auto A = empty_scores(X);
   auto B = empty_scores(X);
@@ -91,30 +95,39 @@ std::tuple<at::Tensor, at::Tensor> init_scores(const at::Tensor& X, const at::Te
   return {A, B};
 }
 
-// X: [N, C, D] f32/f64; P0, F: [D, D] f64 -> [budget] int64 positions in pick order.
-at::Tensor greedy_select(const at::Tensor& X_, const at::Tensor& P0, const at::Tensor& F_,
-                         double scale, int64_t budget, int64_t n_forward, int64_t chunk,
-                         int64_t block, bool round_scores) {
-  check_greedy_select(X_, P0, F_, budget, n_forward, chunk, block);
+// X: [N, C, D] f32/f64; P0, F: [D, D] f64 -> (picks [budget] int64 in pick order, gains [budget]
+// f64), picks among the `candidates` rows (all when none).
+std::tuple<at::Tensor, at::Tensor> greedy_select(
+    const at::Tensor& X_, const at::Tensor& P0, const at::Tensor& F_, double scale,
+    int64_t budget, int64_t n_forward, int64_t chunk, int64_t block, bool round_scores,
+    const c10::optional<at::Tensor>& candidates) {
+  check_greedy_select(X_, P0, F_, budget, n_forward, chunk, block, candidates);
   static const auto step = op_handle<StepFn>("fishermask_ext::trace_ratio_step");
   static const auto commit = op_handle<CommitFn>("fishermask_ext::commit_direction");
   const auto X = X_.contiguous();
   const auto F = F_.contiguous();
   const int64_t N = X.size(0), C = X.size(1);
-  auto [A, B] = init_scores(X, P0, F, scale, chunk, block);
+  auto [A, B] = trace_ratio_init(X, P0, F, scale, chunk, block);
   auto P = P0.contiguous().clone();
   const auto eye = at::eye(C, P0.options());
+  // Rows never eligible (e.g. the labeled rows of a pool) are simply never picked.
+  const auto pickable = candidates.has_value() ? *candidates
+                                               : at::ones({N}, X.options().dtype(at::kBool));
   auto selected = at::zeros({N}, X.options().dtype(at::kBool));
   auto order = at::empty({n_forward}, X.options().dtype(at::kLong));
-  auto best = std::get<1>(step.call(A, B, X, c10::nullopt, scale, eye, eye,
-                                    selected.logical_not(), 1.0, round_scores));
+  auto gains = at::empty({n_forward}, X.options().dtype(at::kDouble));
+  auto [scores, best] = step.call(A, B, X, c10::nullopt, scale, eye, eye, pickable, 1.0,
+                                  round_scores);
   // n_forward picks, then n_forward - budget removals: 2·n_forward - budget commits in all.
   const int64_t n_steps = 2 * n_forward - budget;
   for (int64_t t = 0; t < n_steps; ++t) {
     const bool forward = t < n_forward;
     const auto j = best.reshape({1});
     selected.index_fill_(0, j, forward);
-    if (forward) order.narrow(0, t, 1).copy_(j);
+    if (forward) {
+      order.narrow(0, t, 1).copy_(j);
+      gains.narrow(0, t, 1).copy_(scores.index_select(0, j));
+    }
     if (t + 1 == n_steps) break;
     // σ = +1 adds x̃_j to M, σ = -1 removes it (backward pruning): S = (σI + A_j)⁻¹ is Woodbury's
     // inner inverse either way. inv_ex: no error check, so no host sync on CUDA (σI + A_j is
@@ -129,16 +142,19 @@ at::Tensor greedy_select(const at::Tensor& X_, const at::Tensor& P0, const at::T
     const auto Q = (Q_raw + Q_raw.t()) * 0.5;
     const auto UV = commit.call(P, F, xt_j, S);                       // [D, 2C] f64
     const bool next_forward = t + 1 < n_forward;
-    best = std::get<1>(step.call(A, B, X, UV, scale, S, Q,
-                                 next_forward ? selected.logical_not() : selected,
-                                 next_forward ? 1.0 : -1.0, round_scores));
+    std::tie(scores, best) = step.call(A, B, X, UV, scale, S, Q,
+                                       next_forward ? pickable.logical_and(selected.logical_not())
+                                                    : selected,
+                                       next_forward ? 1.0 : -1.0, round_scores);
   }
-  return order.masked_select(selected.index_select(0, order));
+  const auto kept = selected.index_select(0, order);     // the picks backward pruning left
+  return {order.masked_select(kept), gains.masked_select(kept)};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fishermask_ext, CompositeExplicitAutograd, m) {
+  m.impl("trace_ratio_init", &trace_ratio_init);
   m.impl("greedy_select", &greedy_select);
 }
 

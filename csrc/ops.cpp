@@ -34,13 +34,22 @@ TORCH_LIBRARY(fishermask_ext, m) {
   //   u = P x̃ᵀ,  v = P F u,  P -= u S uᵀ (in place).  Returns [u v].
   // P, F: [D, D] f64 symmetric; xt: [C, D] f64; S: [C, C] f64 symmetric. -> [D, 2C] f64
   m.def("commit_direction(Tensor(a!) P, Tensor F, Tensor xt, Tensor S) -> Tensor");
-  // The whole greedy loop of step E on scaled embeddings X̃ = scale * X.
-  // X: [N, C, D] f32/f64; P0: [D, D] f64; F: [D, D] f64. n_forward forward picks, then
-  // n_forward - budget backward removals; `chunk` candidates per initialisation chunk and
-  // `block` columns per block of its triangular products; round_scores as in trace_ratio_step.
-  // Returns [budget] int64 indices in pick order.
+  // The initial scores of step E on scaled embeddings X̃ = scale * X:
+  //   A_i = X̃_i P0 X̃_iᵀ,  B_i = X̃_i P0 F P0 X̃_iᵀ   ([N, C, C] f64 each),
+  // `chunk` candidates at a time (each chunk converted to float64), `block` columns per block of
+  // the triangular products. X: [N, C, D] f32/f64; P0, F: [D, D] f64. On CUDA, A and B are
+  // stored candidate-minor ([C, C, N] memory, so a warp's loads are coalesced).
+  m.def("trace_ratio_init(Tensor X, Tensor P0, Tensor F, float scale, int chunk, int block) -> "
+        "(Tensor, Tensor)");
+  // The whole greedy loop of step E on X̃ = scale * X: trace_ratio_init, then n_forward forward
+  // picks among the `candidates` rows (all rows when None), then n_forward - budget backward
+  // removals; chunk, block as in trace_ratio_init; round_scores as in trace_ratio_step.
+  // Returns (picks [budget] int64 in pick order,
+  //          gains [budget] f64: each pick's score when it was picked, i.e. the decrease of
+  //                 tr(M⁻¹F) it brought).
   m.def("greedy_select(Tensor X, Tensor P0, Tensor F, float scale, int budget, int n_forward, "
-        "int chunk, int block, bool round_scores=False) -> Tensor");
+        "int chunk, int block, bool round_scores=False, Tensor? candidates=None) -> "
+        "(Tensor, Tensor)");
 
   // ---- embeddings (docs/ALGORITHM.md, step C) ----
   // out[n, c, k] = sum_s delta[c, n, s, o_k] * a[n, s, i_k], (o_k, i_k) = divmod(index[k], I).

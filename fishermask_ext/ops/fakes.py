@@ -47,17 +47,35 @@ def _(P, F, xt, S):
     _check_shape(S, (xt.shape[0], xt.shape[0]), "S")
     return P.new_empty((D, 2 * xt.shape[0]))
 
-@torch.library.register_fake("fishermask_ext::greedy_select")
-def _(X, P0, F, scale, budget, n_forward, chunk, block, round_scores=False):
+def _check_init(X, P0, F, chunk, block):
     torch._check(X.dim() == 3 and X.dtype in _FLOAT, lambda: "X must be [N, C, D] f32/f64")
     D = X.shape[2]
     _check_f64(("P0", P0), ("F", F))
     _check_shape(P0, (D, D), "P0")
     _check_shape(F, (D, D), "F")
+    torch._check(chunk >= 1 and block >= 1, lambda: "chunk and block must be >= 1")
+
+
+@torch.library.register_fake("fishermask_ext::trace_ratio_init")
+def _(X, P0, F, scale, chunk, block):
+    _check_init(X, P0, F, chunk, block)
+    N, C = X.shape[0], X.shape[1]
+    if X.device.type == "cuda":       # candidate-minor, as the CUDA step reads it
+        return tuple(X.new_empty((C, C, N), dtype=torch.float64).permute(2, 0, 1)
+                     for _ in range(2))
+    return tuple(X.new_empty((N, C, C), dtype=torch.float64) for _ in range(2))
+
+
+@torch.library.register_fake("fishermask_ext::greedy_select")
+def _(X, P0, F, scale, budget, n_forward, chunk, block, round_scores=False, candidates=None):
+    _check_init(X, P0, F, chunk, block)
+    if candidates is not None:
+        torch._check(candidates.dtype == torch.bool, lambda: "candidates must be bool")
+        _check_shape(candidates, (X.shape[0],), "candidates")
     torch._check(1 <= budget <= n_forward <= X.shape[0],
                  lambda: "need 1 <= budget <= n_forward <= N")
-    torch._check(chunk >= 1 and block >= 1, lambda: "chunk and block must be >= 1")
-    return X.new_empty((budget,), dtype=torch.long)
+    return (X.new_empty((budget,), dtype=torch.long),
+            X.new_empty((budget,), dtype=torch.float64))
 
 @torch.library.register_fake("fishermask_ext::masked_linear_grad")
 def _(a, delta, index):

@@ -3,11 +3,14 @@
 They are the fallback when the compiled extension is missing (or lacks a kernel for a device)
 and the oracle of every native-op test. Shapes follow csrc/ops.cpp.
 """
+import sys
+
 import torch
 
+from . import loop
 from .sizes import chunk_rows
 
-__all__ = ["trace_ratio_step", "commit_direction", "greedy_select", "masked_linear_grad",
+__all__ = ["trace_ratio_step", "commit_direction", "trace_ratio_init", "greedy_select", "masked_linear_grad",
            "masked_conv2d_grad"]
 
 
@@ -70,45 +73,23 @@ def commit_direction(P, F, xt, S):
     return torch.cat([u, v], 1)
 
 
-def greedy_select(X, P0, F, scale, budget, n_forward, chunk, block, round_scores=False):
-    """Step E of docs/ALGORITHM.md with the incremental A/B update, on X̃ = scale · X.
+def greedy_select(X, P0, F, scale, budget, n_forward, chunk, block, round_scores=False,
+                  candidates=None):
+    """Step E of docs/ALGORITHM.md with the incremental A/B update, on X̃ = scale · X: the loop
+    of ops/loop.py over these twins, with X as one block.
 
-    X: [N, C, D] f32/f64; P0, F: [D, D] f64. Returns [budget] int64 in pick order.
-    (`block` sizes the native kernel's triangular products; the twin has none.)
+    X: [N, C, D] f32/f64; P0, F: [D, D] f64; candidates: [N] bool or None (all rows).
+    Returns (picks [budget] int64 in pick order, gains [budget] f64).
     """
-    N, C, D = X.shape
-    dev, f64 = X.device, torch.float64
-    A, B = _init_scores(X, P0, F, scale, chunk)
-    P = P0.clone()
-    eye = torch.eye(C, dtype=f64, device=dev)
-    selected = torch.zeros(N, dtype=torch.bool, device=dev)
-    order = []
-    _, best = trace_ratio_step(A, B, X, None, scale, eye, eye, ~selected, 1.0, round_scores)
-    n_steps = 2 * n_forward - budget        # n_forward picks, then n_forward - budget removals
-    for t in range(n_steps):
-        forward = t < n_forward
-        j = int(best)
-        selected[j] = forward
-        if forward:
-            order.append(j)
-        if t + 1 == n_steps:
-            break
-        sigma = 1.0 if forward else -1.0    # -1: remove x̃_j from M (Woodbury with a minus)
-        S = torch.linalg.inv(sigma * eye + A[j])
-        S = (S + S.T) / 2                   # the step assumes symmetric S, Q
-        Q = (B[j] + B[j].T) / 2
-        UV = commit_direction(P, F, X[j].to(f64) * scale, S)
-        next_forward = t + 1 < n_forward
-        _, best = trace_ratio_step(A, B, X, UV, scale, S, Q,
-                                   ~selected if next_forward else selected,
-                                   1.0 if next_forward else -1.0, round_scores)
-    return torch.tensor([j for j in order if selected[j]], dtype=torch.long, device=dev)
+    blocks = [loop.Block(lambda: X, 0, X.shape[0], candidates)]
+    return loop.greedy_loop(blocks, P0, F, scale, budget, n_forward, chunk, block, round_scores,
+                            ops=sys.modules[__name__])
 
 
-def _init_scores(X, P0, F, scale, chunk):
+def trace_ratio_init(X, P0, F, scale, chunk, block):
     """A_i = X̃_i P0 X̃_iᵀ and B_i = X̃_i P0 F P0 X̃_iᵀ, [N, C, C] f64 each, chunk by chunk,
     every chunk converted to float64 first. A P0 that is a multiple of I (no labeled points)
-    skips the X̃ P0 product.
+    skips the X̃ P0 product. (`block` sizes the native kernel's triangular products.)
     """
     N, C, _ = X.shape
     A = torch.empty(N, C, C, dtype=torch.float64, device=X.device)

@@ -1,59 +1,32 @@
-"""Greedy Fisher trace-ratio batch selection (FisherMask / BAIT, docs/ALGORITHM.md, step E)."""
+"""Greedy Fisher trace-ratio batch selection (FisherMask / BAIT, docs/ALGORITHM.md, step E):
+`select_batch` over a set of candidates, and the core both it and `select_from_pool` run."""
 import math
 import numbers
+import warnings
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import torch
 
 from .._checks import check_bool, check_int
 from ..ops import resolve
+from ..ops.loop import greedy_loop
 from ..ops.sizes import BLOCK, chunk_rows
+from .checks import check_embeddings, check_finite, check_fisher
+from .fisher import checked_sums
 
-__all__ = ["select_batch", "fisher_matrix"]
-
-
-def fisher_matrix(emb):
-    """Mean per-sample Fisher, (1/N) Σ_i X_iᵀ X_i, in float64.
-
-    emb: [N, C, D] float32 or float64 embeddings. Returns [D, D] float64 (zeros when N = 0).
-    One symmetric product of the (N·C)×D matrix (only its lower block triangle is computed,
-    about 5/8 of the multiply-adds of a plain XᵀX), in float64 arithmetic whatever the dtype
-    of emb: a float32 input is converted chunk by chunk.
-    """
-    _check_embeddings(emb, "emb", allow_empty=True, finite=False)
-    return _checked_fisher(emb, "emb")
-
-
-def _checked_fisher(emb, name):
-    """_fisher, and the NaN/Inf check of `emb` for free: the diagonal of F is a sum of squares
-    of every entry, so it is finite exactly when emb is (barring overflow). Only when it is not
-    does the full scan run, to name the bad rows."""
-    F = _fisher(emb)
-    if not bool(torch.isfinite(F.diagonal()).all()):
-        _check_finite(emb, name)
-        raise ValueError(f"{name} has entries so large that XᵀX overflows "
-                         f"(max |x| = {float(emb.abs().max()):.3g}); rescale the embeddings")
-    return F
-
-
-def _fisher(emb):
-    """fisher_matrix without the argument checks (for inputs already checked)."""
-    N, C, D = emb.shape
-    out = torch.zeros(D, D, dtype=torch.float64, device=emb.device)
-    rows = chunk_rows(C, D)
-    for s in range(0, N, rows):
-        Xc = emb[s:s + rows].reshape(-1, D).to(torch.float64)
-        for j in range(0, D, BLOCK):           # lower block triangle only (a blocked SYRK)
-            out[j:, j:j + BLOCK] += Xc[:, j:].T @ Xc[:, j:j + BLOCK]
-    out = out.tril() + out.tril(-1).T
-    return out / max(N, 1)
+__all__ = ["select_batch"]
 
 
 def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labeled=None,
-                 pool_fisher=None, lamb=1.0, backward_steps=0, backend="auto", parity=False):
+                 pool_fisher=None, lamb=1.0, backward_steps=0, backend="auto", parity=False,
+                 progress=False, return_gains=False):
     """Pick `budget` candidates that greedily minimise the Fisher trace ratio tr(M⁻¹F).
 
     Args:
-        unlabeled: [N, C, D] float32/float64, the embedding X_i of each unlabeled candidate.
+        unlabeled: [N, C, D] float32/float64, the embedding X_i of each unlabeled candidate: a
+            torch tensor, a numpy array (numpy results come back), or an embedding store
+            (fishermask_ext.open_store: read chunk by chunk, never loaded whole).
         budget: K, the number of candidates to pick (1 <= K <= N).
         labeled: [n_L, C, D] embeddings of the labeled points (same dtype/device), or None.
         labeled_fisher: [D, D] F_L (mean of X_iᵀX_i over labeled points), instead of `labeled`.
@@ -66,121 +39,130 @@ def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labe
         parity: round every score to float32 before its argmax (ties to the lowest index), as
             the reference FisherMask code does: with the same float64 embeddings this
             reproduces its picks where they differ from exact float64 scores only by rounding.
+        progress: show a tqdm bar over the picks (needs tqdm, from the `al` extra).
+        return_gains: also return each pick's gain (below).
 
     Returns:
-        [K] int64 positions into `unlabeled`, in pick order.
+        [K] int64 positions into `unlabeled`, in pick order; with return_gains, (picks, gains)
+        with gains [K] float64: the decrease of tr(M⁻¹F) each pick brought when it was picked
+        (its greedy score; survivors of backward pruning keep their forward gains). A numpy
+        `unlabeled` gives numpy arrays, a tensor gives tensors on its device.
 
     float32 embeddings are a storage format: every product over them runs in float64 (they are
     converted chunk by chunk or in registers), and P, A_i, B_i and F are float64. float32 and
     float64 embeddings holding the same values therefore give the same picks, except at true
     near-ties (scores equal to about 1e-12 relative). The caller's tensors are never modified.
     """
-    # The NaN/Inf scan of `unlabeled` comes with its Fisher below when that is computed here.
-    _check_embeddings(unlabeled, "unlabeled", finite=pool_fisher is not None)
-    N, C, D = unlabeled.shape
+    U = check_embeddings(unlabeled, "unlabeled")
+    N, C, D = U.shape
     K = check_int(budget, "budget")
     if not 1 <= K <= N:
         raise ValueError(f"budget must be between 1 and the pool size N={N}, got {K}; "
                          f"ask for at most {N} points")
+    opts = check_options(lamb, backward_steps, parity, progress, return_gains)
+    F_L, n_L = _labeled_fisher(U, labeled, labeled_fisher, n_labeled)
+    if pool_fisher is None:
+        # The NaN/Inf check of `unlabeled` comes with its Fisher.
+        (F_U,) = checked_sums(U, "unlabeled", [None])
+        F = (F_U + F_L * n_L) / (N + n_L)
+    else:
+        F = check_fisher(pool_fisher, "pool_fisher", D, U.device)
+        check_finite(U, "unlabeled")
+    picks, gains = run_greedy(U, None, N, F, F_L, n_L, K, backend=backend, **opts)
+    return U.give_back(picks, gains) if return_gains else U.give_back(picks)[0]
+
+
+def check_options(lamb, backward_steps, parity, progress, return_gains):
+    """The options select_batch and select_from_pool share, checked once."""
     backward_steps = check_int(backward_steps, "backward_steps", minimum=0)
     if not (isinstance(lamb, numbers.Real) and math.isfinite(lamb) and lamb > 0):
         raise ValueError(f"lamb must be a finite number > 0, got {lamb!r}")
-    check_bool(parity, "parity")
+    for flag, name in ((parity, "parity"), (progress, "progress"),
+                       (return_gains, "return_gains")):
+        check_bool(flag, name)
+    return dict(lamb=float(lamb), backward_steps=backward_steps, parity=parity,
+                progress=progress)
 
-    F_L, n_L = _labeled_fisher(unlabeled, labeled, labeled_fisher, n_labeled)
-    if pool_fisher is None:
-        F = (_checked_fisher(unlabeled, "unlabeled") * N + F_L * n_L) / (N + n_L)
-    else:
-        F = _check_fisher(pool_fisher, "pool_fisher", unlabeled)
-    eye = torch.eye(D, dtype=torch.float64, device=unlabeled.device)
-    # BAIT's normalisation over the final labeled set of n_L + K points: the old labels' share
-    # n_L/(n_L+K) of it (F_L is their mean), and the batch's share K/(n_L+K) given to every
-    # pick through X̃ = sqrt(K/(n_L+K))·X, as BAIT and the reference do (docs/ALGORITHM.md,
-    # "Why the weights n_L/(n_L+K) and K/(n_L+K)").
-    M0 = lamb * eye + (n_L / (n_L + K)) * F_L
-    L0, info = torch.linalg.cholesky_ex(M0)
+
+def initial_inverse(F_L, n_L, K, lamb, D, device):
+    """P0 = M0⁻¹ with M0 = λI + n_L/(n_L+K)·F_L, and the pick scale sqrt(K/(n_L+K)).
+
+    BAIT's normalisation over the final labeled set of n_L + K points: the old labels' share
+    n_L/(n_L+K) of it (F_L is their mean), and the batch's share K/(n_L+K) given to every pick
+    through X̃ = sqrt(K/(n_L+K))·X, as BAIT and the reference do (docs/ALGORITHM.md, "Why the
+    weights n_L/(n_L+K) and K/(n_L+K)")."""
+    eye = torch.eye(D, dtype=torch.float64, device=device)
+    L0, info = torch.linalg.cholesky_ex(lamb * eye + (n_L / (n_L + K)) * F_L)
     if int(info) != 0:
         raise ValueError("lamb·I + n_L/(n_L+K)·labeled_fisher is not positive definite: "
                          "labeled_fisher must be positive semi-definite (a mean of XᵀX)")
-    P0 = torch.cholesky_inverse(L0)
-    scale = math.sqrt(K / (n_L + K))
-    n_forward = min((backward_steps + 1) * K, N)
-    op = resolve("greedy_select", unlabeled.device, backend)
-    return op(unlabeled, P0, F, scale, K, n_forward, chunk_rows(C, D), BLOCK, parity)
+    return torch.cholesky_inverse(L0), math.sqrt(K / (n_L + K))
 
 
-def _check_embeddings(x, name, allow_empty=False, finite=True):
-    """Type, shape and (when `finite`) NaN/Inf checks of an [N, C, D] embedding tensor."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [N, C, D], got {type(x).__name__}")
-    if x.dim() != 3:
-        raise ValueError(f"{name} must have shape [N, C, D] (N points, C classes, D masked "
-                         f"parameters), got shape {tuple(x.shape)}")
-    if x.dtype in (torch.float16, torch.bfloat16):
-        raise TypeError(f"{name} is {x.dtype}: selection reads float32 or float64 embeddings "
-                        f"(float32 is stored as is and computed in float64); convert with "
-                        f"{name}.float()")
-    if x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}; "
-                        f"convert with .float() or .double()")
-    if not allow_empty and x.shape[0] == 0:
-        raise ValueError(f"{name} is empty (N = 0): there is nothing to select from")
-    if x.shape[1] == 0 or x.shape[2] == 0:
-        raise ValueError(f"{name} has C = {x.shape[1]} and D = {x.shape[2]}; both must be >= 1")
-    if finite:
-        _check_finite(x, name)
+def loop_ops(device, backend):
+    """The step ops ops.loop drives, native or twins, for `device`."""
+    return SimpleNamespace(**{name: resolve(name, device, backend) for name in
+                              ("trace_ratio_init", "trace_ratio_step", "commit_direction")})
 
 
-def _check_finite(x, name):
-    rows = chunk_rows(x.shape[1], x.shape[2])
-    for s in range(0, x.shape[0], rows):          # chunked: no N·C·D-sized temporary
-        finite = torch.isfinite(x[s:s + rows]).flatten(1).all(1)
-        if not bool(finite.all()):
-            bad = ((~finite).nonzero().flatten()[:5] + s).tolist()
-            raise ValueError(f"{name} contains NaN or Inf (first bad rows: {bad}); "
-                             f"recompute or drop those embeddings")
+def run_greedy(rows, candidates, n_candidates, F, F_L, n_L, K, *, lamb, backward_steps, backend,
+               parity, progress):
+    """Step E on `rows` (select.rows.Rows), picking among `candidates` ([N] bool or None: all).
+    One in-memory tensor without a progress bar runs the native loop in one call (no host
+    round trip per step); stores and progress bars run the same loop in Python (ops.loop)."""
+    N, C, D = rows.shape
+    P0, scale = initial_inverse(F_L, n_L, K, lamb, D, rows.device)
+    n_forward = min((backward_steps + 1) * K, n_candidates)
+    args = (P0, F, scale, K, n_forward, chunk_rows(C, D), BLOCK, parity)
+    if rows.tensor is not None and not progress:
+        return resolve("greedy_select", rows.device, backend)(rows.tensor, *args, candidates)
+    with progress_bar(progress, 2 * n_forward - K, "picks") as on_step:
+        return greedy_loop(rows.blocks(candidates), *args, ops=loop_ops(rows.device, backend),
+                           on_step=on_step)
 
 
-def _check_fisher(F, name, like):
-    D = like.shape[2]
-    if not isinstance(F, torch.Tensor) or tuple(F.shape) != (D, D):
-        shape = tuple(F.shape) if isinstance(F, torch.Tensor) else type(F).__name__
-        raise ValueError(f"{name} must be a [D, D] = [{D}, {D}] tensor, got {shape}")
-    if F.device != like.device:
-        raise ValueError(f"{name} is on {F.device} but the embeddings are on {like.device}; "
-                         f"move it with .to({str(like.device)!r})")
-    if F.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {F.dtype}")
-    F = F.to(torch.float64)
-    if not bool(torch.isfinite(F).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
-    tol = 1e-6 * max(float(F.abs().max()), 1e-300)
-    if float((F - F.T).abs().max()) > tol:
-        raise ValueError(f"{name} is not symmetric (max |F - Fᵀ| = "
-                         f"{float((F - F.T).abs().max()):.3g}); pass (F + F.T) / 2")
-    return (F + F.T) / 2     # exactly symmetric: the greedy loop relies on it
+@contextmanager
+def progress_bar(show, total, unit):
+    """on_step(t, n) for ops.loop: a tqdm bar when `show` (and tqdm is installed), else None."""
+    if not show:
+        yield None
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        warnings.warn("progress=True needs tqdm (pip install tqdm); selecting without a bar")
+        yield None
+        return
+    with tqdm(total=total, unit=unit, desc="selecting") as bar:
+        yield lambda t, n: bar.update(1)
 
 
-def _labeled_fisher(unlabeled, labeled, labeled_fisher, n_labeled):
+def _labeled_fisher(U, labeled, labeled_fisher, n_labeled):
     """(F_L [D, D] float64, n_L) from `labeled` or from (`labeled_fisher`, `n_labeled`)."""
-    D = unlabeled.shape[2]
+    D = U.shape[2]
     if labeled is not None and labeled_fisher is not None:
         raise ValueError("give either labeled (embeddings) or labeled_fisher, not both")
     if labeled is not None:
-        _check_embeddings(labeled, "labeled", allow_empty=True, finite=False)
-        if labeled.shape[1:] != unlabeled.shape[1:]:
-            raise ValueError(f"labeled has [C, D] = {tuple(labeled.shape[1:])} but unlabeled has "
-                             f"{tuple(unlabeled.shape[1:])}; embed both with the same mask")
-        if labeled.device != unlabeled.device or labeled.dtype != unlabeled.dtype:
-            raise ValueError(f"labeled is {labeled.dtype} on {labeled.device} but unlabeled is "
-                             f"{unlabeled.dtype} on {unlabeled.device}; convert one to match")
-        return _checked_fisher(labeled, "labeled"), labeled.shape[0]
+        L = check_embeddings(labeled, "labeled", allow_empty=True)
+        if L.shape[1:] != U.shape[1:]:
+            raise ValueError(f"labeled has [C, D] = {L.shape[1:]} but unlabeled has "
+                             f"{U.shape[1:]}; embed both with the same mask")
+        if L.device != U.device or L.dtype != U.dtype:
+            raise ValueError(f"labeled is {L.dtype} on {L.device} but unlabeled is "
+                             f"{U.dtype} on {U.device}; convert one to match")
+        (total,) = checked_sums(L, "labeled", [None])
+        return total / max(L.shape[0], 1), L.shape[0]
+    return given_labeled_fisher(labeled_fisher, n_labeled, D, U.device)
+
+
+def given_labeled_fisher(labeled_fisher, n_labeled, D, device):
+    """(F_L, n_L) from the caller's labeled_fisher and n_labeled (zeros, 0 when both are None)."""
     if labeled_fisher is not None:
         if n_labeled is None:
             raise ValueError("labeled_fisher needs n_labeled, the number of labeled points "
                              "it averages (an int >= 0)")
         n_labeled = check_int(n_labeled, "n_labeled", minimum=0)
-        return _check_fisher(labeled_fisher, "labeled_fisher", unlabeled), n_labeled
+        return check_fisher(labeled_fisher, "labeled_fisher", D, device), n_labeled
     if n_labeled is not None:
         raise ValueError("n_labeled is only used with labeled_fisher; pass labeled_fisher too")
-    return torch.zeros(D, D, dtype=torch.float64, device=unlabeled.device), 0
+    return torch.zeros(D, D, dtype=torch.float64, device=device), 0

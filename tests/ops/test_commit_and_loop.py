@@ -1,5 +1,7 @@
-"""The commit and the greedy loop ops: commit_direction (CPU kernel, generic ATen kernel, twin),
-greedy_select (opcheck, torch.compile) and the per-instruction-set CPU kernels."""
+"""The commit, the initialisation and the greedy loop ops: commit_direction (CPU kernel, generic
+ATen kernel, twin), trace_ratio_init and greedy_select (opcheck, twin, torch.compile), the
+Python loop over blocks (ops/loop.py) against the native loop, and the per-instruction-set CPU
+kernels."""
 import os
 import subprocess
 import sys
@@ -58,16 +60,65 @@ def test_opcheck_commit_direction(device):
 @pytest.mark.parametrize("case", [(5, 2, 3, 1, 1), (8, 3, 5, 3, 6), (4, 1, 7, 4, 4)], ids=str)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("round_scores", [False, True])
-def test_opcheck_greedy_select(dtype, case, device, round_scores):
+@pytest.mark.parametrize("masked", [False, True])
+def test_opcheck_greedy_select(dtype, case, device, round_scores, masked):
     require_native(device)
     N, C, D, K, n_forward = case
     X = torch.randn(N, C, D, dtype=dtype).to(device)
     F = fm.fisher_matrix(X)
     P0 = torch.eye(D, dtype=torch.float64, device=device) * 0.5
-    args = (X, P0, F, 0.9, K, n_forward, 3, 2, round_scores)
+    cand = None
+    if masked:          # the last row is never eligible; keep enough candidates
+        cand = torch.ones(N, dtype=torch.bool, device=device)
+        cand[-1] = n_forward == N
+    args = (X, P0, F, 0.9, K, n_forward, 3, 2, round_scores, cand)
     torch.library.opcheck(torch.ops.fishermask_ext.greedy_select, args)
-    got = torch.ops.fishermask_ext.greedy_select(*args)
-    assert got.tolist() == reference.greedy_select(*args).tolist()
+    picks, gains = torch.ops.fishermask_ext.greedy_select(*args)
+    ref_picks, ref_gains = reference.greedy_select(*args)
+    assert picks.tolist() == ref_picks.tolist()
+    torch.testing.assert_close(gains, ref_gains, **TOL)
+    if masked and n_forward < N:
+        assert N - 1 not in picks.tolist()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("N", [0, 1, 7, 13])
+def test_trace_ratio_init_opcheck_and_twin(dtype, device, N):
+    require_native(device)
+    C, D = 3, 5
+    X = torch.randn(N, C, D, dtype=dtype).to(device)
+    G = torch.randn(D, D, dtype=torch.float64)
+    for P0 in (torch.eye(D, dtype=torch.float64) * 0.7, G @ G.T / D + torch.eye(D)):
+        args = (X, P0.to(device), fm.fisher_matrix(X) + torch.eye(D, device=device), 0.8, 4, 2)
+        torch.library.opcheck(torch.ops.fishermask_ext.trace_ratio_init, args)
+        got = torch.ops.fishermask_ext.trace_ratio_init(*args)
+        for g, r in zip(got, reference.trace_ratio_init(*args)):
+            assert g.shape == (N, C, C)
+            torch.testing.assert_close(g, r, **TOL)
+
+
+@pytest.mark.parametrize("b", [0, 1])
+def test_python_loop_over_blocks_equals_native_loop(b):
+    """ops.loop over the native ops with the pool cut into uneven blocks picks exactly what the
+    native loop picks on the whole tensor, gains included, and so does the twin loop."""
+    require_native("cpu")
+    from fishermask_ext.ops import loop
+    from fishermask_ext.select.greedy import loop_ops
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(41, 3, 9, generator=g, dtype=torch.float64)
+    cand = torch.rand(41, generator=g) > 0.2
+    F = fm.fisher_matrix(X)
+    P0 = torch.eye(9, dtype=torch.float64) * 2.0
+    args = (P0, F, 0.7, 6, 6 * (b + 1), 5, 4, False)
+    want = torch.ops.fishermask_ext.greedy_select(X, *args, cand)
+    cuts = [0, 1, 1, 17, 30, 41]                       # an empty block, a single row, ...
+    blocks = [loop.Block(lambda s=s, e=e: X[s:e], s, e - s, cand[s:e])
+              for s, e in zip(cuts, cuts[1:])]
+    got = loop.greedy_loop(blocks, *args, ops=loop_ops("cpu", "native"))
+    assert got[0].tolist() == want[0].tolist()
+    torch.testing.assert_close(got[1], want[1], **TOL)
+    assert all(cand[j] for j in got[0].tolist())
 
 
 def test_greedy_select_under_torch_compile():
@@ -76,9 +127,9 @@ def test_greedy_select_under_torch_compile():
     F = fm.fisher_matrix(X)
     P0 = torch.eye(4, dtype=torch.float64)
     fn = torch.compile(
-        lambda x: torch.ops.fishermask_ext.greedy_select(x, P0, F, 1.0, 3, 3, 4, 2),
+        lambda x: torch.ops.fishermask_ext.greedy_select(x, P0, F, 1.0, 3, 3, 4, 2)[0],
         fullgraph=True, backend="eager")
-    assert fn(X).tolist() == reference.greedy_select(X, P0, F, 1.0, 3, 3, 4, 2).tolist()
+    assert fn(X).tolist() == reference.greedy_select(X, P0, F, 1.0, 3, 3, 4, 2)[0].tolist()
 
 
 def test_narrower_cpu_kernels_match_twin():

@@ -4,7 +4,7 @@ from torch import nn
 
 from ..._checks import check_bool
 from ...nn import ParamMask, fisher_mask, masked_grad_embeddings
-from ...select import fisher_matrix, select_batch
+from ...select import fisher_matrix, select_from_pool
 from .base import Strategy
 
 __all__ = ["FisherMask", "Bait", "auto_pct"]
@@ -53,21 +53,21 @@ class FisherMask(Strategy):
         emb = masked_grad_embeddings(view.model, view.pool, self.mask(view),
                                      weighting=self.weighting, batch_size=self.batch_size,
                                      device=view.device, backend=self.backend)
-        unlabeled = emb[view.unlabeled.to(emb.device)]
-        labeled = emb[view.labeled.to(emb.device)]
         D = emb.shape[2]
         pool_fisher = torch.eye(D, dtype=torch.float64, device=emb.device) \
             if self.fish_identity else None
-        if self.fish_init:
-            given = dict(labeled=labeled)
-        else:       # F_L = 0, but n_L still scales the picks and the pool Fisher has every point
+        given = {}
+        if not self.fish_init:  # F_L = 0, but n_L still scales the picks and the pool Fisher
             given = dict(labeled_fisher=torch.zeros(D, D, dtype=torch.float64, device=emb.device),
-                         n_labeled=len(labeled))
+                         n_labeled=len(view.labeled))         # has every point
             if pool_fisher is None:
                 pool_fisher = fisher_matrix(emb)
-        return select_batch(unlabeled, budget, pool_fisher=pool_fisher, lamb=self.lamb,
-                            backward_steps=self.backward_steps, backend=self.backend,
-                            parity=self.parity, **given)
+        # The pool is read in place: no copies of its labeled and unlabeled rows.
+        picks = select_from_pool(emb, budget, view.labeled_mask.to(emb.device),
+                                 pool_fisher=pool_fisher, lamb=self.lamb,
+                                 backward_steps=self.backward_steps, backend=self.backend,
+                                 parity=self.parity, **given)
+        return torch.searchsorted(view.unlabeled, picks.cpu())  # positions into view.unlabeled
 
 
 class Bait(FisherMask):

@@ -1,0 +1,76 @@
+"""Input checks of the selection layer: embeddings, Fisher matrices, labeled masks."""
+import torch
+
+from .rows import as_rows
+
+__all__ = ["check_embeddings", "check_finite", "check_fisher", "check_mask"]
+
+
+def check_embeddings(x, name, allow_empty=False):
+    """Rows over `x` after the type and shape checks of an [N, C, D] embedding pool. (NaN/Inf
+    are found for free by the Fisher diagonal, select.fisher.checked_sums, where it is formed.)"""
+    rows = as_rows(x, name)
+    shape, dtype = rows.shape, rows.dtype
+    if len(shape) != 3:
+        raise ValueError(f"{name} must have shape [N, C, D] (N points, C classes, D masked "
+                         f"parameters), got shape {shape}")
+    if dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(f"{name} is {dtype}: selection reads float32 or float64 embeddings "
+                        f"(float32 is stored as is and computed in float64); convert with "
+                        f"{name}.float()")
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {dtype}; "
+                        f"convert with .float() or .double()")
+    if not allow_empty and shape[0] == 0:
+        raise ValueError(f"{name} is empty (N = 0): there is nothing to select from")
+    if shape[1] == 0 or shape[2] == 0:
+        raise ValueError(f"{name} has C = {shape[1]} and D = {shape[2]}; both must be >= 1")
+    return rows
+
+
+def check_finite(rows, name):
+    """ValueError naming the first rows of `rows` (a select.rows.Rows) with NaN or Inf."""
+    for s, X in rows.chunks():                  # chunked: no N·C·D-sized temporary
+        finite = torch.isfinite(X).flatten(1).all(1)
+        if not bool(finite.all()):
+            bad = ((~finite).nonzero().flatten()[:5] + s).tolist()
+            raise ValueError(f"{name} contains NaN or Inf (first bad rows: {bad}); "
+                             f"recompute or drop those embeddings")
+
+
+def check_fisher(F, name, D, device):
+    """F as an exactly symmetric float64 [D, D] tensor on `device`, or a clear error."""
+    if not isinstance(F, torch.Tensor) or tuple(F.shape) != (D, D):
+        shape = tuple(F.shape) if isinstance(F, torch.Tensor) else type(F).__name__
+        raise ValueError(f"{name} must be a [D, D] = [{D}, {D}] tensor, got {shape}")
+    if F.device != device:
+        raise ValueError(f"{name} is on {F.device} but the embeddings are on {device}; "
+                         f"move it with .to({str(device)!r})")
+    if F.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {F.dtype}")
+    F = F.to(torch.float64)
+    if not bool(torch.isfinite(F).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    tol = 1e-6 * max(float(F.abs().max()), 1e-300)
+    if float((F - F.T).abs().max()) > tol:
+        raise ValueError(f"{name} is not symmetric (max |F - Fᵀ| = "
+                         f"{float((F - F.T).abs().max()):.3g}); pass (F + F.T) / 2")
+    return (F + F.T) / 2     # exactly symmetric: the greedy loop relies on it
+
+
+def check_mask(mask, N, device, name="labeled_mask"):
+    """An [N] bool tensor on `device` from a tensor or numpy array, or a clear error."""
+    if not isinstance(mask, torch.Tensor):
+        try:
+            mask = torch.as_tensor(mask)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name} must be an [N] bool tensor or array, got "
+                            f"{type(mask).__name__}") from None
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{name} must be bool (True = labeled), got {mask.dtype}; pass "
+                        f"an index list through a mask: m = torch.zeros(N, dtype=torch.bool); "
+                        f"m[idx] = True")
+    if tuple(mask.shape) != (N,):
+        raise ValueError(f"{name} must have shape [N] = [{N}] (one flag per pool point), got "
+                         f"{tuple(mask.shape)}")
+    return mask.to(device)
