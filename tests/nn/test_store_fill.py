@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from fishermask_ext import masked_grad_embeddings, open_store
+from fishermask_ext import masked_grad_embeddings, open_store, select_from_pool
 from fishermask_ext.nn import get_model, random_mask
 from fishermask_ext.testing import subprocess_env
 
@@ -57,7 +57,7 @@ CHILD = f"""
 import sys, time, torch
 sys.path.insert(0, {os.path.dirname(__file__)!r})
 from test_store_fill import setup, BATCH, CHUNK
-from fishermask_ext import masked_grad_embeddings, open_store
+from fishermask_ext import masked_grad_embeddings, open_store, select_from_pool
 torch.set_num_threads(1)
 model, x, mask = setup()
 model.register_forward_pre_hook(lambda mod, args: time.sleep(0.2))
@@ -102,6 +102,9 @@ def test_killed_mid_run_resumes_to_the_uninterrupted_bytes(tmp_path):
     for name in ("embeddings.bin", "manifest.json"):
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
     assert torch.equal(open_store(killed).read_rows(0, N), in_ram)
+    labeled = torch.arange(N) % 5 == 0
+    assert select_from_pool(open_store(killed), 6, labeled, backward_steps=1).tolist() == \
+        select_from_pool(in_ram, 6, labeled, backward_steps=1).tolist()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from fishermask_ext import open_store
+from fishermask_ext import open_store, select_batch, select_from_pool
 from fishermask_ext.testing import DTYPES
 
 FP = {"model": "m1", "mask": "k1", "weighting": "none"}
@@ -156,3 +156,23 @@ def test_empty_pool_store(tmp_path):
     assert store.n_chunks == 0 and store.complete
     assert open_store(tmp_path / "s").read_rows(0, 0).shape == (0, 3, 4)
 
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backward_steps", [0, 1])
+def test_selection_from_a_store_equals_selection_from_ram(tmp_path, monkeypatch, dtype,
+                                                          backward_steps):
+    import fishermask_ext.select.rows as rows_mod
+    monkeypatch.setattr(rows_mod, "chunk_rows", lambda C, D: 16)   # selection reads 5 blocks
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(70, 3, 11, generator=g, dtype=dtype)
+    labeled = torch.rand(70, generator=g) < 0.2
+    store = _written(tmp_path / "s", X, chunk_rows=9)              # chunks unlike the blocks
+    reader = open_store(tmp_path / "s")
+    opts = dict(lamb=0.1, backward_steps=backward_steps, return_gains=True)
+    for got, want in [(select_from_pool(reader, 7, labeled, **opts),
+                       select_from_pool(X, 7, labeled, **opts)),
+                      (select_batch(reader, 5, **opts), select_batch(X, 5, **opts))]:
+        assert got[0].tolist() == want[0].tolist()
+        assert torch.equal(got[1], want[1])
+    store.close()
