@@ -17,20 +17,17 @@ process's RSS, and is given back under pressure), and a rank reads only its own 
 """
 import json
 import os
-import sys
 
 import torch
 
 from .._checks import check_int
 from .._files import write_atomic
+from .manifest import DTYPES, new_manifest, ranges, read_manifest
 
 __all__ = ["EmbeddingStore", "open_store"]
 
-FORMAT = "fishermask_ext.EmbeddingStore/1"
 MANIFEST, DATA = "manifest.json", "embeddings.bin"
 MODES = ("r", "w", "a")
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_NAMES = {v: k for k, v in _DTYPES.items()}
 
 
 def open_store(path, mode="r", *, chunk_rows=None):
@@ -95,7 +92,7 @@ class EmbeddingStore:
     @property
     def dtype(self):
         """torch.float32 or torch.float64."""
-        return _DTYPES[self._manifest()["dtype"]]
+        return DTYPES[self._manifest()["dtype"]]
 
     @property
     def chunk_rows(self):
@@ -173,7 +170,7 @@ class EmbeddingStore:
             raise ValueError(f"the store at {self.path} is open for reading; open it with "
                              f"mode='w' (new) or mode='a' (resume) to write it")
         shape = tuple(int(s) for s in shape)
-        if dtype not in _NAMES:
+        if dtype not in DTYPES.values():
             raise TypeError(f"an embedding store holds float32 or float64, got {dtype}")
         fingerprints = {str(k): str(v) for k, v in fingerprints.items()}
         if self.defined:
@@ -191,9 +188,7 @@ class EmbeddingStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._m = dict(format=FORMAT, shape=list(shape), dtype=_NAMES[dtype],
-                       byte_order=sys.byteorder, chunk_rows=chunk_rows,
-                       fingerprints=fingerprints, completed=[])
+        self._m = new_manifest(shape, dtype, chunk_rows, fingerprints)
         self._save()
         self._open_data()
         return self
@@ -252,20 +247,7 @@ class EmbeddingStore:
         return C * D * self.dtype.itemsize
 
     def _load(self):
-        try:
-            with open(self._file(MANIFEST)) as f:
-                m = json.load(f)
-        except ValueError as exc:
-            raise ValueError(f"{self._file(MANIFEST)} is not valid JSON ({exc})") from None
-        keys = ("shape", "dtype", "byte_order", "chunk_rows", "fingerprints", "completed")
-        if not isinstance(m, dict) or m.get("format") != FORMAT or any(k not in m for k in keys):
-            raise ValueError(f"{self._file(MANIFEST)} is not an embedding store manifest "
-                             f"(format {FORMAT})")
-        if m["dtype"] not in _DTYPES or m["byte_order"] != sys.byteorder:
-            raise ValueError(f"the store at {self.path} holds {m['byte_order']}-endian "
-                             f"{m['dtype']}; this reader takes {sys.byteorder}-endian "
-                             f"{' or '.join(_DTYPES)}")
-        self._m = m
+        self._m = read_manifest(self._file(MANIFEST))
         self._open_data()
 
     def _open_data(self):
@@ -286,7 +268,7 @@ class EmbeddingStore:
         if self.missing:
             m = self.missing
             raise ValueError(
-                f"the store at {self.path} is incomplete: chunk(s) {_ranges(m)} of "
+                f"the store at {self.path} is incomplete: chunk(s) {ranges(m)} of "
                 f"0-{self.n_chunks - 1} were never written; finish it with `fishermask embed "
                 f"... --resume` (masked_grad_embeddings(..., out=open_store(path, mode='a')))")
 
@@ -319,14 +301,3 @@ def _describe(x):
             ("" if x.is_contiguous() else " (not contiguous)")
     return type(x).__name__
 
-
-def _ranges(indices):
-    """(1, 2, 3, 7) -> '1-3, 7'."""
-    parts, run = [], [indices[0]]
-    for i in indices[1:]:
-        if i != run[-1] + 1:
-            parts.append(run)
-            run = []
-        run.append(i)
-    parts.append(run)
-    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in parts)
