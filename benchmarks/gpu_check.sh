@@ -3,7 +3,8 @@
 #   bash benchmarks/gpu_check.sh            # figures in $OUT/gpu_check.json when OUT is set
 # 1. builds the extension with its CUDA kernels (TORCH_CUDA_ARCH_LIST, default 9.0: H100/H200);
 # 2. runs every CUDA test case (the cpu cases are CI's job);
-# 3. runs benchmarks/bench_gpu.py: selection at N = 50,000, C = 10, D = 1,402, K = 1,000 in
+# 3. runs a world of one NCCL rank (benchmarks/nccl_world1.py: distributed picks == select_batch);
+# 4. runs benchmarks/bench_gpu.py: selection at N = 50,000, C = 10, D = 1,402, K = 1,000 in
 #    float32 and float64, and the embeddings of 50,000 images.
 # Each stage has a time limit, so the whole check fits in about 8 minutes on an H200; a stage
 # that fails still lets the later ones run, and the script exits non-zero at the end.
@@ -31,6 +32,7 @@ stage build 300 env FISHERMASK_FORCE_CUDA=1 MAX_JOBS=16 "$PY" setup.py build_ext
 stage native 30 "$PY" -c "import fishermask_ext as f; assert f.native_available('cuda'), 'no CUDA kernels'"
 stage tests 120 "$PY" -m pytest -q -x -p no:cacheprovider tests -k cuda \
   --junitxml="$OUT/tests.xml"
+stage nccl 60 "$PY" benchmarks/nccl_world1.py
 stage bench 180 env FISHERMASK_BENCH_JSON="$OUT/gpu_check.json" "$PY" -m pytest -q -s \
   -p no:cacheprovider benchmarks/bench_gpu.py --benchmark-enable
 exit $status

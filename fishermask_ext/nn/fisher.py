@@ -86,14 +86,15 @@ def _per_sample_grad(view, unf, delta, attr):
 
 
 def fisher_mask(model, data, *, pct_top=0.002, n_samples=1024, seed=0, always_include=None,
-                batch_size=256, device=None, reference_order=False):
+                batch_size=256, device=None, reference_order=False, diagonal=None):
     """Step B: the ParamMask of the n_top = int(pct_top · total parameters) entries.
 
     The tensors `always_include` (default: every parameter of the module that owns the last
     parameter, i.e. the classifier weight and its bias if any) are always in whole; the rest
     are the largest Fisher diagonal entries (fisher_diagonal with n_samples, seed, batch_size,
     device, reference_order) over all other tensors, ties going to the lowest
-    (tensor index, flat position).
+    (tensor index, flat position). `diagonal`: a fisher_diagonal result to rank instead of
+    computing one (fishermask_ext.distributed passes the all-reduced one; `data` is then unused).
     """
     params = dict(model.named_parameters())
     always = _always_included(params, always_include)
@@ -107,8 +108,9 @@ def fisher_mask(model, data, *, pct_top=0.002, n_samples=1024, seed=0, always_in
             f"pct_top={pct_top} gives n_top = int(pct_top * {total}) = {n_top}, which does not "
             f"exceed the {n_always} always-included entries ({', '.join(always)}); the smallest "
             f"pct_top that works is {_smallest_pct(n_always, total)!r}")
-    fisher = fisher_diagonal(model, data, n_samples=n_samples, seed=seed, batch_size=batch_size,
-                             device=device, reference_order=reference_order)
+    fisher = diagonal if diagonal is not None else fisher_diagonal(
+        model, data, n_samples=n_samples, seed=seed, batch_size=batch_size, device=device,
+        reference_order=reference_order)
     others = [name for name in params if name not in always]
     scores = torch.cat([fisher[name].flatten().cpu() for name in others])
     top = torch.sort(scores, descending=True, stable=True).indices[:n_top - n_always]

@@ -82,19 +82,24 @@ def greedy_loop(blocks, P0, F, scale, budget, n_forward, chunk, block, round_sco
     order, gains [budget] float64: each pick's score when it was picked).
 
     ops: a namespace with trace_ratio_init, trace_ratio_step and commit_direction (native ops
-    or twins). exchange(best) -> Best: turns this process's best candidate into the global one
-    (the identity in one process; a collective across ranks in fishermask_ext.distributed); the
-    winner's payload must be filled on return. on_step(t, n_steps): progress, called per commit.
+    or twins). exchange(score) -> Best: `score()` scores this process's blocks and returns its
+    best candidate; exchange turns it into the global one (in one process, just score(); across
+    ranks, a collective in fishermask_ext.distributed, which also tells every rank when one of
+    them failed inside score()). The winner's payload must be filled on return. on_step(t, n_steps): progress, called per commit.
     """
     dev = P0.device
-    for blk in blocks:
-        if blk.n:
-            blk.A, blk.B = ops.trace_ratio_init(blk.load(), P0, F, scale, chunk, block)
-        blk.selected = torch.zeros(blk.n, dtype=torch.bool, device=dev)
-    exchange = exchange or (lambda b: b)
+
+    def first():
+        for blk in blocks:
+            if blk.n:
+                blk.A, blk.B = ops.trace_ratio_init(blk.load(), P0, F, scale, chunk, block)
+            blk.selected = torch.zeros(blk.n, dtype=torch.bool, device=dev)
+        return _score_blocks(blocks, ops, None, scale, None, None, True, round_scores)
+
+    exchange = exchange or (lambda score: score())
     P = P0.clone(memory_format=torch.contiguous_format)   # updated in place by the commit
     order, gains, kept = [], [], set()
-    best = exchange(_score_blocks(blocks, ops, None, scale, None, None, True, round_scores))
+    best = exchange(first)
     n_steps = 2 * n_forward - budget        # n_forward picks, then n_forward - budget removals
     for t in range(n_steps):
         forward = t < n_forward
@@ -124,8 +129,8 @@ def greedy_loop(blocks, P0, F, scale, budget, n_forward, chunk, block, round_sco
         S = (S + S.T) / 2
         Q = (B_j + B_j.T) / 2
         UV = ops.commit_direction(P, F, x_j * scale, S)
-        best = exchange(_score_blocks(blocks, ops, UV, scale, S, Q, t + 1 < n_forward,
-                                      round_scores))
+        best = exchange(lambda: _score_blocks(blocks, ops, UV, scale, S, Q, t + 1 < n_forward,
+                                              round_scores))
     keep = [i for i, j in enumerate(order) if j in kept]
     return (torch.tensor([order[i] for i in keep], dtype=torch.long, device=dev),
             torch.tensor([gains[i] for i in keep], dtype=torch.float64, device=dev))

@@ -3,7 +3,9 @@ import torch
 from torch import nn
 
 from ..._checks import check_bool
-from ...nn import ParamMask, fisher_mask, masked_grad_embeddings
+from ... import distributed
+from ...distributed import sharded_world
+from ...nn import ParamMask, batches, fisher_mask, masked_grad_embeddings
 from ...select import fisher_matrix, select_from_pool
 from .base import Strategy
 
@@ -44,30 +46,68 @@ class FisherMask(Strategy):
         self.fish_init, self.fish_identity, self.parity = fish_init, fish_identity, parity
 
     def mask(self, view):
-        """The ParamMask whose gradient entries form the embedding."""
-        return fisher_mask(view.model, view.pool, pct_top=self.pct_top or auto_pct(view.model),
-                           n_samples=self.n_samples, seed=self.seed, batch_size=self.batch_size,
-                           device=view.device)
+        """The ParamMask whose gradient entries form the embedding (in a sharded world, from
+        the Fisher diagonal all-reduced over the ranks' slices: the same on every rank)."""
+        kw = dict(pct_top=self.pct_top or auto_pct(view.model), n_samples=self.n_samples,
+                  seed=self.seed, batch_size=self.batch_size, device=view.device)
+        if sharded_world():
+            return distributed.fisher_mask(view.model, _my_slice(view), **kw)
+        return fisher_mask(view.model, view.pool, **kw)
 
     def choose(self, view, budget):
-        emb = masked_grad_embeddings(view.model, view.pool, self.mask(view),
-                                     weighting=self.weighting, batch_size=self.batch_size,
-                                     device=view.device, backend=self.backend)
-        D = emb.shape[2]
-        pool_fisher = torch.eye(D, dtype=torch.float64, device=emb.device) \
-            if self.fish_identity else None
-        given = {}
-        if not self.fish_init:  # F_L = 0, but n_L still scales the picks and the pool Fisher
-            given = dict(labeled_fisher=torch.zeros(D, D, dtype=torch.float64, device=emb.device),
-                         n_labeled=len(view.labeled))         # has every point
-            if pool_fisher is None:
-                pool_fisher = fisher_matrix(emb)
+        mask = self.mask(view)
+        if sharded_world():
+            return self._choose_sharded(view, budget, mask)
+        emb = self._embed(view, view.pool, mask)
         # The pool is read in place: no copies of its labeled and unlabeled rows.
         picks = select_from_pool(emb, budget, view.labeled_mask.to(emb.device),
-                                 pool_fisher=pool_fisher, lamb=self.lamb,
-                                 backward_steps=self.backward_steps, backend=self.backend,
-                                 parity=self.parity, **given)
+                                 **self._select_options(view, emb, lambda: fisher_matrix(emb)))
         return torch.searchsorted(view.unlabeled, picks.cpu())  # positions into view.unlabeled
+
+    def _choose_sharded(self, view, budget, mask):
+        """Under torchrun (a process group of several ranks, every rank holding the same pool):
+        each rank embeds only its contiguous slice of the pool, and selection runs sharded
+        (fishermask_ext.distributed); every rank returns the same picks."""
+        start, stop = distributed.shard_range(len(view.pool))
+        emb = self._embed(view, _my_slice(view), mask)
+        lab = view.labeled_mask[start:stop].to(emb.device)
+
+        def full_fisher():        # mean of X_iᵀX_i over every rank's rows
+            total = fisher_matrix(emb) * len(emb)
+            torch.distributed.all_reduce(total)
+            return total / len(view.pool)
+
+        opts = self._select_options(view, emb, full_fisher)
+        labeled = {} if "labeled_fisher" in opts else dict(labeled=emb[lab])
+        # The ranks' unlabeled rows, concatenated in rank order, are view.unlabeled in order.
+        return distributed.select_batch(emb[~lab], budget, **labeled, **opts)
+
+    def _embed(self, view, pool, mask):
+        return masked_grad_embeddings(view.model, pool, mask, weighting=self.weighting,
+                                      batch_size=self.batch_size, device=view.device,
+                                      backend=self.backend)
+
+    def _select_options(self, view, emb, full_fisher):
+        """select_batch's options for this strategy: the reference's two switches
+        (fish_identity: F = I; fish_init=False: F_L = 0 while n_L still scales the picks and
+        the pool Fisher `full_fisher()` still has every point)."""
+        D = emb.shape[2]
+        opts = dict(lamb=self.lamb, backward_steps=self.backward_steps, backend=self.backend,
+                    parity=self.parity, pool_fisher=None)
+        if self.fish_identity:
+            opts["pool_fisher"] = torch.eye(D, dtype=torch.float64, device=emb.device)
+        if not self.fish_init:
+            opts.update(labeled_fisher=torch.zeros(D, D, dtype=torch.float64, device=emb.device),
+                        n_labeled=len(view.labeled))
+            if opts["pool_fisher"] is None:
+                opts["pool_fisher"] = full_fisher()
+        return opts
+
+
+def _my_slice(view):
+    """This rank's contiguous slice of the pool (fishermask_ext.distributed.shard_range)."""
+    start, stop = distributed.shard_range(len(view.pool))
+    return batches.take(view.pool, torch.arange(start, stop))
 
 
 class Bait(FisherMask):
