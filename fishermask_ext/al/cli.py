@@ -4,6 +4,8 @@
     fishermask run --dataset fashion-mnist --pool-size 3000 --model small_cnn --seeds 0,1,2
     fishermask report results/digits-mlp
     fishermask select emb.pt --budget 10 --out picks.txt
+    fishermask embed model.pt --dataset digits --out pool.store [--resume]
+    fishermask select pool.store --budget 10 --labeled labeled.txt --out picks.txt
     fishermask bench -k select
 """
 import argparse
@@ -17,6 +19,7 @@ import torch
 from ..ops import BACKENDS
 from ..select import select_batch
 from . import config as schema
+from . import embed_cmd
 from .loop import run_experiment
 from .report import write_report
 
@@ -34,12 +37,15 @@ def _parser():
     r.add_argument("--no-progress", action="store_true")
     s = sub.add_parser("select", help="pick a batch from saved embeddings with select_batch")
     s.add_argument("embeddings", help=".pt file: a tensor [N, C, D] of the unlabeled points, "
-                                      "or a dict with 'unlabeled' and optional 'labeled'")
+                                      "or a dict with 'unlabeled' and optional 'labeled'; or "
+                                      "an embedding store folder (fishermask embed)")
+    embed_cmd.add_select_arguments(s)
     s.add_argument("--budget", type=int, required=True)
     s.add_argument("--out", required=True, help="indices file: .pt (a tensor), else text")
     s.add_argument("--lamb", type=float, default=1.0)
     s.add_argument("--backward-steps", type=int, default=0)
     s.add_argument("--backend", choices=BACKENDS, default="auto")
+    embed_cmd.add_parser(sub)
     rep = sub.add_parser("report", help="(re)write the curves, plot and summary of a results "
                                         "folder, also of an unfinished one")
     rep.add_argument("folder")
@@ -67,15 +73,17 @@ def _report(args):
 
 
 def _select(args):
-    saved = torch.load(args.embeddings, weights_only=True)
+    store = embed_cmd.load_pool(args.embeddings, args.labeled)
+    saved = {"unlabeled": store} if store is not None else \
+        torch.load(args.embeddings, weights_only=True)
     if isinstance(saved, torch.Tensor):
         saved = {"unlabeled": saved}
     if not isinstance(saved, dict) or "unlabeled" not in saved:
         raise ValueError(f"{args.embeddings} must hold a tensor [N, C, D] or a dict with "
                          f"'unlabeled' [N, C, D] and optional 'labeled' [n_L, C, D]")
-    picks = select_batch(saved["unlabeled"], args.budget, labeled=saved.get("labeled"),
-                         lamb=args.lamb, backward_steps=args.backward_steps,
-                         backend=args.backend)
+    picks = embed_cmd.select_stored(store, args) if store is not None else \
+        select_batch(saved["unlabeled"], args.budget, labeled=saved.get("labeled"),
+                     lamb=args.lamb, backward_steps=args.backward_steps, backend=args.backend)
     if args.out.endswith(".pt"):
         torch.save(picks, args.out)
     else:
@@ -104,7 +112,8 @@ def main(argv=None):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
     try:
-        commands = {"run": _run, "report": _report, "select": _select, "bench": _bench}
+        commands = {"run": _run, "report": _report, "select": _select, "bench": _bench,
+                    "embed": embed_cmd.run}
         return commands[args.command](args)
     except (ValueError, TypeError, OSError) as exc:
         print(f"fishermask {args.command}: error: {exc}", file=sys.stderr)

@@ -1,23 +1,9 @@
 """Files of a results folder: every write is atomic, every JSON file is written one way."""
 import json
-import os
+
+from .._files import write_atomic
 
 __all__ = ["write_atomic", "write_json", "read_json"]
-
-
-def write_atomic(path, text):
-    """Write `text` to `path` through a temporary file and os.replace (never a torn file: a run
-    killed mid-write leaves the previous round's file, which --resume can continue from)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_json(path, obj):
