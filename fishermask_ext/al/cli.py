@@ -3,7 +3,9 @@
     fishermask run                      # small digits experiment into ./results/digits-mlp/
     fishermask run --dataset fashion-mnist --pool-size 3000 --model small_cnn --seeds 0,1,2
     fishermask report results/digits-mlp
+    fishermask embed model.pt --dataset digits --out pool.store [--resume]
     fishermask select emb.npy --budget 10 --out picks.txt
+    fishermask select pool.store --budget 10 --labeled labeled.txt --out picks.txt
     fishermask bench --quick            # every benchmark at smoke sizes; --list, -k select, ...
 
 One function pair per subcommand: `_<name>_parser(sub)` adds its flags, `_<name>(args)` runs
@@ -18,6 +20,7 @@ import sys
 from ..ops import BACKENDS
 from . import bench
 from . import config as schema
+from . import embed_cmd
 
 __all__ = ["main"]
 
@@ -65,14 +68,17 @@ def _report(args):
 
 def _select_parser(sub):
     s = sub.add_parser("select", help="pick a batch from saved embeddings (select_batch)")
-    s.add_argument("embeddings", help="a .npy file [N, C, D] of the unlabeled points, or a .pt "
-                                      "file: a tensor [N, C, D] or a dict with 'unlabeled' and "
-                                      "optional 'labeled' [n_L, C, D]")
+    s.add_argument("embeddings", help="a .npy file [N, C, D] of the pool, a .pt file (a tensor "
+                                      "[N, C, D] or a dict with 'unlabeled' and optional "
+                                      "'labeled' [n_L, C, D]), or an embedding store folder "
+                                      "(fishermask embed)")
     s.add_argument("--budget", type=int, required=True, help="K, the number of points to pick")
     s.add_argument("--out", required=True, help="picks file: .pt (a tensor), .npy, else text "
                                                 "(one index per line)")
     s.add_argument("--labeled", default=None,
-                   help=".npy/.pt file [n_L, C, D]: embeddings of the labeled points")
+                   help="the labeled points: their pool positions (a text file, one index per "
+                        "line as --out writes them, or a .npy/.pt integer array), an [N] bool "
+                        "mask, or their own embeddings [n_L, C, D] (.npy/.pt)")
     s.add_argument("--labeled-fisher", default=None,
                    help=".npy/.pt file [D, D]: the labeled points' Fisher F_L (with --n-labeled)"
                         " when only it was kept")
@@ -89,29 +95,32 @@ def _select_parser(sub):
 
 
 def _select(args):
-    from ..select import select_batch
+    from ..select import select_batch, select_from_pool
     from . import pool_files
     pool_files.check_out(args.out, gains=args.gains)        # before any work
-    if args.labeled and args.labeled_fisher:
-        raise ValueError("pass --labeled or --labeled-fisher, not both")
     if (args.labeled_fisher is None) != (args.n_labeled is None):
         raise ValueError("--labeled-fisher and --n-labeled go together: F_L and its n_L")
-    unlabeled, labeled = pool_files.read_pool(args.embeddings)
+    store = embed_cmd.load_pool(args.embeddings)             # None: not a store folder
+    pool, labeled = (store, None) if store is not None else pool_files.read_pool(args.embeddings)
+    mask = None
     if args.labeled:
         if labeled is not None:
             raise ValueError(f"{args.embeddings} holds 'labeled' already; drop --labeled")
-        labeled = pool_files.read_array(args.labeled, "--labeled")
+        mask, labeled = pool_files.read_labeled(args.labeled, pool.shape[0])
+    if args.labeled_fisher and labeled is not None:
+        raise ValueError("pass labeled embeddings (--labeled, or 'labeled' in the file) or "
+                         "--labeled-fisher, not both")
     fisher = (None if args.labeled_fisher is None else
-              pool_files.read_array(args.labeled_fisher, "--labeled-fisher"))
-    if fisher is not None and not hasattr(fisher, "dtype"):
-        raise ValueError(f"--labeled-fisher {args.labeled_fisher} must hold a [D, D] array")
-    picks, gains = select_batch(
-        unlabeled, args.budget, labeled=labeled, labeled_fisher=_tensor(fisher),
-        n_labeled=args.n_labeled, lamb=args.lamb, backward_steps=args.backward_steps,
-        backend=args.backend, parity=args.parity, progress=not args.no_progress,
-        return_gains=True)
+              _tensor(pool_files.read_array(args.labeled_fisher, "--labeled-fisher")))
+    opts = dict(labeled_fisher=fisher, n_labeled=args.n_labeled, lamb=args.lamb,
+                backward_steps=args.backward_steps, backend=args.backend, parity=args.parity,
+                progress=not args.no_progress, return_gains=True)
+    if mask is not None:          # positions into the pool (select_from_pool reads it in place)
+        picks, gains = select_from_pool(pool, args.budget, mask, **opts)
+    else:
+        picks, gains = select_batch(pool, args.budget, labeled=labeled, **opts)
     pool_files.write_picks(args.out, picks, gains if args.gains else None)
-    print(f"picked {len(picks)} of {len(unlabeled)} points; wrote {args.out}")
+    print(f"picked {len(picks)} of {pool.shape[0]} points; wrote {args.out}")
     return 0
 
 
@@ -131,7 +140,8 @@ def _bench_parser(sub):
 
 
 COMMANDS = {"run": (_run_parser, _run), "report": (_report_parser, _report),
-            "select": (_select_parser, _select), "bench": (_bench_parser, bench.run)}
+            "select": (_select_parser, _select), "embed": (embed_cmd.add_parser, embed_cmd.run),
+            "bench": (_bench_parser, bench.run)}
 
 
 def _parser():

@@ -116,9 +116,10 @@ def _check_list(value, name):
                          f"give each once")
 
 
-def add_arguments(parser):
-    """One flag per Option on an argparse parser; `from_args` turns the result into overrides."""
-    for opt in SCHEMA:
+def add_arguments(parser, keys=None):
+    """One flag per Option (or per Option of `keys`) on an argparse parser; `from_args` turns
+    the result into overrides."""
+    for opt in _options_of(keys):
         flag = _flag(opt)
         kw = dict(dest=opt.key, help=opt.help)
         if opt.kind == "bool":
@@ -139,16 +140,22 @@ def _flag(opt):
     return opt.flag or "--" + opt.key.replace("_", "-")
 
 
+def _options_of(keys):
+    """The Options of `keys` in schema order (all of them for None)."""
+    return [o for o in SCHEMA if keys is None or o.key in keys]
+
+
 def _shown(default):
     """A default as it would be typed on the command line."""
     return ",".join(map(str, default)) if isinstance(default, list) else default
 
 
-def from_args(args):
-    """{key: value} of every Option from the parsed flags of `add_arguments`, each checked
-    against its Option at once, an error naming the flag (--query 0: "--query must be ...")."""
+def from_args(args, keys=None):
+    """{key: value} of every Option (or of `keys`) from the parsed flags of `add_arguments`,
+    each checked against its Option at once, an error naming the flag (--query 0: "--query
+    must be ...")."""
     config = {}
-    for opt in SCHEMA:
+    for opt in _options_of(keys):
         value = getattr(args, opt.key)
         if opt.kind in ("options", "nested"):
             value = _options(value, nested=opt.kind == "nested")

@@ -1,32 +1,9 @@
 """Files of a results folder: every write is atomic, every JSON file is written one way."""
-import contextlib
 import json
-import os
+
+from .._files import atomic_path, write_atomic
 
 __all__ = ["atomic_path", "write_atomic", "write_json", "read_json"]
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """A temporary path to write `path` through: renamed onto `path` when the block ends
-    without an error, removed otherwise (never a torn file: a run killed mid-write leaves the
-    previous round's file, which --resume can continue from)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_atomic(path, text):
-    """Write `text` to `path` through atomic_path, flushed to disk before the rename."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def write_json(path, obj):

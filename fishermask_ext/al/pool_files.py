@@ -1,6 +1,7 @@
 """Files of `fishermask select`: embeddings in (.npy or torch .pt), picks out (text, .pt, .npy).
 
     unlabeled, labeled = read_pool("emb.npy")          # a numpy memmap [N, C, D], None
+    mask, embeddings = read_labeled("labeled.txt", N)  # [N] bool, None (or None, [n_L, C, D])
     check_out("picks.txt", gains=True)                 # before any work: a clear error or None
     write_picks("picks.txt", picks, gains)
 
@@ -13,9 +14,9 @@ import os
 import numpy as np
 import torch
 
-from .io import atomic_path
+from .._files import atomic_path
 
-__all__ = ["read_array", "read_pool", "check_out", "write_picks"]
+__all__ = ["read_array", "read_pool", "read_labeled", "check_out", "write_picks"]
 
 NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 FORMATS = ("a .npy file (numpy.save) of an array [N, C, D], or a torch.save file (.pt) of a "
@@ -65,6 +66,42 @@ def read_pool(path):
     if isinstance(saved, (torch.Tensor, np.ndarray)):
         return saved, None
     raise ValueError(f"embeddings {path} holds a {type(saved).__name__}; pass {FORMATS}")
+
+
+def read_labeled(path, N):
+    """(mask, embeddings) from a --labeled file, one of them None: pool positions (a text file
+    of indices, one per line as --out writes them; or an integer [k] array/tensor), an [N] bool
+    mask (True = labeled), or the labeled points' own embeddings [n_L, C, D] (float)."""
+    try:
+        given = read_array(path, "--labeled")
+    except ValueError:
+        if not os.path.isfile(path):
+            raise
+        with open(path) as f:              # a text file of positions (first column)
+            try:
+                given = np.array([int(line.split()[0]) for line in f if line.strip()],
+                                 dtype=np.int64)
+            except (ValueError, UnicodeDecodeError):
+                raise ValueError(f"--labeled {path} is not a text file of pool positions (one "
+                                 f"integer per line), nor {FORMATS}") from None
+    given = torch.as_tensor(np.asarray(given) if isinstance(given, np.ndarray) else given)
+    if given.is_floating_point() and given.dim() == 3:
+        return None, given
+    if given.dtype == torch.bool:
+        if tuple(given.shape) != (N,):
+            raise ValueError(f"--labeled {path}: a bool mask must have shape ({N},), the "
+                             f"pool's N, got {tuple(given.shape)}")
+        return given, None
+    if given.is_floating_point() or given.is_complex() or given.dim() != 1:
+        raise ValueError(f"--labeled {path} must hold integer pool positions, an [N] bool mask "
+                         f"or labeled embeddings [n_L, C, D], got {given.dtype} "
+                         f"{tuple(given.shape)}")
+    if len(given) and (int(given.min()) < 0 or int(given.max()) >= N):
+        raise ValueError(f"--labeled {path}: positions must be in 0..{N - 1} (the pool has {N} "
+                         f"rows), got {int(given.min())}..{int(given.max())}")
+    mask = torch.zeros(N, dtype=torch.bool)
+    mask[given] = True
+    return mask, None
 
 
 def _kind(path):

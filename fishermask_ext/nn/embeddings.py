@@ -3,8 +3,9 @@ import sys
 
 import torch
 
-from . import batches, hooks, state
+from . import batches, hooks, state, stored
 from ..ops import resolve
+from ..select.store import EmbeddingStore
 
 __all__ = ["masked_grad_embeddings"]
 
@@ -27,10 +28,14 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
     model: returns logits [n, C] or a tuple starting with them.
     data: Tensor of inputs [N, ...], or a Dataset / DataLoader of inputs or (inputs, labels).
     mask: a ParamMask built for this model.
-    out: optional preallocated [N, C, D] tensor of the model's dtype (e.g. memory-mapped).
+    out: optional preallocated [N, C, D] tensor of the model's dtype, or an EmbeddingStore
+        (`open_store(path, mode="w")`, or mode="a" to resume one): filled chunk by chunk, each
+        chunk on disk before the next; a store already holding chunks must have been written
+        by this model, mask and weighting (else ValueError, "refuse to mix"), and only its
+        missing chunks are computed. Data must have a length then.
     progress: None (a tqdm bar when N > PROGRESS_MIN and stderr is a terminal), True or False;
         no bar without tqdm, which only the `al` extra installs.
-    Returns out, or a new [N, C, D] tensor in the model's dtype on `device`.
+    Returns out (the store), or a new [N, C, D] tensor in the model's dtype on `device`.
     """
     if weighting not in hooks.WEIGHTINGS:
         raise ValueError(f"weighting must be one of {hooks.WEIGHTINGS}, got {weighting!r}")
@@ -45,10 +50,22 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
     chunks, start = [], 0
     show = progress if progress is not None else (N or 0) > PROGRESS_MIN and sys.stderr.isatty()
     bar = _progress_bar(N, show)
+
+    def embed(x):   # [n, C, D] embeddings of one batch
+        _check_input_dtype(x, dtype)
+        return _embed_batch(capture, x, mask, plans, weighting, backend)
+
+    if isinstance(out, EmbeddingStore):
+        fingerprints = dict(model=state.model_fingerprint(model), mask=mask.fingerprint(),
+                            weighting=weighting)
+        with state.eval_with_grad(model), bar:
+            return stored.fill_store(
+                out, data, embed,
+                n=N, dim=len(mask), dtype=_embedding_dtype(model, mask), fingerprints=fingerprints,
+                batch_size=batch_size, device=device, bar=bar)
     with state.eval_with_grad(model), bar:
         for x in batches.iter_batches(data, batch_size, device):
-            _check_input_dtype(x, dtype)
-            emb = _embed_batch(capture, x, mask, plans, weighting, backend)   # [n, C, D]
+            emb = embed(x)
             if out is None and N is not None:
                 out = emb.new_empty((N, *emb.shape[1:]))
             if out is None:
@@ -161,14 +178,22 @@ def _check_input_dtype(x, dtype):
 
 
 def _check_out_type(out):
-    """TypeError unless `out` is None or a tensor; says how to wrap a numpy memmap."""
-    if out is None or isinstance(out, torch.Tensor):
+    """TypeError unless `out` is None, a tensor or a store; says how to wrap a numpy memmap."""
+    if out is None or isinstance(out, (torch.Tensor, EmbeddingStore)):
         return
     kind = type(out).__module__.split(".")[0] + "." + type(out).__name__
     hint = (" (it shares the memory: rows written go to the file)"
             if hasattr(out, "__array__") else "")
-    raise TypeError(f"out must be a torch tensor, got a {kind}; wrap an array with "
+    raise TypeError(f"out must be a torch tensor or an EmbeddingStore, got a {kind}; wrap an "
+                    f"array with "
                     f"out=torch.from_numpy(array){hint}")
+
+
+def _embedding_dtype(model, mask):
+    """The dtype of the embeddings: that of the masked parameters (the logits' dtype of any
+    model whose parameters share one), known before any batch runs."""
+    params = dict(model.named_parameters())
+    return params[mask.names[0]].dtype if mask.names else torch.get_default_dtype()
 
 
 def _check_out(out, emb, start, N):

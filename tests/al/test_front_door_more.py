@@ -125,11 +125,25 @@ def test_select_gains_npy_out_and_progress_bar(tmp_path, pool, capsys):
     assert np.load(npy).tolist() == picks.tolist()
 
 
+def test_select_labeled_positions_of_a_file_pool(tmp_path, pool):
+    """--labeled as pool positions (as --out writes them) works for a .npy pool too."""
+    from fishermask_ext import select_from_pool
+    X, _ = pool
+    (tmp_path / "lab.txt").write_text("3\n17\n30\n")
+    out = tmp_path / "p.txt"
+    assert cli.main(["select", str(tmp_path / "X.npy"), "--budget", "4", "--out", str(out),
+                     "--labeled", str(tmp_path / "lab.txt"), "--no-progress"]) == 0
+    mask = torch.zeros(40, dtype=torch.bool)
+    mask[[3, 17, 30]] = True
+    assert _picks(out) == select_from_pool(X, 4, mask).tolist()
+
+
 def test_select_conflicting_inputs(tmp_path, pool, capsys):
     base = ["select", str(tmp_path / "X.npy"), "--budget", "5", "--out", str(tmp_path / "p.txt")]
     assert cli.main([*base, "--labeled", str(tmp_path / "L.pt"), "--labeled-fisher",
                      str(tmp_path / "FL.pt"), "--n-labeled", "8"]) == 2
-    assert "pass --labeled or --labeled-fisher, not both" in capsys.readouterr().err
+    assert "pass labeled embeddings (--labeled, or 'labeled' in the file) or --labeled-fisher" \
+        in capsys.readouterr().err
     assert cli.main([*base, "--labeled-fisher", str(tmp_path / "FL.pt")]) == 2
     assert "--labeled-fisher and --n-labeled go together" in capsys.readouterr().err
     assert cli.main([*base[:-1], str(tmp_path / "p.npy"), "--gains"]) == 2
