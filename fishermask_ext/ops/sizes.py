@@ -12,3 +12,15 @@ BLOCK = 384
 def chunk_rows(C, D):
     """Rows of an [N, C, D] embedding per chunk of about CHUNK_BYTES of float64."""
     return max(1, CHUNK_BYTES // max(1, 8 * C * D))
+
+
+# Bytes of the per-sample gradients (and a conv's input patches) that one chunk of step A holds
+# at once: the whole working set of the fisher_*_sq ops, whatever the batch size. Large enough
+# that a chunk's batched GEMM runs at full rate, small enough to stay in the last-level cache.
+FISHER_CHUNK_BYTES = 16 << 20
+
+
+def fisher_chunk(per_sample, itemsize):
+    """Samples per chunk of a fisher_*_sq op when one sample's gradients (and patches) are
+    `per_sample` elements of `itemsize` bytes."""
+    return max(1, FISHER_CHUNK_BYTES // max(1, per_sample * itemsize))
