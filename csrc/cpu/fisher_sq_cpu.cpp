@@ -43,6 +43,36 @@ void square_sum_cpu(const at::Tensor& G, const at::Tensor& out) {
   });
 }
 
+// patches [P, Cin·kh·kw, Ho·Wo] of x [P, Cin, H, W] (contiguous): one task per row. The
+// pixels of one output row lie on one input row: zeros, a strided copy, zeros.
+void im2col_cpu(const at::Tensor& x, const PatchGeometry& g, const at::Tensor& patches) {
+  const int64_t rows = patches.size(0) * patches.size(1), L = g.Ho * g.Wo;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "im2col_cpu", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* op = patches.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, at::internal::GRAIN_SIZE / (L + 1)),
+                     [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const PatchRow row = patch_row(r, g);
+        const Span span = valid_columns(row, g);
+        const scalar_t* plane = xp + row.plane * g.H * g.W;
+        for (int64_t y = 0; y < g.Ho; ++y) {
+          scalar_t* dst = op + r * L + y * g.Wo;
+          const int64_t iy = y * g.sh + row.y0;
+          if (iy < 0 || iy >= g.H) {
+            std::fill(dst, dst + g.Wo, scalar_t(0));
+            continue;
+          }
+          const scalar_t* src = plane + iy * g.W + row.x0;
+          std::fill(dst, dst + span.lo, scalar_t(0));
+          for (int64_t xo = span.lo; xo < span.hi; ++xo) dst[xo] = src[xo * g.sw];
+          std::fill(dst + span.hi, dst + g.Wo, scalar_t(0));
+        }
+      }
+    });
+  });
+}
+
 at::Tensor fisher_linear_sq_cpu(const at::Tensor& a,      // [n, S, I]
                                 const at::Tensor& delta,  // [C, n, S, O]
                                 int64_t chunk) {
@@ -55,7 +85,7 @@ at::Tensor fisher_conv2d_sq_cpu(const at::Tensor& x,      // [n, Cin, H, W]
                                 at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                                 int64_t chunk) {
   return fisher_conv2d_sq_impl(x, delta, kernel_size, stride, padding, dilation, groups, chunk,
-                               square_sum_cpu);
+                               square_sum_cpu, im2col_cpu);
 }
 
 at::Tensor fisher_channel_sq_cpu(const at::Tensor& delta,               // [C, n, O, L]

@@ -1,7 +1,7 @@
 // CUDA kernels of the step-A ops (docs/ALGORITHM.md): sums over samples and class seeds of
 // squared per-sample gradients. Schemas and exact math: csrc/ops.cpp; the chunk loops (cuBLAS
 // batched GEMMs through ATen) and the arithmetic are csrc/fisher_sq.h, shared with the CPU.
-// square_sum: one thread per gradient entry, its loads coalesced across the warp.
+// im2col: one thread per patch entry. square_sum: one thread per gradient entry, its loads coalesced across the warp.
 // channel: one block per output channel, threads split the (class, sample) pairs, then a
 // fixed-order tree sum in shared memory (deterministic, no atomics).
 #include <ATen/ATen.h>
@@ -48,6 +48,30 @@ void square_sum_cuda(const at::Tensor& G, const at::Tensor& out) {
 }
 
 template <typename scalar_t>
+__global__ void im2col_kernel(const scalar_t* __restrict__ x,  // [P, Cin, H, W]
+                              scalar_t* __restrict__ out,      // [P, Cin·kh·kw, Ho·Wo]
+                              int64_t total, PatchGeometry g) {
+  const int64_t L = g.Ho * g.Wo;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = t / L, l = t % L;
+    const PatchRow row = patch_row(r, g);
+    out[t] = patch_at(x + row.plane * g.H * g.W, row, l / g.Wo, l % g.Wo, g);
+  }
+}
+
+void im2col_cuda(const at::Tensor& x, const PatchGeometry& g, const at::Tensor& patches) {
+  const int64_t total = patches.numel();
+  if (total == 0) return;
+  const int blocks = static_cast<int>(std::min((total + kThreads - 1) / kThreads, kMaxBlocks));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "im2col_cuda", [&] {
+    im2col_kernel<scalar_t><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        x.data_ptr<scalar_t>(), patches.data_ptr<scalar_t>(), total, g);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+template <typename scalar_t>
 __global__ void channel_sq_kernel(const scalar_t* __restrict__ delta,  // [C, n, O, L]
                                   const scalar_t* __restrict__ a,      // [n, O, L] or null
                                   scalar_t* __restrict__ out,          // [O]
@@ -78,7 +102,7 @@ at::Tensor fisher_conv2d_sq_cuda(const at::Tensor& x,      // [n, Cin, H, W]
                                  int64_t groups, int64_t chunk) {
   const c10::cuda::CUDAGuard guard(x.device());
   return fisher_conv2d_sq_impl(x, delta, kernel_size, stride, padding, dilation, groups, chunk,
-                               square_sum_cuda);
+                               square_sum_cuda, im2col_cuda);
 }
 
 at::Tensor fisher_channel_sq_cuda(const at::Tensor& delta,               // [C, n, O, L]

@@ -12,7 +12,7 @@ __all__ = ["fisher_diagonal", "fisher_mask"]
 
 
 def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, device=None,
-                    reference_order=False, backend="auto"):
+                    reference_order=False, backend="auto", rows=None):
     """{name: f [*param.shape]}, f_j = Σ_x Σ_c p_c(x) (∂ log p_c(x) / ∂θ_j)², in eval mode.
 
     The sum runs over min(n_samples, N) samples of `data` (see masked_grad_embeddings for the
@@ -21,22 +21,36 @@ def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, devi
     ascending order; with reference_order=True the first n_samples in storage order, as the
     reference code does (in a class-sorted pool that is only a few classes). Per batch: one
     forward pass and C backward passes of activation gradients seeded with sqrt(p_c)(e_c − p),
-    so the squares carry the weight p_c; the fused fisher_*_sq ops (native through `backend`:
-    "auto", "native" or "torch") then sum the squared per-sample gradients straight from layer
-    inputs and output gradients, a chunk of samples at a time (ops/sizes.py fisher_chunk):
-    beyond the batch's autograd graph, memory grows with the chunk, not the batch.
+    so the squares carry the weight p_c, over `rows` samples at a time (default
+    ops.sizes.fisher_rows: the output gradients of all C classes of those samples fill about
+    FISHER_ROWS_BYTES); the fused fisher_*_sq ops (native through `backend`: "auto", "native"
+    or "torch") then sum the squared per-sample gradients straight from the layer inputs and
+    output gradients of all C classes at once, a chunk of samples at a time
+    (ops.sizes.fisher_chunk). Memory is bounded by rows and the chunks, whatever batch_size is
+    (batch_size only sets how many samples are loaded at once).
     """
     params = dict(model.named_parameters())
     owners = hooks.owners(model, params)
     device = state.model_device(model, device)
     capture = hooks.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
+    if rows is not None:
+        check_int(rows, "rows", minimum=1)
     with state.eval_with_grad(model):
         fisher = {name: torch.zeros(p.numel(), dtype=p.dtype, device=device)
                   for name, p in params.items()}
         for x in batches.iter_batches(_sample(data, n_samples, seed, reference_order), batch_size,
                                   device):
-            _accumulate(capture, owners, x, fisher, backend)
+            rows = rows or _rows(capture, x)
+            for part in x.split(rows):
+                _accumulate(capture, owners, part, fisher, backend)
     return {name: f.view(params[name].shape) for name, f in fisher.items()}
+
+
+def _rows(capture, x):
+    """ops.sizes.fisher_rows for this model, from the output sizes of a one-sample pass."""
+    logits = capture.forward(x[:1])
+    per_sample = logits.shape[1] * sum(torch.Size(c.shape[1:]).numel() for c in capture.calls)
+    return sizes.fisher_rows(per_sample * logits.element_size())
 
 
 def _sample(data, n_samples, seed, reference_order):
@@ -56,16 +70,16 @@ def _accumulate(capture, owners, x, fisher, backend):
     """Adds Σ_{x in batch} Σ_c p_c g_c² to `fisher` ({name: [numel]})."""
     logits = capture.forward(x)
     views = [hooks.input_view(owners[call.module_name][0], call) for call in capture.calls]
+    deltas = hooks.stacked_deltas(capture, logits, hooks.class_seeds(logits, "sqrt_p"))
     calls = {}                  # module name: indices of its calls (a module may run twice)
     for i, call in enumerate(capture.calls):
         calls.setdefault(call.module_name, []).append(i)
-    for deltas in capture.deltas(logits, hooks.class_seeds(logits, "sqrt_p")):
-        for mod_name, idx in calls.items():
-            vs = [views[i] for i in idx]
-            ds = [hooks.delta_view(views[i], deltas[i][None]) for i in idx]    # [1, n, ...]
-            for attr in owners[mod_name][1]:
-                key = f"{mod_name}.{attr}" if mod_name else attr
-                fisher[key] += _squared_grads(vs, ds, attr, backend).flatten()
+    for mod_name, idx in calls.items():
+        vs = [views[i] for i in idx]
+        ds = [hooks.delta_view(views[i], deltas[i]) for i in idx]            # [C, n, ...]
+        for attr in owners[mod_name][1]:
+            key = f"{mod_name}.{attr}" if mod_name else attr
+            fisher[key] += _squared_grads(vs, ds, attr, backend).flatten()
 
 
 def _squared_grads(views, deltas, attr, backend):
@@ -75,7 +89,7 @@ def _squared_grads(views, deltas, attr, backend):
     kind = views[0].kind
     if attr == "weight" and kind == "linear":
         # Every call is more positions s of the one weight: join them along S.
-        a, d = torch.cat([v.a for v in views], 1), torch.cat(deltas, 2)   # [n, S, I], [C,n,S,O]
+        a, d = _joined([v.a for v in views], 1), _joined(deltas, 2)     # [n, S, I], [C,n,S,O]
         C, _, S, O = d.shape
         per_sample = (O + a.shape[2]) * S if S == 1 else C * O * a.shape[2]
         return resolve("fisher_linear_sq", device, backend)(
@@ -83,9 +97,14 @@ def _squared_grads(views, deltas, attr, backend):
     if attr == "weight" and kind == "conv":
         return _conv_squares(views, deltas, backend, itemsize)
     # Channel sums (BatchNorm γ, β; biases) run over every position of every call.
-    d = torch.cat([hooks.channel_deltas(v, dl) for v, dl in zip(views, deltas)], 3)
-    a = torch.cat([v.a for v in views], 2) if attr == "weight" else None   # BatchNorm γ: x̂
+    d = _joined([hooks.channel_deltas(v, dl) for v, dl in zip(views, deltas)], 3)
+    a = _joined([v.a for v in views], 2) if attr == "weight" else None     # BatchNorm γ: x̂
     return resolve("fisher_channel_sq", device, backend)(d, a)
+
+
+def _joined(tensors, dim):
+    """torch.cat along `dim`, without the copy cat makes of a single tensor."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim)
 
 
 def _conv_squares(views, deltas, backend, itemsize):

@@ -118,6 +118,19 @@ class LayerCapture:
             yield deltas
 
 
+def stacked_deltas(capture, logits, seeds, keep=None):
+    """Per recorded call i, its output gradients for all seeds at once, [C, n, *out_shape]
+    (capture.deltas stacked over the classes), each first narrowed by keep(i, delta) if given."""
+    kept = [None] * len(capture.calls)
+    for c, deltas in enumerate(capture.deltas(logits, seeds)):
+        for i, delta in enumerate(deltas):
+            delta = keep(i, delta) if keep is not None else delta
+            if kept[i] is None:
+                kept[i] = delta.new_empty((len(seeds), *delta.shape))
+            kept[i][c] = delta
+    return kept
+
+
 class View(NamedTuple):
     """A recorded call in the form the per-sample gradient formulas use."""
     kind: str                # "linear", "conv" or "bn"

@@ -24,3 +24,15 @@ def fisher_chunk(per_sample, itemsize):
     """Samples per chunk of a fisher_*_sq op when one sample's gradients (and patches) are
     `per_sample` elements of `itemsize` bytes."""
     return max(1, FISHER_CHUNK_BYTES // max(1, per_sample * itemsize))
+
+
+# Bytes of the output gradients of all C classes that step A holds for one pass of `rows`
+# samples: the C class seeds of a sample then meet in one product per layer, which reads the
+# sample's input patches once for all classes.
+FISHER_ROWS_BYTES = 128 << 20
+
+
+def fisher_rows(per_sample_bytes):
+    """Samples per forward/backward pass of step A when one sample's output gradients of all
+    classes take `per_sample_bytes`."""
+    return max(1, FISHER_ROWS_BYTES // max(1, per_sample_bytes))
