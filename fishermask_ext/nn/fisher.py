@@ -59,6 +59,8 @@ def _sample(data, n_samples, seed, reference_order):
     if N is None:
         raise TypeError("fisher_diagonal needs data with a length (a Tensor, a map-style "
                         "Dataset or a DataLoader over one) to draw its sample")
+    if N == 0:
+        raise ValueError("fisher_diagonal: data holds no samples; pass a non-empty pool")
     k = min(check_int(n_samples, "n_samples", minimum=1), N)
     if reference_order:
         return batches.take(data, torch.arange(k))

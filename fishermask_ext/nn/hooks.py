@@ -9,6 +9,7 @@ Also here: the per-module-type views of a recorded call that both steps build th
 per-sample gradients from.
 """
 import functools
+import math
 from collections import Counter
 from typing import NamedTuple
 
@@ -152,7 +153,8 @@ def input_view(module, call):
         shape = (1, -1) + (1,) * (a.dim() - 2)
         xhat = (a - module.running_mean.view(shape)) * torch.rsqrt(
             module.running_var.view(shape) + module.eps)
-        return View("bn", xhat.reshape(n, a.shape[1], -1), ())
+        # explicit L: -1 is ambiguous for an empty batch
+        return View("bn", xhat.reshape(n, a.shape[1], math.prod(a.shape[2:])), ())
     k, s, d, pad = module.kernel_size, module.stride, module.dilation, module.padding
     if isinstance(pad, str):  # "valid" or "same": pad as F.conv does (odd extra on the right)
         totals = [di * (ki - 1) if pad == "same" else 0 for ki, di in zip(k, d)]
