@@ -29,7 +29,8 @@ def fisher_chunk(per_sample, itemsize):
 # Bytes of the output gradients of all C classes that step A holds for one pass of `rows`
 # samples: the C class seeds of a sample then meet in one product per layer, which reads the
 # sample's input patches once for all classes. 256 MB is about 20 images of the narrow
-# ResNet-18 (12 MB each in float32): fewer make its backward passes markedly less efficient.
+# ResNet-18 (12 MB each in float32); on the 2-core CPU, passes of 8 images were slower than
+# passes of 16 or 32 (small-batch backward passes), in one timing on a shared machine.
 FISHER_ROWS_BYTES = 256 << 20
 
 
