@@ -15,9 +15,6 @@ fishermask_ext.masked_grad_embeddings against three other ways to compute the sa
              image: every image costs the same C full-batch backward passes
   func       torch.func per-sample Jacobians, vmap(jacrev) over the whole batch, then the gather
   loop       one single-image forward and C backward calls per image, then the gather
-  step A     fisher_mask itself (the Fisher diagonal on all N images, then the top pct_top
-             entries): what a FisherMask round spends before step C, timed and its peak
-             measured the same way (test_fisher_mask)
 
   fisher:native  step A, fisher_diagonal (the fused fisher_*_sq ops) over the same N images
   fisher:old     step A as the package computed it before them (testing.batch_fisher_diagonal:
@@ -56,8 +53,8 @@ from fishermask_ext.testing import (batch_fisher_diagonal, batch_graph_embedding
 # What `fishermask bench` prints before a full run: an estimate, not a timed whole run (this
 # file was never timed end to end here): the per-method rates of RESULTS-embed.md (about 70 s
 # of timed calls), the same calls again in the peak-memory subprocesses, their start-ups and
-# the float64 truth.
-FULL_RUN_MINUTES = 4
+# the float64 truth, plus step A's two methods (fisher:native, fisher:old).
+FULL_RUN_MINUTES = 6
 C, PCT = 10, 0.002
 FULL = dict(n=256, ref_images=8, fisher_samples=256, check_images=2)
 SMOKE = dict(n=2, ref_images=1, fisher_samples=2, check_images=1)
@@ -113,8 +110,6 @@ def run(method, model, x, masks, ref_images):
     if method in STEP_A:
         return step_a(method, model, x)
     name, _, kind = method.partition(":")
-    if name == "fisher_mask":     # step A on every image, the setup's own settings
-        return fisher_mask(model, x, pct_top=PCT, n_samples=len(x))
     mask = masks[kind or "deep"]
     if name == "reference":
         return batch_graph_embeddings(model, x, mask, images=ref_images)
@@ -198,11 +193,6 @@ def _summary(table, sizes):
         r = table[method]
         yield (f"| {method} | {r['ips']:.2f} | {base['ips'] / r['ips']:.1f}x | {r['peak']:.0f} | "
                f"{r['peak'] / base['peak']:.1f}x |")
-    if "step A" in table:
-        a = table["step A"]
-        peak = "" if a["peak"] is None else f", peak {a['peak']:.0f} MB"
-        yield (f"step A, fisher_mask on the {sizes['n']} images (pct_top={PCT}): "
-               f"{a['ips']:.2f} images/s{peak}")
     yield from (table[key] for key in ("flops", "gemm") if key in table)
     if "fisher:native" in table:
         yield ""
@@ -262,21 +252,6 @@ def test_embed(benchmark, bench, sizes, results, smoke, method):
         results[method] = dict(ips=ips, peak=peak)
     if method == "ours:deep" and stats is not None and not smoke:   # a full-size figure only
         _throughput(model, x, masks["deep"], stats.stats.min, results)
-
-
-def test_fisher_mask(benchmark, bench, sizes, results, smoke):
-    """Step A: fisher_mask on the N images of the setup, against the mask the setup built."""
-    model, x = bench["model"], bench["x"]
-    benchmark.group = f"embeddings N={sizes['n']} C={C} D=1402"
-    mask = benchmark.pedantic(lambda: run("fisher_mask", model, x, bench["masks"], 0),
-                              rounds=3, iterations=1, warmup_rounds=1)
-    assert mask == bench["masks"]["fisher"] and len(mask) == 1402
-    stats = getattr(benchmark, "stats", None)
-    if stats is None:
-        return
-    peak = None if smoke else _peak_subprocess("fisher_mask", bench["folder"], 0)
-    benchmark.extra_info.update(images_per_s=len(x) / stats.stats.min, peak_mb=peak)
-    results["step A"] = dict(ips=len(x) / stats.stats.min, peak=peak)
 
 
 def _throughput(model, x, mask, seconds, results):
