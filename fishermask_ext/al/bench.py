@@ -1,7 +1,7 @@
 """`fishermask bench`: the benchmarks of benchmarks/ under pytest-benchmark, as a command.
 
     fishermask bench --list              # every benchmark, and the estimated time of a full run
-    fishermask bench --quick             # every benchmark at its smoke sizes, under a minute
+    fishermask bench --quick             # every benchmark at its smoke sizes, one thread each
     fishermask bench -k select           # full sizes; arguments it does not know go to pytest
 
 Every run writes its table (results.md, results.json), pytest-benchmark's own JSON and, when the
@@ -33,8 +33,8 @@ GRACE_S = 10    # after SIGTERM, how long the pytest group may take to exit befo
 def add_arguments(parser):
     """The bench flags on its argparse subparser (the rest of the command line goes to pytest)."""
     parser.add_argument("--quick", action="store_true",
-                        help="every benchmark at its smoke sizes (the CI pass), timed: under a "
-                             "minute")
+                        help="every benchmark at its smoke sizes (the CI pass), timed, one "
+                             "thread per process unless OMP_NUM_THREADS is set: under a minute")
     parser.add_argument("--list", action="store_true",
                         help="list the benchmarks and the estimated time of a full run, run "
                              "nothing")
@@ -177,13 +177,27 @@ def run(args):
     cmd = [sys.executable, "-m", "pytest", bench_dir, "--benchmark-enable", "--benchmark-only",
            "-p", "no:cacheprovider", f"--benchmark-json={raw}",
            *(["--smoke-sizes"] if args.quick else []), *args.pytest_args]
+    env = None
+    if args.quick and "OMP_NUM_THREADS" not in os.environ:
+        # Smoke sizes check the code paths, not speed: one thread per process, so that OpenMP
+        # threads never wait for cores other jobs hold (2 threads on the shared 2-core machine:
+        # 122 s; 1 thread: 46 s). bench_scale's workers still set their own thread counts.
+        env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
-    code = run_child(cmd, root)
+    code = run_child(cmd, root, env=env)
     print(f"[bench] pytest exited with status {code} after {time.perf_counter() - t0:.1f} s",
           flush=True)
-    if os.path.isfile(raw):
+    if code >= 128:
+        # pytest-benchmark opens its JSON file when the session starts: a stopped run leaves
+        # it empty or partial, so there is no table to write.
+        print(f"[bench] stopped: no table written ({out} keeps what pytest left)", flush=True)
+        return code
+    try:
         paths = bench_report.write(raw, out, command=["fishermask", "bench", *sys.argv[2:]],
                                    quick=args.quick)
+    except (OSError, ValueError) as exc:     # pytest failed before it wrote the JSON
+        print(f"[bench] no table written: {exc}", flush=True)
+    else:
         print("[bench] wrote " + ", ".join(paths.values()))
     return code
 
@@ -196,13 +210,13 @@ def _on_sigterm(signum, frame):
     raise _Stop()
 
 
-def run_child(cmd, cwd):
+def run_child(cmd, cwd, env=None):
     """Run `cmd` in a new process group and return its exit status. On SIGTERM or Ctrl-C of
     this process the whole group gets SIGTERM (SIGKILL after GRACE_S), is reaped, and the
     status is 128 + the signal: no benchmark keeps running after its parent is gone."""
     # process_group=0: the child leads a group of its own, so one killpg reaches pytest and
     # every process its benchmarks started, and no other process of the caller's group.
-    child = subprocess.Popen(cmd, cwd=cwd, process_group=0)
+    child = subprocess.Popen(cmd, cwd=cwd, env=env, process_group=0)
     print(f"[bench] pytest running as pid {child.pid}", file=sys.stderr, flush=True)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:

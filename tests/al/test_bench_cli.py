@@ -18,15 +18,18 @@ QUICK_CPU_S = 60     # the issue's "under a minute", as CPU seconds of one threa
 
 
 def _cli(*args, **kw):
+    env = {k: v for k, v in subprocess_env().items() if k != "OMP_NUM_THREADS"}
     return subprocess.Popen([sys.executable, "-m", "fishermask_ext.al.cli", *args], cwd=ROOT,
-                            env=dict(subprocess_env(), OMP_NUM_THREADS="1"), text=True, **kw)
+                            env=env, text=True, **kw)
 
 
 def test_quick_runs_every_benchmark_and_writes_table_and_plot(tmp_path):
     """The CI check of `fishermask bench --quick`: every benchmark passes at its smoke sizes,
     the table has a row for each one collected, the plot exists. The time limit is checked as
     CPU time of the whole process tree with one thread per process: on this shared machine wall
-    time depends on the other jobs, CPU time does not (one idle core: wall <= CPU time)."""
+    time depends on the other jobs, CPU time does not (one idle core: wall <= CPU time). bench
+    --quick itself runs one thread per process when OMP_NUM_THREADS is not set (it is unset
+    here)."""
     out = tmp_path / "bench"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = _cli("bench", "--quick", "--out", str(out), stdout=subprocess.PIPE,
@@ -65,7 +68,7 @@ def test_list_shows_every_benchmark_and_the_estimate(capsys):
 def test_default_run_says_how_long(monkeypatch, tmp_path, capsys):
     """-k pool_size keeps 6 of bench_select's 15 benchmarks: the estimate is prorated."""
     calls = []
-    monkeypatch.setattr(bench, "run_child", lambda cmd, cwd: calls.append(cmd) or 0)
+    monkeypatch.setattr(bench, "run_child", lambda cmd, cwd, env=None: calls.append(cmd) or 0)
     assert cli.main(["bench", "-k", "pool_size", "--out", str(tmp_path / "b")]) == 0
     printed = capsys.readouterr().out
     minutes = bench.file_minutes()["bench_select.py"]
@@ -78,7 +81,7 @@ def test_default_run_says_how_long(monkeypatch, tmp_path, capsys):
 
 
 def test_out_folder_is_checked_first(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(bench, "run_child", lambda cmd, cwd: pytest.fail("must not run"))
+    monkeypatch.setattr(bench, "run_child", lambda cmd, cwd, env=None: pytest.fail("must not run"))
     (tmp_path / "old").mkdir()
     assert cli.main(["bench", "--quick", "--out", str(tmp_path / "old")]) == 2
     assert "already exists; bench never overwrites" in capsys.readouterr().err
