@@ -6,7 +6,8 @@ Environment switches:
   FISHERMASK_FORCE_CPU=1   never build the CUDA kernels
   FISHERMASK_DEBUG=1       -O0 -g instead of -O3 -g0
 Install with `pip install --no-build-isolation -e ".[al]"` after torch (see README); without
-`[al]` only the backend's dependencies come (torch, numpy).
+`[al]` only the backend's dependencies come (torch, numpy). The adapters' frameworks are the
+extras `skactiveml`, `baal`, `modal` (all three: `adapters`).
 """
 import glob
 import os
@@ -18,6 +19,15 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 AL_REQUIRES = ["scikit-learn", "matplotlib", "tqdm"]   # the active-learning driver, fishermask_ext.al
+# fishermask_ext.adapters: one extra per framework. None of them may replace the user's torch:
+# install them under a constraint that pins the torch already there (.ci/setup does).
+ADAPTER_REQUIRES = {
+    # skorch >= 1.2 is what skactiveml's torch wrapper (SkorchClassifier) needs; asking for it
+    # also keeps the resolver off modAL 0.4.2.1, whose skorch==0.9.0 pin breaks that wrapper.
+    "skactiveml": ["scikit-activeml>=1.0", "skorch>=1.2"],
+    "baal": ["baal>=2.1"],               # older baal pins numpy<2
+    "modal": ["modAL-python>=0.4.1"],    # the adapter follows both query conventions (0.4.1, 0.4.2)
+}
 
 
 def _flag(name):
@@ -62,7 +72,9 @@ setup(
     # The backend (ops, select, nn) needs torch and numpy only; the driver is an extra.
     install_requires=["torch", "numpy"],
     extras_require={"al": AL_REQUIRES,
-                    "test": ["pytest", "pytest-benchmark", *AL_REQUIRES]},   # tests cover al too
+                    "test": ["pytest", "pytest-benchmark", *AL_REQUIRES],    # tests cover al too
+                    **ADAPTER_REQUIRES,
+                    "adapters": sorted({r for reqs in ADAPTER_REQUIRES.values() for r in reqs})},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     entry_points={"console_scripts": ["fishermask=fishermask_ext.al.cli:main"]},
