@@ -55,27 +55,14 @@ class FisherMask(Strategy):
         return fisher_mask(view.model, view.pool, **kw)
 
     def choose(self, view, budget):
+        mask = self.mask(view)
         if sharded_world():
-            return self._choose_sharded(view, budget, self.mask(view))
-        picks = self.select_embedded(self.embed(view), budget, view.labeled_mask)
+            return self._choose_sharded(view, budget, mask)
+        emb = self._embed(view, view.pool, mask)
+        # The pool is read in place: no copies of its labeled and unlabeled rows.
+        picks = select_from_pool(emb, budget, view.labeled_mask.to(emb.device),
+                                 **self._select_options(view, emb, lambda: fisher_matrix(emb)))
         return torch.searchsorted(view.unlabeled, picks.cpu())  # positions into view.unlabeled
-
-    def embed(self, view):
-        """Steps A to C in one process: the [N, C, D] embeddings of the whole of `view.pool`
-        under this strategy's mask and weighting (the adapters call it on their own pools)."""
-        return self._embed(view, view.pool, self.mask(view))
-
-    def select_embedded(self, emb, budget, labeled_mask, *, return_gains=False):
-        """Step E with this strategy's options on a whole pool's embeddings `emb` [N, C, D]
-        (tensor or numpy array; the answer comes back in the same kind) and its [N] bool
-        `labeled_mask`: select_from_pool's positions into the pool (with return_gains,
-        (picks, gains)). The pool is read in place: no copies of its labeled and unlabeled
-        rows."""
-        device = emb.device if torch.is_tensor(emb) else torch.device("cpu")
-        labeled_mask = torch.as_tensor(labeled_mask).to(device)
-        opts = self._select_options(int(labeled_mask.sum()), emb.shape[2], device,
-                                    lambda: fisher_matrix(emb))
-        return select_from_pool(emb, budget, labeled_mask, return_gains=return_gains, **opts)
 
     def _choose_sharded(self, view, budget, mask):
         """Under torchrun (a process group of several ranks, every rank holding the same pool):
@@ -90,7 +77,7 @@ class FisherMask(Strategy):
             torch.distributed.all_reduce(total)
             return total / len(view.pool)
 
-        opts = self._select_options(len(view.labeled), emb.shape[2], emb.device, full_fisher)
+        opts = self._select_options(view, emb, full_fisher)
         labeled = {} if "labeled_fisher" in opts else dict(labeled=emb[lab])
         # The ranks' unlabeled rows, concatenated in rank order, are view.unlabeled in order.
         return distributed.select_batch(emb[~lab], budget, **labeled, **opts)
@@ -100,18 +87,18 @@ class FisherMask(Strategy):
                                       batch_size=self.batch_size, device=view.device,
                                       backend=self.backend)
 
-    def _select_options(self, n_labeled, D, device, full_fisher):
-        """select_batch's options for this strategy on D-column embeddings on `device`: the
-        reference's two switches (fish_identity: F = I; fish_init=False: F_L = 0 while the
-        n_labeled points still scale the picks and the pool Fisher `full_fisher()` still has
-        every point)."""
+    def _select_options(self, view, emb, full_fisher):
+        """select_batch's options for this strategy: the reference's two switches
+        (fish_identity: F = I; fish_init=False: F_L = 0 while n_L still scales the picks and
+        the pool Fisher `full_fisher()` still has every point)."""
+        D = emb.shape[2]
         opts = dict(lamb=self.lamb, backward_steps=self.backward_steps, backend=self.backend,
                     parity=self.parity, pool_fisher=None)
         if self.fish_identity:
-            opts["pool_fisher"] = torch.eye(D, dtype=torch.float64, device=device)
+            opts["pool_fisher"] = torch.eye(D, dtype=torch.float64, device=emb.device)
         if not self.fish_init:
-            opts.update(labeled_fisher=torch.zeros(D, D, dtype=torch.float64, device=device),
-                        n_labeled=n_labeled)
+            opts.update(labeled_fisher=torch.zeros(D, D, dtype=torch.float64, device=emb.device),
+                        n_labeled=len(view.labeled))
             if opts["pool_fisher"] is None:
                 opts["pool_fisher"] = full_fisher()
         return opts
