@@ -6,8 +6,7 @@ Environment switches:
   FISHERMASK_FORCE_CPU=1   never build the CUDA kernels
   FISHERMASK_DEBUG=1       -O0 -g instead of -O3 -g0
 Install with `pip install --no-build-isolation -e ".[al]"` after torch (see README); without
-`[al]` only the backend's dependencies come (torch, numpy). The adapters' frameworks are the
-extras `skactiveml`, `baal`, `modal` (all three: `adapters`).
+`[al]` only the backend's dependencies come (torch, numpy).
 """
 import glob
 import os
@@ -19,15 +18,14 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 AL_REQUIRES = ["scikit-learn", "matplotlib", "tqdm"]   # the active-learning driver, fishermask_ext.al
-# fishermask_ext.adapters: one extra per framework. None of them may replace the user's torch:
-# install them under a constraint that pins the torch already there (.ci/setup does).
-ADAPTER_REQUIRES = {
-    # skorch >= 1.2 is what skactiveml's torch wrapper (SkorchClassifier) needs; asking for it
-    # also keeps the resolver off modAL 0.4.2.1, whose skorch==0.9.0 pin breaks that wrapper.
-    "skactiveml": ["scikit-activeml>=1.0", "skorch>=1.2"],
-    "baal": ["baal>=2.1"],               # older baal pins numpy<2
-    "modal": ["modAL-python>=0.4.1"],    # the adapter follows both query conventions (0.4.1, 0.4.2)
-}
+# One extra per framework that fishermask_ext.adapters plugs into; `adapters` is all of them.
+# Install with `-c .ci/constraints.txt` (torch==2.13.0) so that none of them replaces torch.
+# skorch >= 1.2 is what scikit-activeml's torch wrapper (SkorchClassifier) needs. modAL-python
+# 0.4.2.1 pins skorch==0.9.0 (whose import needs pkg_resources, gone from setuptools >= 81), so
+# with both extras pip settles on modAL 0.4.1, which pins no skorch; the modAL adapter follows
+# the query conventions of both versions. baal < 2.1 pins numpy < 2.
+ADAPTER_REQUIRES = {"skactiveml": ["scikit-activeml>=1.0", "skorch>=1.2"], "baal": ["baal>=2.1"],
+                    "modal": ["modAL-python>=0.4.1"]}
 
 
 def _flag(name):
@@ -71,10 +69,9 @@ setup(
     python_requires=">=3.10",
     # The backend (ops, select, nn) needs torch and numpy only; the driver is an extra.
     install_requires=["torch", "numpy"],
-    extras_require={"al": AL_REQUIRES,
-                    "test": ["pytest", "pytest-benchmark", *AL_REQUIRES],    # tests cover al too
-                    **ADAPTER_REQUIRES,
-                    "adapters": sorted({r for reqs in ADAPTER_REQUIRES.values() for r in reqs})},
+    extras_require={"al": AL_REQUIRES, **ADAPTER_REQUIRES,
+                    "adapters": sorted({r for reqs in ADAPTER_REQUIRES.values() for r in reqs}),
+                    "test": ["pytest", "pytest-benchmark", *AL_REQUIRES]},   # tests cover al too
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     entry_points={"console_scripts": ["fishermask=fishermask_ext.al.cli:main"]},

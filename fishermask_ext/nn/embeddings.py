@@ -123,17 +123,12 @@ def _embed_batch(capture, x, mask, plans, weighting, backend):
 def _kept_deltas(capture, logits, views, plans, weighting):
     """Per recorded call, its output gradients [C, n, *out_shape] for all C class seeds,
     restricted to the plan's output channels (the last dim of a Linear, else dim 1)."""
-    kept = [None] * len(capture.calls)
-    seeds = hooks.class_seeds(logits, weighting)                           # [C, n, C]
-    for c, deltas in enumerate(capture.deltas(logits, seeds)):
-        for k, (call, view, delta) in enumerate(zip(capture.calls, views, deltas)):
-            channels = plans[call.module_name][0]
-            if channels is not None:
-                delta = delta.index_select(-1 if view.kind == "linear" else 1, channels)
-            if kept[k] is None:
-                kept[k] = delta.new_empty((len(seeds), *delta.shape))
-            kept[k][c] = delta
-    return kept
+    def keep(i, delta):
+        channels = plans[capture.calls[i].module_name][0]
+        if channels is None:
+            return delta
+        return delta.index_select(-1 if views[i].kind == "linear" else 1, channels)
+    return hooks.stacked_deltas(capture, logits, hooks.class_seeds(logits, weighting), keep)
 
 
 def _masked_grad(view, delta, attr, index, backend):

@@ -58,11 +58,19 @@ class FisherMask(Strategy):
         mask = self.mask(view)
         if sharded_world():
             return self._choose_sharded(view, budget, mask)
+        picks = self.pool_picks(view, budget, mask)
+        return torch.searchsorted(view.unlabeled, picks.cpu())  # positions into view.unlabeled
+
+    def pool_picks(self, view, budget, mask=None, *, return_gains=False):
+        """One process: [budget] positions into the POOL (with return_gains, (picks, gains):
+        select_from_pool's per-pick gains). The adapters call it for the gains; `mask` defaults
+        to self.mask(view). The model must be in eval mode (Strategy.select sees to it)."""
+        mask = self.mask(view) if mask is None else mask
         emb = self._embed(view, view.pool, mask)
         # The pool is read in place: no copies of its labeled and unlabeled rows.
-        picks = select_from_pool(emb, budget, view.labeled_mask.to(emb.device),
-                                 **self._select_options(view, emb, lambda: fisher_matrix(emb)))
-        return torch.searchsorted(view.unlabeled, picks.cpu())  # positions into view.unlabeled
+        return select_from_pool(emb, budget, view.labeled_mask.to(emb.device),
+                                return_gains=return_gains,
+                                **self._select_options(view, emb, lambda: fisher_matrix(emb)))
 
     def _choose_sharded(self, view, budget, mask):
         """Under torchrun (a process group of several ranks, every rank holding the same pool):
