@@ -19,6 +19,11 @@ import pytest
 
 from fishermask_ext.testing import subprocess_env
 
+# What `fishermask bench` prints before a full run: an estimate, not a timed run: two worlds of
+# 100 steps over a 205 MB pool (about 2 GFLOP each, plus process start-ups), about 2 minutes,
+# and the store case, whose two selections took 301 s and 149 s in the README's run at 085e19d,
+# plus writing its 4.5 GB store.
+FULL_RUN_MINUTES = 10
 WORKER = os.path.join(os.path.dirname(__file__), "_scale_worker.py")
 FULL = dict(N=20000, C=10, D=256, K=100)        # 205 MB of float32, 2 GFLOP per step
 SMOKE = dict(N=120, C=3, D=17, K=5)

@@ -19,16 +19,15 @@ import torch
 from ..nn import ParamMask, masked_grad_embeddings
 from ..nn.hooks import WEIGHTINGS
 from ..ops import BACKENDS
-from ..select import open_store, select_from_pool
+from ..select import open_store
 from ..select.store import MANIFEST
 from . import config as schema
 from . import data as datasets
 from . import strategies
-from .loop import build_model
+from .training import build_model
 from .strategies.base import PoolView
 
-__all__ = ["add_parser", "run", "save_checkpoint", "load_checkpoint", "load_pool",
-           "add_select_arguments", "select_stored"]
+__all__ = ["add_parser", "run", "save_checkpoint", "load_checkpoint", "load_pool"]
 
 CHECKPOINT_FORMAT = "fishermask_ext.checkpoint/1"
 DATA_KEYS = ("dataset", "data_dir", "imbalance", "pool_size", "split_seed", "model",
@@ -138,56 +137,9 @@ def _save_mask(mask, path):
     os.replace(tmp, path)      # whole or absent: a resume may load it
 
 
-def load_pool(path, labeled=None):
+def load_pool(path):
     """The EmbeddingStore at `path` (a store folder or its manifest.json), or None when `path`
-    is no store (e.g. a .pt file of embeddings, which says its labeled points itself: then
-    `labeled`, the --labeled file, is an error)."""
+    is no store (a .npy or .pt file of embeddings: al.pool_files reads those)."""
     if os.path.isfile(os.path.join(path, MANIFEST)) or os.path.basename(path) == MANIFEST:
         return open_store(path)
-    if labeled is not None:
-        raise ValueError(f"--labeled applies to an embedding store; {path} is not one (a .pt "
-                         f"file gives its labeled points as its 'labeled' entry)")
     return None
-
-
-def add_select_arguments(parser):
-    """The flags `fishermask select` takes for a store."""
-    parser.add_argument("--labeled", default=None,
-                        help="with a store: the labeled pool positions, a text file of "
-                             "indices (as --out writes them) or a .pt tensor of indices or an "
-                             "[N] bool mask (default: none labeled)")
-
-
-def select_stored(store, args):
-    """`fishermask select` on a store: select_from_pool with the --labeled points."""
-    N = len(store)
-    mask = _labeled_mask(args.labeled, N)
-    return select_from_pool(store, args.budget, mask, lamb=args.lamb,
-                            backward_steps=args.backward_steps, backend=args.backend,
-                            progress=True)
-
-
-def _labeled_mask(path, N):
-    """[N] bool from a --labeled file (None: all False)."""
-    mask = torch.zeros(N, dtype=torch.bool)
-    if path is None:
-        return mask
-    if path.endswith(".pt"):
-        given = torch.load(path, weights_only=True)
-    else:
-        with open(path) as f:
-            given = torch.tensor([int(v) for v in f.read().split()], dtype=torch.long)
-    given = torch.as_tensor(given)
-    if given.dtype == torch.bool:
-        if given.shape != (N,):
-            raise ValueError(f"--labeled {path}: a bool mask must have shape ({N},), the "
-                             f"store's N, got {tuple(given.shape)}")
-        return given
-    if given.is_floating_point() or given.dim() != 1:
-        raise ValueError(f"--labeled {path} must hold integer pool positions or an [N] bool "
-                         f"mask, got {given.dtype} {tuple(given.shape)}")
-    if len(given) and (given.min() < 0 or given.max() >= N):
-        raise ValueError(f"--labeled {path}: positions must be in 0..{N - 1} (the store has "
-                         f"{N} rows), got {int(given.min())}..{int(given.max())}")
-    mask[given] = True
-    return mask

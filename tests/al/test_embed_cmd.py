@@ -136,4 +136,6 @@ def test_select_labeled_file_errors(tmp_path, saved, capsys):
     torch.save(torch.randn(5, 2, 3), tmp_path / "e.pt")
     assert cli.main(["select", str(tmp_path / "e.pt"), "--budget", "2", "--labeled",
                      str(tmp_path / "l.pt"), "--out", str(tmp_path / "p.txt")]) == 2
-    assert "--labeled applies to an embedding store" in capsys.readouterr().err
+    # --labeled with an embeddings file: positions, a mask or embeddings; 3 floats are none.
+    assert "must hold integer pool positions, an [N] bool mask or labeled embeddings" in \
+        capsys.readouterr().err

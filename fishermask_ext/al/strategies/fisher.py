@@ -1,12 +1,17 @@
 """Fisher-information strategies: FisherMask (steps A to E of docs/ALGORITHM.md) and BAIT."""
+import numbers
+
 import torch
 from torch import nn
 
-from ..._checks import check_bool
+from ..._checks import check_bool, check_int
 from ... import distributed
 from ...distributed import sharded_world
 from ...nn import ParamMask, batches, fisher_mask, masked_grad_embeddings
+from ...nn.hooks import WEIGHTINGS
+from ...ops import BACKENDS
 from ...select import fisher_matrix, select_from_pool
+from ...select.greedy import check_options
 from .base import Strategy
 
 __all__ = ["FisherMask", "Bait", "auto_pct"]
@@ -38,9 +43,22 @@ class FisherMask(Strategy):
                  n_samples=1024, fish_init=True, fish_identity=False, parity=False,
                  backend="auto", **common):
         super().__init__(**common)
+        # Every option is checked here, when the strategy is built (run_experiment builds each
+        # strategy before it loads data): a bad value fails at once, not in the first query.
         for name, flag in (("fish_init", fish_init), ("fish_identity", fish_identity),
                            ("parity", parity)):
             check_bool(flag, name)
+        if pct_top is not None and (isinstance(pct_top, bool) or not isinstance(
+                pct_top, numbers.Real) or not 0 < pct_top <= 1):
+            raise TypeError(f"pct_top must be a number in (0, 1] (or None for the automatic "
+                            f"fraction), got {pct_top!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got "
+                             f"{weighting!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        check_options(lamb, backward_steps, parity, False, False)
+        check_int(n_samples, "n_samples", minimum=1)
         self.pct_top, self.weighting, self.lamb = pct_top, weighting, lamb
         self.backward_steps, self.n_samples, self.backend = backward_steps, n_samples, backend
         self.fish_init, self.fish_identity, self.parity = fish_init, fish_identity, parity
