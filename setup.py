@@ -20,11 +20,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 AL_REQUIRES = ["scikit-learn", "matplotlib", "tqdm"]   # the active-learning driver, fishermask_ext.al
 # One extra per framework that fishermask_ext.adapters plugs into; `adapters` is all of them.
 # Install with `-c .ci/constraints.txt` (torch==2.13.0) so that none of them replaces torch.
-# modAL-python pins skorch==0.9.0, whose import needs pkg_resources (gone from setuptools >= 81):
-# the adapters never import skorch, and scikit-activeml's skorch wrapper (skorch>=1.2) is
-# therefore not part of the extra.
-ADAPTER_REQUIRES = {"skactiveml": ["scikit-activeml>=1.0"], "baal": ["baal>=2.0"],
-                    "modal": ["modAL-python>=0.4.2"]}
+# skorch >= 1.2 is what scikit-activeml's torch wrapper (SkorchClassifier) needs. modAL-python
+# 0.4.2.1 pins skorch==0.9.0 (whose import needs pkg_resources, gone from setuptools >= 81), so
+# with both extras pip settles on modAL 0.4.1, which pins no skorch; the modAL adapter follows
+# the query conventions of both versions. baal < 2.1 pins numpy < 2.
+ADAPTER_REQUIRES = {"skactiveml": ["scikit-activeml>=1.0", "skorch>=1.2"], "baal": ["baal>=2.1"],
+                    "modal": ["modAL-python>=0.4.1"]}
 
 
 def _flag(name):

@@ -9,7 +9,7 @@ from ..al.strategies.base import PoolView
 from ..nn import batches
 from ..nn.state import eval_mode
 
-__all__ = ["torch_select"]
+__all__ = ["torch_select", "skorch_module", "skorch_select"]
 
 KINDS = {"bait": Bait, "fishermask": FisherMask}
 
@@ -34,3 +34,28 @@ def torch_select(kind, model, data, labeled_mask, budget, options):
     with eval_mode(model):
         picks, gains = strategy.pool_picks(view, budget, return_gains=True)
     return picks.cpu().numpy(), gains.cpu().numpy()
+
+
+def skorch_module(clf):
+    """(nn.Module, device) of a fitted skorch-style classifier: scikit-activeml's
+    SkorchClassifier holds a skorch NeuralNet in `neural_net_`, and a NeuralNet (modAL's way
+    to a torch model) holds the initialized module in `module_`. None for a classifier seen
+    only through predict_proba."""
+    net = getattr(clf, "neural_net_", clf)
+    module = getattr(net, "module_", None)
+    if not isinstance(module, torch.nn.Module):
+        return None
+    return module, getattr(net, "device", None)
+
+
+def skorch_select(kind, found, X, labeled_mask, budget, options, input_dtype=np.float32):
+    """torch_select for a skorch classifier `found` = skorch_module(clf) over the samples X
+    (every pool point, labeled or not): X goes to the module as a tensor of input_dtype (skorch
+    casts inputs the same way, float32 by default), on the net's device unless options say
+    otherwise. The module must return logits (or log-probabilities, whose log-softmax is
+    themselves), or a tuple starting with them."""
+    module, device = found
+    if device is not None and options.get("device") is None:
+        options = {**options, "device": device}
+    data = torch.as_tensor(np.asarray(X, dtype=input_dtype))
+    return torch_select(kind, module, data, labeled_mask, budget, options)

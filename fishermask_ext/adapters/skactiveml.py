@@ -8,10 +8,13 @@ indices into X (labeled ones among them are skipped) or an array of new samples;
 indices index X, or the candidate array when one is given. clf is a SkactivemlClassifier (e.g.
 SklearnClassifier(LogisticRegression(), classes=...)), refitted on (X, y) when fit_clf.
 
-The embedding is the linear-softmax Fisher embedding of clf.predict_proba (adapters._embed: exact
-for multinomial logistic regression, a last-layer approximation for other models; φ = the raw
-features or `transform`). scikit-activeml's torch route (its skorch wrapper) is not covered: it
-needs skorch >= 1.2, which modAL's pin (skorch == 0.9.0) excludes from the same environment.
+For a torch model through scikit-activeml's own wrapper, `SkorchClassifier` (the `skactiveml`
+extra brings the skorch >= 1.2 it needs), the strategy runs on the fitted module itself: the
+masked per-class gradient embeddings of fishermask_ext.al.strategies (BAIT: the last nn.Linear
+weight; FisherMask: the Fisher mask, its sample seeded from random_state), the module's first
+output taken as logits. Any other classifier is embedded by the linear-softmax Fisher embedding
+of clf.predict_proba (adapters._embed: exact for multinomial logistic regression, a last-layer
+approximation for other models; φ = the raw features or `transform`).
 
 Utilities [batch_size, n_samples] (or [batch_size, n_candidates]): row i holds, at the i-th
 query index, the gain (trace-ratio decrease) that made the greedy pick it, and NaN everywhere
@@ -25,6 +28,7 @@ from skactiveml.utils import MISSING_LABEL, check_equal_missing_label, check_typ
     is_labeled, unlabeled_indices
 
 from ._sklearn import sklearn_options, sklearn_select
+from ._torch import skorch_module, skorch_select
 
 __all__ = ["Bait", "FisherMask"]
 
@@ -54,15 +58,46 @@ class _FisherQuery(SingleAnnotatorPoolQueryStrategy):
         else:                                # positions into X; labeled ones are skipped
             cand_rows = mapping[unlabeled_indices(y[mapping], missing_label=self.missing_label_)]
             X_cand, n_cols = X[cand_rows], len(X)
-        X_lab = X[is_labeled(y, missing_label=self.missing_label_)]
-        picks, gains = sklearn_select(self.kind, clf, X_cand, X_lab, batch_size,
-                                      sklearn_options(self.kind, self.options))
-        query_indices = cand_rows[picks]
+        labeled = is_labeled(y, missing_label=self.missing_label_)
+        found = skorch_module(clf)
+        if found is None:
+            picks, gains = sklearn_select(self.kind, clf, X_cand, X[labeled], batch_size,
+                                          sklearn_options(self.kind, self.options))
+            query_indices = cand_rows[picks]
+        else:
+            query_indices, gains = self._query_module(clf, found, X, labeled, X_cand,
+                                                      None if mapping is None else cand_rows,
+                                                      batch_size)
         if not return_utilities:
             return query_indices
         utilities = np.full((batch_size, n_cols), np.nan)
         utilities[np.arange(batch_size), query_indices] = gains
         return query_indices, utilities
+
+    def _query_module(self, clf, found, X, labeled, X_cand, cand_rows, batch_size):
+        """(query indices, gains) for a SkorchClassifier: the strategy on its torch module
+        (fishermask_ext.al.strategies: masked per-class gradients) over the pool of the labeled
+        samples and the candidates, in X's order when the candidates index X (with every
+        unlabeled sample a candidate, the pool is X itself)."""
+        options = dict(self.options)
+        if options.pop("transform", None) is not None:
+            raise ValueError("transform sets φ for a classifier seen through predict_proba; a "
+                             "SkorchClassifier's torch module is embedded by its own "
+                             "gradients: leave transform unset")
+        # skactiveml's random_state_ (set by _validate_data) seeds FisherMask's Fisher sample.
+        options["seed"] = int(self.random_state_.randint(2**31 - 1))
+        dtype = getattr(clf, "sample_dtype", None) or np.float32
+        if cand_rows is None:                # new samples: after the labeled ones
+            rows = np.concatenate([X[labeled], X_cand])
+            mask = np.arange(len(rows)) < int(labeled.sum())
+            picks, gains = skorch_select(self.kind, found, rows, mask, batch_size, options,
+                                         dtype)
+            return picks - int(labeled.sum()), gains
+        keep = np.union1d(np.flatnonzero(labeled), cand_rows)     # ascending: X's order
+        rows = X if len(keep) == len(X) else X[keep]
+        picks, gains = skorch_select(self.kind, found, rows, labeled[keep], batch_size, options,
+                                     dtype)
+        return keep[picks], gains
 
 
 class Bait(_FisherQuery):

@@ -39,12 +39,18 @@ def _run_parser(sub):
 
 
 def _run(args):
+    from .launch import results_folder, torchrun_rank
     from .loop import run_experiment       # here: `fishermask bench --help` needs no driver
     config = schema.default_config(**schema.from_args(args))
     name = args.name or re.sub(r"[^\w.-]+", "-", f"{args.dataset}-{args.model}" +
                                ("-imbalanced" if args.imbalance else ""))
     out = args.out or os.path.join("results", name)
-    run_experiment(config, out, resume=args.resume, progress=not args.no_progress)
+    rank = torchrun_rank(config["device"])       # None outside torchrun (al/launch.py)
+    with results_folder(out, rank, args.resume) as folder:
+        run_experiment(config, folder, resume=args.resume,
+                       progress=not args.no_progress and rank in (None, 0))
+    if rank not in (None, 0):
+        return 0                                 # rank 0 reports
     args.folder = out
     return _report(args)
 

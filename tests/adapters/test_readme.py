@@ -2,6 +2,7 @@
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
@@ -32,5 +33,7 @@ def test_example_runs(code):
     for name in picked.values():
         if name in scope:
             assert len(scope[name]) == 10
+    if "rows" in scope:          # modAL: the rows of the picked indices, whatever its version
+        np.testing.assert_array_equal(scope["rows"], scope["X"][20:][scope["idx"]])
     if "al_data" in scope:
         assert scope["al_data"].n_labelled == 30
