@@ -17,6 +17,7 @@ import torch
 from ..ops import BACKENDS
 from ..select import select_batch
 from . import config as schema
+from . import presets
 from .loop import run_experiment
 from .report import write_report
 
@@ -28,6 +29,7 @@ def _parser():
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run an active-learning experiment and write its report")
     schema.add_arguments(r)
+    presets.add_arguments(r)     # --preset, --scale
     r.add_argument("--out", default=None, help="results folder (default ./results/<name>)")
     r.add_argument("--name", default=None, help="default: <dataset>-<model>[-imbalanced]")
     r.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
@@ -49,6 +51,7 @@ def _parser():
 
 
 def _run(args):
+    presets.apply(args)          # the preset's values where no flag was given
     config = schema.default_config(**schema.from_args(args))
     name = args.name or re.sub(r"[^\w.-]+", "-", f"{args.dataset}-{args.model}" +
                                ("-imbalanced" if args.imbalance else ""))
