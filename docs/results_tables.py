@@ -48,20 +48,27 @@ def ablation(folder, seeds=None):
     rows = {}
     for path in [folder] + sorted(glob.glob(os.path.normpath(folder) + "-abl-*")):
         config, curves = _curves(path, seeds)
-        for name in ("fishermask", "bait"):
+        for name in ("fishermask", "fishermask_reference", "bait", "random"):
             if name not in curves:
                 continue
+            if name == "random":            # the baseline, no options
+                rows[("random (baseline)", "", 0.0, "")] = (os.path.basename(path),
+                                                            curves[name])
+                continue
             s = strategies.get(name, **config["strategy_options"].get(name, {}))
-            key = ("classifier only (bait)" if name == "bait" else "Fisher mask (fishermask)",
-                   s.weighting, s.lamb, s.backward_steps)
+            mask = {"bait": "classifier only (bait)", "fishermask": "Fisher mask (fishermask)",
+                    "fishermask_reference": "Fisher mask, reference variant (parity, "
+                    "first images in step A)"}[name]
+            key = (mask, s.weighting, s.lamb, s.backward_steps)
             if key in rows:
                 raise ValueError(f"{path}: {key} already comes from {rows[key][0]}")
             rows[key] = (os.path.basename(path), curves[name])
     lines = ["| mask | row weight | λ | backward steps | AULC | final accuracy | seeds | folder |",
              "|---|---|---|---|---|---|---|---|"]
-    for key in sorted(rows, key=lambda k: (k[0], k[1], -k[2], k[3])):
+    for key in sorted(rows, key=lambda k: (k[0], k[1], -k[2], str(k[3]))):
         where, c = rows[key]
-        lines.append(f"| {key[0]} | `{key[1]}` | {key[2]:g} | {key[3]} | "
+        weight, lamb = (f"`{key[1]}`", f"{key[2]:g}") if key[1] else ("", "")
+        lines.append(f"| {key[0]} | {weight} | {lamb} | {key[3]} | "
                      f"{c['aulc']:.3f} ± {c['aulc_std']:.3f} | "
                      f"{c['mean'][-1]:.3f} ± {c['std'][-1]:.3f} | {c['n_seeds'][-1]} | {where} |")
     return "\n".join(lines)
