@@ -8,7 +8,8 @@ summary: AULC (mean over seeds) of every strategy in each folder, one row per fo
 ablation: FisherMask's row weight x mask (classifier only = the `bait` strategy, Fisher mask =
 `fishermask`) x λ, from the folder and its `<folder>-abl-*` siblings; each row is labeled by the
 options its strategy really ran with (read back from config.json), not by the folder's name.
-minority: the share of the picked images that come from the classes rarer than the largest.
+minority: the share of the picked images that come from the classes the imbalance spec caps
+below its largest count.
 """
 import argparse
 import glob
@@ -79,8 +80,12 @@ def minority(folder):
     train_y = data.load(config["dataset"], data_dir=config["data_dir"],
                         split_seed=config["split_seed"], imbalance=config["imbalance"],
                         pool_size=config["pool_size"], test_size=config["test_size"])[1]
+    if not config["imbalance"]:
+        raise ValueError(f"{folder} has no imbalance spec: no class is rare by design")
+    # The classes the spec caps below its largest count (load relabels them 0..k-1 in order).
+    spec = data.parse_imbalance(config["imbalance"])
+    rare = {i for i, c in enumerate(sorted(spec)) if spec[c] < max(spec.values())}
     counts = train_y.bincount()
-    rare = set((counts < counts.max()).nonzero().flatten().tolist())
     share = {}
     for path in sorted(glob.glob(os.path.join(folder, "runs", "*", "state.json"))):
         state = read_json(path)
