@@ -18,6 +18,14 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 AL_REQUIRES = ["scikit-learn", "matplotlib", "tqdm"]   # the active-learning driver, fishermask_ext.al
+# One extra per framework that fishermask_ext.adapters plugs into; `adapters` is all of them.
+# Install with `-c .ci/constraints.txt` (torch==2.13.0) so that none of them replaces torch.
+# skorch >= 1.2 is what scikit-activeml's torch wrapper (SkorchClassifier) needs. modAL-python
+# 0.4.2.1 pins skorch==0.9.0 (whose import needs pkg_resources, gone from setuptools >= 81), so
+# with both extras pip settles on modAL 0.4.1, which pins no skorch; the modAL adapter follows
+# the query conventions of both versions. baal < 2.1 pins numpy < 2.
+ADAPTER_REQUIRES = {"skactiveml": ["scikit-activeml>=1.0", "skorch>=1.2"], "baal": ["baal>=2.1"],
+                    "modal": ["modAL-python>=0.4.1"]}
 
 
 def _flag(name):
@@ -61,7 +69,8 @@ setup(
     python_requires=">=3.10",
     # The backend (ops, select, nn) needs torch and numpy only; the driver is an extra.
     install_requires=["torch", "numpy"],
-    extras_require={"al": AL_REQUIRES,
+    extras_require={"al": AL_REQUIRES, **ADAPTER_REQUIRES,
+                    "adapters": sorted({r for reqs in ADAPTER_REQUIRES.values() for r in reqs}),
                     "test": ["pytest", "pytest-benchmark", *AL_REQUIRES]},   # tests cover al too
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

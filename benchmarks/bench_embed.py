@@ -16,7 +16,13 @@ fishermask_ext.masked_grad_embeddings against three other ways to compute the sa
   func       torch.func per-sample Jacobians, vmap(jacrev) over the whole batch, then the gather
   loop       one single-image forward and C backward calls per image, then the gather
 
-All four are first checked to agree in float64. Each timed float32 output must be as close to
+  fisher:native  step A, fisher_diagonal (the fused fisher_*_sq ops) over the same N images
+  fisher:old     step A as the package computed it before them (testing.batch_fisher_diagonal:
+                 per class, every parameter's per-sample gradients for the whole batch)
+
+The summary also gives the time of fisher:native over ours:deep (target <= 2): FisherMask runs
+step A and then step C on the same pool. All four step-C methods are first checked to agree in
+float64, and both step-A ones against the per-sample loop. Each timed float32 output must be as close to
 the float64 result as the plain-PyTorch twin of ours run in float32 is, within a factor 2 (the
 float32 forward pass alone moves entries with cancellation, e.g. the stem conv's, by 1e-5, the
 same for every method). Peak memory: each method runs once more in a fresh subprocess, which
@@ -37,15 +43,23 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fishermask_ext import ParamMask, ResNet18Narrow, fisher_mask, masked_grad_embeddings
+from fishermask_ext import (ParamMask, ResNet18Narrow, fisher_diagonal, fisher_mask,
+                            masked_grad_embeddings)
 from fishermask_ext.nn import split_flat
-from fishermask_ext.testing import (batch_graph_embeddings, derived_tolerance, func_embeddings,
-                                    loop_embeddings, max_error, subprocess_env)
+from fishermask_ext.testing import (batch_fisher_diagonal, batch_graph_embeddings,
+                                    derived_tolerance, func_embeddings, loop_embeddings,
+                                    loop_fisher_diagonal, max_error, subprocess_env)
 
+# What `fishermask bench` prints before a full run: an estimate, not a timed whole run (this
+# file was never timed end to end here): the per-method rates of RESULTS-embed.md (about 70 s
+# of timed calls), the same calls again in the peak-memory subprocesses, their start-ups and
+# the float64 truth, plus step A's two methods (fisher:native, fisher:old).
+FULL_RUN_MINUTES = 6
 C, PCT = 10, 0.002
 FULL = dict(n=256, ref_images=8, fisher_samples=256, check_images=2)
 SMOKE = dict(n=2, ref_images=1, fisher_samples=2, check_images=1)
 METHODS = ["ours:fisher", "ours:deep", "reference", "func", "loop"]
+STEP_A = ["fisher:native", "fisher:old"]
 
 
 def setup(n, fisher_samples, dtype=torch.float32):
@@ -83,8 +97,18 @@ def ours(model, x, mask, backend="auto"):
 BASELINES = {"reference": batch_graph_embeddings, "func": func_embeddings, "loop": loop_embeddings}
 
 
+def step_a(method, model, x):
+    """fisher:native or fisher:old, all entries of the Fisher diagonal as one vector."""
+    f = (fisher_diagonal(model, x, n_samples=len(x)) if method == "fisher:native" else
+         batch_fisher_diagonal(model, x))
+    return torch.cat([t.flatten() for t in f.values()])
+
+
 def run(method, model, x, masks, ref_images):
-    """Output of `method` ("ours:<mask kind>" or a baseline, which uses the deep mask)."""
+    """Output of `method` ("ours:<mask kind>", a baseline, which uses the deep mask, or a step-A
+    method)."""
+    if method in STEP_A:
+        return step_a(method, model, x)
     name, _, kind = method.partition(":")
     mask = masks[kind or "deep"]
     if name == "reference":
@@ -139,6 +163,8 @@ def bench(sizes, tmp_path_factory):
     truth = {k: ours(model64.eval(), x.double(), m) for k, m in masks.items()}
     tolerance = {k: derived_tolerance(ours(model, x, m, backend="torch"), truth[k])
                  for k, m in masks.items()}
+    truth["step_a"] = step_a("fisher:native", model64, x.double())
+    tolerance["step_a"] = derived_tolerance(step_a("fisher:old", model, x), truth["step_a"])
     return dict(model=model, x=x, masks=masks, folder=str(folder), truth=truth,
                 tolerance=tolerance)
 
@@ -168,6 +194,17 @@ def _summary(table, sizes):
         yield (f"| {method} | {r['ips']:.2f} | {base['ips'] / r['ips']:.1f}x | {r['peak']:.0f} | "
                f"{r['peak'] / base['peak']:.1f}x |")
     yield from (table[key] for key in ("flops", "gemm") if key in table)
+    if "fisher:native" in table:
+        yield ""
+        yield (f"step A summary (same model and images): fisher_diagonal over N={sizes['n']}, "
+               f"peak MB as above")
+        yield "| method | images/s | fisher:native is faster by | peak MB | time / ours:deep |"
+        yield "|---|---|---|---|---|"
+        new = table["fisher:native"]
+        for method in (m for m in STEP_A if m in table):
+            r = table[method]
+            yield (f"| {method} | {r['ips']:.2f} | {new['ips'] / r['ips']:.1f}x | "
+                   f"{r['peak']:.0f} | {base['ips'] / r['ips']:.2f} |")
 
 
 def test_methods_agree_in_float64(sizes):
@@ -180,19 +217,32 @@ def test_methods_agree_in_float64(sizes):
                                        msg=method)
 
 
-@pytest.mark.parametrize("method", METHODS)
+def test_step_a_methods_agree_in_float64(sizes):
+    model, x, _ = setup(sizes["check_images"], sizes["check_images"], torch.float64)
+    expected = loop_fisher_diagonal(model, x)
+    expected = torch.cat([t.flatten() for t in expected.values()])
+    for method in STEP_A:
+        torch.testing.assert_close(step_a(method, model, x), expected, rtol=1e-9, atol=1e-15,
+                                   msg=method)
+
+
+@pytest.mark.parametrize("method", METHODS + STEP_A)
 def test_embed(benchmark, bench, sizes, results, smoke, method):
     model, x, masks = bench["model"], bench["x"], bench["masks"]
     n_out = sizes["ref_images"] if method == "reference" else sizes["n"]
-    benchmark.group = f"embeddings N={sizes['n']} C={C} D=1402"
-    slow = method in ("reference", "func", "loop")
+    benchmark.group = (f"step A N={sizes['n']} C={C}" if method in STEP_A else
+                       f"embeddings N={sizes['n']} C={C} D=1402")
+    slow = method in ("reference", "func", "loop", "fisher:old")
     out = benchmark.pedantic(lambda: run(method, model, x, masks, sizes["ref_images"]),
                              rounds=1 if slow else 3, iterations=1, warmup_rounds=0 if slow else 1)
-    kind = method.partition(":")[2] or "deep"
-    err = max_error(out, bench["truth"][kind][:n_out])
+    if method in STEP_A:
+        err, kind = max_error(out, bench["truth"]["step_a"]), "step_a"
+    else:
+        kind = method.partition(":")[2] or "deep"
+        err = max_error(out, bench["truth"][kind][:n_out])
     assert err <= bench["tolerance"][kind], (err, bench["tolerance"][kind])
     stats = getattr(benchmark, "stats", None)
-    if stats is None and smoke and method != "ours:deep":
+    if smoke and method != "ours:deep":   # smoke sizes: one peak measurement tests the path
         return
     peak = _peak_subprocess(method, bench["folder"], sizes["ref_images"])
     benchmark.extra_info["peak_mb"] = peak
@@ -200,7 +250,7 @@ def test_embed(benchmark, bench, sizes, results, smoke, method):
         ips = n_out / stats.stats.min
         benchmark.extra_info["images_per_s"] = ips
         results[method] = dict(ips=ips, peak=peak)
-    if method == "ours:deep" and stats is not None:
+    if method == "ours:deep" and stats is not None and not smoke:   # a full-size figure only
         _throughput(model, x, masks["deep"], stats.stats.min, results)
 
 

@@ -3,15 +3,21 @@
     python -m pytest benchmarks/bench_select.py --benchmark-enable   # full sizes (about 40 min)
     python -m pytest benchmarks/bench_select.py                      # smoke pass, tiny sizes (CI)
 
-Two cases:
+Three cases:
 - the classic one, N = 5000, C = 10, D = 1402, K = 50 (K·C < D): native vs twin vs the direct
   formula (fishermask_ext.testing.direct_select in the dtype of X, as the reference computes);
+- the classic one in float32 at N/4 and N/2 as well: time against pool size per method (the plot
+  `fishermask bench` draws);
 - a real-scale one, N = 20000, C = 10, D = 1402, K = 500, float32 (K·C = 3.6·D, where float32
   arithmetic would lose the argmax): native vs twin, the agreement of float32 picks with float64
   picks of the same values, and the step's achieved GFLOP/s and GB/s against this machine's
   measured float64 GEMM rate and copy bandwidth.
 Every method's picks are checked before its time counts; the summary is printed at the end.
 """
+# What `fishermask bench` prints before a full run: run 4 (benchmarks/RESULTS-select.md) took
+# 59.6 minutes on the 2-core AVX2 machine; the pool-size case adds about 8 (its N/4 and N/2
+# calls scaled linearly from run 4's N = 5,000 float32 times: 3 native, 3 twin, 1 direct each).
+FULL_RUN_MINUTES = 68
 import time
 
 import pytest
@@ -109,8 +115,10 @@ def _wall(fn, repeat=1):
     return best
 
 
-def _gemm_gflops(n=2048):
-    """This machine's attainable float64 FMA rate: a square float64 GEMM (the best of 3)."""
+def _gemm_gflops(smoke):
+    """This machine's attainable float64 FMA rate: a square float64 GEMM (the best of 3), of
+    side 2048 (256 at smoke sizes, where the figure only exercises the code)."""
+    n = 256 if smoke else 2048
     a = torch.randn(n, n, dtype=torch.float64)
     a @ a
     return 2 * n ** 3 / _wall(lambda: a @ a, 3) / 1e9
@@ -121,23 +129,59 @@ def native_picks(pools, sizes):
     return {name: fm.select_batch(X, sizes["K"], backend="native") for name, X in pools.items()}
 
 
+METHODS = ("native", "twin", "direct")
+
+
+def _call(method, X, K):
+    """The whole selection by `method` as a zero-argument function."""
+    return {"native": lambda: fm.select_batch(X, K, backend="native"),
+            "twin": lambda: fm.select_batch(X, K, backend="torch"),
+            "direct": lambda: direct_select(X, K, dtype=X.dtype)}[method]
+
+
+def _check_picks(picks, method, X, K, float64_picks, float32_native):
+    """Every method's picks before its time counts."""
+    picks = list(picks.tolist() if isinstance(picks, torch.Tensor) else picks)
+    if method == "direct" and X.dtype == torch.float32:
+        # float32 arithmetic (the reference's): exact only up to float32 rounding of the scores
+        assert len(set(picks) & set(float32_native)) >= 0.9 * K
+    else:   # float32 is storage: the float64 picks, exactly
+        assert picks == float64_picks
+
+
+def _tag(benchmark, method, X, K):
+    """What `fishermask bench` plots: time against pool size, one line per method and dtype."""
+    N, C, D = X.shape
+    benchmark.extra_info.update(method=method, dtype=str(X.dtype).replace("torch.", ""),
+                                pool_size=N, C=C, D=D, K=K)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("method", ["native", "twin", "direct"])
+@pytest.mark.parametrize("method", METHODS)
 def test_select(benchmark, pools, sizes, native_picks, results, dtype, method):
     X, K = pools[dtype], sizes["K"]
     benchmark.group = f"select {dtype} N={sizes['N']} C={sizes['C']} D={sizes['D']} K={K}"
-    fn = {"native": lambda: fm.select_batch(X, K, backend="native"),
-          "twin": lambda: fm.select_batch(X, K, backend="torch"),
-          "direct": lambda: direct_select(X, K, dtype=X.dtype)}[method]
-    picks, seconds = _time(benchmark, fn, rounds=1 if method == "direct" else 3)
-    picks = list(picks.tolist() if isinstance(picks, torch.Tensor) else picks)
-    if method == "direct" and dtype == "float32":
-        # float32 arithmetic (the reference's): exact only up to float32 rounding of the scores
-        assert len(set(picks) & set(native_picks[dtype].tolist())) >= 0.9 * K
-    else:   # float32 is storage: the float64 picks, exactly
-        assert picks == native_picks["float64"].tolist()
+    _tag(benchmark, method, X, K)
+    picks, seconds = _time(benchmark, _call(method, X, K), rounds=1 if method == "direct" else 3)
+    _check_picks(picks, method, X, K, native_picks["float64"].tolist(),
+                 native_picks[dtype].tolist())
     if seconds is not None:
         results.setdefault(dtype, {})[method] = seconds
+
+
+@pytest.mark.parametrize("share", [4, 2], ids=["N/4", "N/2"])
+@pytest.mark.parametrize("method", METHODS)
+def test_select_pool_size(benchmark, sizes, method, share):
+    """float32 at a quarter and a half of the classic case's N (same C, D, K): with
+    test_select's float32 row, three pool sizes per method for the time-vs-pool-size plot."""
+    s = dict(sizes, N=sizes["N"] // share)
+    X, K = _pool(s, seed=3), s["K"]
+    benchmark.group = f"select float32 by pool size C={s['C']} D={s['D']} K={K}"
+    _tag(benchmark, method, X, K)
+    picks, _ = _time(benchmark, _call(method, X, K), rounds=1 if method == "direct" else 3)
+    native32 = fm.select_batch(X, K, backend="native").tolist()
+    _check_picks(picks, method, X, K, fm.select_batch(X.double(), K, backend="native").tolist(),
+                 native32)
 
 
 def _step_case(X):
@@ -158,7 +202,7 @@ def _step_rates(X, seconds):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_step_bandwidth(benchmark, pools, results, dtype):
+def test_step_bandwidth(benchmark, pools, results, smoke, dtype):
     """One native greedy step (reads X once) against a plain copy of X and a float64 GEMM."""
     X = pools[dtype]
     A, B, UV, eye, eligible = _step_case(X)
@@ -176,10 +220,11 @@ def test_step_bandwidth(benchmark, pools, results, dtype):
         benchmark.extra_info.update({"GB/s": gbs, "GFLOP/s": gflops})
         results.setdefault(dtype, {}).update(
             step=seconds, step_gbs=gbs, step_gflops=gflops, twin_step=twin,
-            copy_gbs=2 * X.numel() * X.element_size() / copy / 1e9, gemm_gflops=_gemm_gflops())
+            copy_gbs=2 * X.numel() * X.element_size() / copy / 1e9,
+            gemm_gflops=_gemm_gflops(smoke))
 
 
-def test_real_scale(benchmark, real_sizes, results):
+def test_real_scale(benchmark, real_sizes, results, smoke):
     """K·C far past D, float32 storage: native vs twin, float32 picks vs float64 picks."""
     s = real_sizes
     X = _pool(s, seed=2)
@@ -203,5 +248,5 @@ def test_real_scale(benchmark, real_sizes, results):
         results["real"] = dict(
             case=f"N={s['N']} C={s['C']} D={s['D']} K={K}", native=seconds, twin=twin_seconds,
             agree=agree, K=K, identical=picks == f64, step=step_s, step_gbs=gbs,
-            step_gflops=gflops, gemm_gflops=_gemm_gflops(),
+            step_gflops=gflops, gemm_gflops=_gemm_gflops(smoke),
             copy_gbs=2 * X.numel() * X.element_size() / copy / 1e9)

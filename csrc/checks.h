@@ -113,19 +113,18 @@ inline void check_masked_linear_grad(const at::Tensor& a, const at::Tensor& delt
   check_same_device(a, index, "a", "index");
 }
 
-// masked_conv2d_grad: x [n, Cin, H, W]; delta [C, n, O, Ho, Wo]; index [m] int64.
-inline void check_masked_conv2d_grad(const at::Tensor& x, const at::Tensor& delta,
-                                     const at::Tensor& index, at::IntArrayRef kernel_size,
-                                     at::IntArrayRef stride, at::IntArrayRef padding,
-                                     at::IntArrayRef dilation, int64_t groups) {
+// The convolution geometry shared by masked_conv2d_grad and fisher_conv2d_sq:
+// x [n, Cin, H, W]; delta [C, n, O, Ho, Wo] of one dtype and device, Ho, Wo as the conv gives.
+inline void check_conv_geometry(const at::Tensor& x, const at::Tensor& delta,
+                                at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                at::IntArrayRef padding, at::IntArrayRef dilation,
+                                int64_t groups) {
   TORCH_CHECK(x.dim() == 4, "x must be [n, Cin, H, W], got ", x.sizes());
   TORCH_CHECK(delta.dim() == 5 && delta.size(1) == x.size(0),
               "delta must be [C, n, O, Ho, Wo] with n of x, got ", delta.sizes());
   check_float(x, "x");
   TORCH_CHECK(delta.scalar_type() == x.scalar_type(), "x and delta must have one dtype");
-  TORCH_CHECK(index.dim() == 1 && index.scalar_type() == at::kLong, "index must be [m] int64");
   check_same_device(x, delta, "x", "delta");
-  check_same_device(x, index, "x", "index");
   TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 &&
                   dilation.size() == 2, "kernel_size, stride, padding, dilation take 2 values");
   TORCH_CHECK(groups >= 1 && x.size(1) % groups == 0 && delta.size(2) % groups == 0,
@@ -140,6 +139,51 @@ inline void check_masked_conv2d_grad(const at::Tensor& x, const at::Tensor& delt
     const int64_t out = (x.size(2 + d) + 2 * padding[d] - span) / stride[d] + 1;
     TORCH_CHECK(delta.size(3 + d) == out, "delta spatial dim ", d, " is ", delta.size(3 + d),
                 " but the convolution gives ", out);
+  }
+}
+
+// masked_conv2d_grad: x [n, Cin, H, W]; delta [C, n, O, Ho, Wo]; index [m] int64.
+inline void check_masked_conv2d_grad(const at::Tensor& x, const at::Tensor& delta,
+                                     const at::Tensor& index, at::IntArrayRef kernel_size,
+                                     at::IntArrayRef stride, at::IntArrayRef padding,
+                                     at::IntArrayRef dilation, int64_t groups) {
+  check_conv_geometry(x, delta, kernel_size, stride, padding, dilation, groups);
+  TORCH_CHECK(index.dim() == 1 && index.scalar_type() == at::kLong, "index must be [m] int64");
+  check_same_device(x, index, "x", "index");
+}
+
+inline void check_chunk(int64_t chunk) {
+  TORCH_CHECK(chunk >= 1, "chunk (samples per chunk) must be >= 1, got ", chunk);
+}
+
+// fisher_linear_sq: a [n, S, I]; delta [C, n, S, O] of a's dtype and device; chunk >= 1.
+inline void check_fisher_linear_sq(const at::Tensor& a, const at::Tensor& delta, int64_t chunk) {
+  TORCH_CHECK(a.dim() == 3, "a must be [n, S, I], got ", a.sizes());
+  TORCH_CHECK(delta.dim() == 4 && delta.size(1) == a.size(0) && delta.size(2) == a.size(1),
+              "delta must be [C, n, S, O] with n, S of a ", a.sizes(), ", got ", delta.sizes());
+  check_float(a, "a");
+  TORCH_CHECK(delta.scalar_type() == a.scalar_type(), "a and delta must have one dtype");
+  check_same_device(a, delta, "a", "delta");
+  check_chunk(chunk);
+}
+
+// fisher_conv2d_sq: the conv geometry of check_conv_geometry; chunk >= 1.
+inline void check_fisher_conv2d_sq(const at::Tensor& x, const at::Tensor& delta,
+                                   at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                   at::IntArrayRef padding, at::IntArrayRef dilation,
+                                   int64_t groups, int64_t chunk) {
+  check_conv_geometry(x, delta, kernel_size, stride, padding, dilation, groups);
+  check_chunk(chunk);
+}
+
+// fisher_channel_sq: delta [C, n, O, L]; a absent or [n, O, L] of delta's dtype and device.
+inline void check_fisher_channel_sq(const at::Tensor& delta, const c10::optional<at::Tensor>& a) {
+  TORCH_CHECK(delta.dim() == 4, "delta must be [C, n, O, L], got ", delta.sizes());
+  check_float(delta, "delta");
+  if (a.has_value()) {
+    check_shape(*a, delta.sizes().slice(1), "a");
+    TORCH_CHECK(a->scalar_type() == delta.scalar_type(), "a and delta must have one dtype");
+    check_same_device(delta, *a, "delta", "a");
   }
 }
 

@@ -61,4 +61,22 @@ TORCH_LIBRARY(fishermask_ext, m) {
   // x: [n, Cin, H, W]; delta: [C, n, O, Ho, Wo]; index: [m] int64. -> [n, C, m]
   m.def("masked_conv2d_grad(Tensor x, Tensor delta, Tensor index, int[2] kernel_size, "
         "int[2] stride, int[2] padding, int[2] dilation, int groups) -> Tensor");
+
+  // ---- Fisher diagonal (docs/ALGORITHM.md, step A) ----
+  // Sums over samples n and class seeds c of squared per-sample gradients, formed `chunk`
+  // samples at a time (memory grows with chunk, never with n); a float32 input is summed in
+  // float32 per chunk. Each output is in the parameter's own layout.
+  // out[o, i] = sum_{c,n} (sum_s delta[c, n, s, o] * a[n, s, i])^2.
+  // a: [n, S, I]; delta: [C, n, S, O]. -> [O, I]
+  m.def("fisher_linear_sq(Tensor a, Tensor delta, int chunk) -> Tensor");
+  // out[o, k] = sum_{c,n} (sum_{y,x} delta[c, n, o, y, x] * x_pad[n, g*Ig + i, y*s + α*d,
+  // x*s + β*d])^2 with k = (i*kh + α)*kw + β, g = o / (O / groups): the per-sample Conv2d weight
+  // gradient of masked_conv2d_grad, squared and summed.
+  // x: [n, Cin, H, W]; delta: [C, n, O, Ho, Wo]. -> [O, Cin/groups * kh * kw]
+  m.def("fisher_conv2d_sq(Tensor x, Tensor delta, int[2] kernel_size, int[2] stride, "
+        "int[2] padding, int[2] dilation, int groups, int chunk) -> Tensor");
+  // out[o] = sum_{c,n} (sum_l delta[c, n, o, l] * a[n, o, l])^2, or without a
+  // sum_{c,n} (sum_l delta[c, n, o, l])^2: BatchNorm gamma (a = x̂) and biases.
+  // delta: [C, n, O, L]; a: [n, O, L] or None. -> [O]
+  m.def("fisher_channel_sq(Tensor delta, Tensor? a) -> Tensor");
 }

@@ -1,6 +1,7 @@
 """fishermask_ext: fused CPU/CUDA kernels for Fisher-information active learning.
 
-Selection (step E of docs/ALGORITHM.md): `select_batch`, `select_from_pool`, `fisher_matrix`.
+Selection (step E of docs/ALGORITHM.md): `select_batch`, `select_from_pool`, `fisher_matrix`;
+pools on disk: `open_store`, `EmbeddingStore` (filled by `masked_grad_embeddings(..., out=store)`).
 Embeddings (steps A to C, `fishermask_ext.nn`): `fisher_diagonal`, `fisher_mask`,
 `masked_grad_embeddings`, `ParamMask`, `random_mask`, and the models `get_model`, `MLP`,
 `SmallCNN`, `ResNet18Narrow`.
@@ -16,10 +17,11 @@ import importlib
 from .ops import native_available
 from .nn import (MLP, ParamMask, ResNet18Narrow, SmallCNN, fisher_diagonal, fisher_mask,
                  get_model, masked_grad_embeddings, random_mask)
-from .select import fisher_matrix, select_batch, select_from_pool
+from .select import EmbeddingStore, fisher_matrix, open_store, select_batch, select_from_pool
 
 __version__ = "0.1.0"
 __all__ = ["select_batch", "select_from_pool", "fisher_matrix", "native_available",
+           "EmbeddingStore", "open_store",
            "ParamMask", "random_mask", "fisher_diagonal", "fisher_mask",
            "masked_grad_embeddings", "get_model", "MLP", "SmallCNN", "ResNet18Narrow"]
 

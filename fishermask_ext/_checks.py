@@ -1,7 +1,9 @@
 """Argument checks shared by every layer (select, nn, al): one wording for each rule."""
 import numbers
 
-__all__ = ["check_int", "check_bool", "check_budget"]
+import torch
+
+__all__ = ["check_int", "check_bool", "check_budget", "check_device"]
 
 
 def check_int(value, name, minimum=None, maximum=None):
@@ -32,3 +34,24 @@ def check_budget(budget, available, what):
     if budget > available:
         raise ValueError(f"budget {budget} exceeds the {available} {what}")
     return budget
+
+
+def check_device(device, name="device"):
+    """torch.device(device) when this machine can allocate on it; else a ValueError naming
+    `name`, the device and what to pass instead ("gpu" is not a device name; "cuda" on a
+    machine without CUDA)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} {device!r} is not a device name; use cpu, cuda, cuda:<index> "
+                         f"or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(f"{name} {device!r}: no CUDA device is usable here (torch "
+                         f"{torch.__version__}, {build}); use cpu")
+    try:
+        torch.empty(0, device=dev)     # the one test that covers every backend's availability
+    except (RuntimeError, AssertionError) as exc:   # AssertionError: torch built without it
+        raise ValueError(f"{name} {device!r} is not usable here ({str(exc).split('. ')[0]}); "
+                         f"use cpu") from None
+    return dev

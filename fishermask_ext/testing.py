@@ -12,11 +12,13 @@ import torch
 from torch.func import functional_call, jacrev, vmap
 
 from .ops import native_available
-from .nn.state import logits_of
+from .nn import hooks
+from .nn.state import eval_with_grad, logits_of
 
 __all__ = ["DEVICES", "DTYPES", "F64_TOL", "needs_native", "require_native", "max_error",
            "derived_tolerance", "subprocess_env", "loop_embeddings", "func_embeddings",
-           "batch_graph_embeddings", "direct_select"]
+           "batch_graph_embeddings", "direct_select", "loop_fisher_diagonal",
+           "batch_fisher_diagonal"]
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float32, torch.float64]
@@ -112,6 +114,66 @@ def batch_graph_embeddings(model, x, mask, images=None):
                  for c in range(logp.shape[1])]
         rows.append(torch.stack([mask.gather(dict(zip(params, g))) for g in grads]))
     return torch.stack(rows)
+
+
+def loop_fisher_diagonal(model, x):
+    """{name: f [*param.shape]}: step A's definition f_j = Σ_x Σ_c p_c (∂ log p_c/∂θ_j)² written
+    out, one single-sample forward pass and C autograd calls per sample, in eval mode."""
+    params = dict(model.named_parameters())
+    fisher = {name: torch.zeros_like(p) for name, p in params.items()}
+    with eval_with_grad(model):
+        for xi in x:
+            logp = torch.log_softmax(logits_of(model(xi[None])), -1)[0]   # [C]
+            for c in range(len(logp)):
+                grads = torch.autograd.grad(logp[c], list(params.values()), retain_graph=True)
+                for name, g in zip(params, grads):
+                    fisher[name] += logp[c].detach().exp() * g.square()
+    return fisher
+
+
+def batch_fisher_diagonal(model, x):
+    """{name: f [*param.shape]}: step A as the package computed it before the fisher_*_sq ops
+    (the benchmark's baseline): per class, the per-sample gradients of every parameter for the
+    whole batch x, from unfolded conv inputs of the whole batch, squared and summed."""
+    params = dict(model.named_parameters())
+    owners = hooks.owners(model, params)
+    capture = hooks.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
+    fisher = {name: torch.zeros(p.numel(), dtype=p.dtype) for name, p in params.items()}
+    with eval_with_grad(model):
+        logits = capture.forward(x)
+        views = [hooks.input_view(owners[call.module_name][0], call) for call in capture.calls]
+        patches = [_patches(v) if v.kind == "conv" else None for v in views]
+        for deltas in capture.deltas(logits, hooks.class_seeds(logits, "sqrt_p")):
+            grads = {}          # per-sample gradients [n, numel], summed over repeated calls
+            for call, view, unf, delta in zip(capture.calls, views, patches, deltas):
+                delta = hooks.delta_view(view, delta[None])[0]
+                for attr in owners[call.module_name][1]:
+                    key = f"{call.module_name}.{attr}" if call.module_name else attr
+                    g = _sample_grad(view, unf, delta, attr)
+                    grads[key] = grads[key] + g if key in grads else g
+            for key, g in grads.items():
+                fisher[key] += g.square().sum(0)
+    return {name: f.view(params[name].shape) for name, f in fisher.items()}
+
+
+def _patches(view):
+    """Unfolded input [n, G, Ig·kh·kw, L] of a conv View, grouped like its weight."""
+    kernel, stride, padding, dilation, groups = view.geometry
+    unf = torch.nn.functional.unfold(view.a, kernel, dilation=dilation, padding=padding,
+                                     stride=stride)                     # [n, Cin·kh·kw, L]
+    return unf.unflatten(1, (groups, -1))
+
+
+def _sample_grad(view, unf, delta, attr):
+    """[n, numel]: per-sample gradient of parameter `attr` of one call for one class, from
+    delta [n, ...] in the view's layout; unf: _patches(view) for a conv."""
+    if attr == "weight" and view.kind == "linear":
+        return torch.einsum("nso,nsi->noi", delta, view.a).flatten(1)
+    if attr == "weight" and view.kind == "conv":
+        d = delta.flatten(2).unflatten(1, (unf.shape[1], -1))           # [n, G, O/G, L]
+        return torch.einsum("ngol,ngkl->ngok", d, unf).flatten(1)
+    d = hooks.channel_deltas(view, delta[None])[0]                        # [n, O, L]
+    return (d * view.a).sum(-1) if attr == "weight" else d.sum(-1)    # BatchNorm γ; biases
 
 
 def direct_select(X, K, labeled=None, lamb=1.0, backward_steps=0, return_gaps=False, F=None,

@@ -1,7 +1,12 @@
 """Adapters: the FisherMask and BAIT strategies inside other active-learning frameworks.
 
-An empty room for now: a later change fills it. An adapter is a thin layer over the public API
-(`fishermask_ext.al.strategies.get(...).select(...)`, or `fishermask_ext.select_batch` on
-embeddings from `fishermask_ext.nn`); it may import `fishermask_ext.al` and the framework it
-adapts, and nothing in the backend or the driver imports it (docs/DEVELOPING.md).
+One module per framework, importable only where that framework is installed (this package
+imports none of them): `skactiveml` (scikit-activeml query strategies `Bait`, `FisherMask`),
+`modal` (modAL query strategies `bait_query`, `fishermask_query`), `baal` (`FisherHeuristic` for
+`ActiveLearningLoop`, `fisher_loop`), `deepal` (DeepAL/BADGE-style `BaitSampling`,
+`FisherMaskSampling`). Each is a thin layer over `fishermask_ext.al.strategies` (torch models)
+or over `select_batch` on the linear-softmax Fisher embedding of a scikit-learn classifier
+(`_embed`); nothing in the backend or the driver imports this package (docs/DEVELOPING.md).
+Extras: `pip install -c .ci/constraints.txt "fishermask_ext[adapters]"` (or `[skactiveml]`,
+`[baal]`, `[modal]`).
 """

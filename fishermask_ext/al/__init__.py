@@ -6,7 +6,12 @@ experiment loop, its report and the `fishermask` command. Installed with the `al
     strategies/    the query strategies and their registry (`strategies.get`)
     data.py        data sets as normalised tensors
     loop.py        run_experiment, ActiveLearningLoop
+    training.py    build, train and evaluate one round's model
+    preflight.py   what run_experiment checks and warms up before it writes anything
     io.py          atomic writes and JSON files of a results folder
     report.py      curves, plot and summary of a results folder
-    cli.py         the `fishermask` command
+    cli.py         the `fishermask` command, one function pair per subcommand
+    pool_files.py  the files of `fishermask select` (embeddings, labeled points, picks)
+    embed_cmd.py   `fishermask embed` (a checkpoint and a data set into a store)
+    bench.py       `fishermask bench` (runs benchmarks/); bench_report.py its table and plot
 """

@@ -3,30 +3,34 @@
     fishermask run                      # small digits experiment into ./results/digits-mlp/
     fishermask run --dataset fashion-mnist --pool-size 3000 --model small_cnn --seeds 0,1,2
     fishermask report results/digits-mlp
-    fishermask select emb.pt --budget 10 --out picks.txt
-    fishermask bench -k select
+    fishermask embed model.pt --dataset digits --out pool.store [--resume]
+    fishermask select emb.npy --budget 10 --out picks.txt
+    fishermask select pool.store --budget 10 --labeled labeled.txt --out picks.txt
+    fishermask bench --quick            # every benchmark at smoke sizes; --list, -k select, ...
+
+One function pair per subcommand: `_<name>_parser(sub)` adds its flags, `_<name>(args)` runs
+it. Bad input is one line on stderr naming the input and the fix, exit status 2, and nothing
+written.
 """
 import argparse
 import os
 import re
-import subprocess
 import sys
 
-import torch
-
 from ..ops import BACKENDS
-from ..select import select_batch
+from . import bench
 from . import config as schema
+from . import embed_cmd
 from . import presets
-from .loop import run_experiment
-from .report import write_report
 
 __all__ = ["main"]
 
+# What a subcommand may raise for bad input (a one-line message, status 2): anything else is a
+# bug and keeps its traceback. ImportError: an optional dependency (torchvision) is missing.
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
 
-def _parser():
-    p = argparse.ArgumentParser(prog="fishermask", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+
+def _run_parser(sub):
     r = sub.add_parser("run", help="run an active-learning experiment and write its report")
     schema.add_arguments(r)
     presets.add_arguments(r)     # --preset, --scale
@@ -34,69 +38,127 @@ def _parser():
     r.add_argument("--name", default=None, help="default: <dataset>-<model>[-imbalanced]")
     r.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
     r.add_argument("--no-progress", action="store_true")
-    s = sub.add_parser("select", help="pick a batch from saved embeddings with select_batch")
-    s.add_argument("embeddings", help=".pt file: a tensor [N, C, D] of the unlabeled points, "
-                                      "or a dict with 'unlabeled' and optional 'labeled'")
-    s.add_argument("--budget", type=int, required=True)
-    s.add_argument("--out", required=True, help="indices file: .pt (a tensor), else text")
-    s.add_argument("--lamb", type=float, default=1.0)
-    s.add_argument("--backward-steps", type=int, default=0)
-    s.add_argument("--backend", choices=BACKENDS, default="auto")
-    rep = sub.add_parser("report", help="(re)write the curves, plot and summary of a results "
-                                        "folder, also of an unfinished one")
-    rep.add_argument("folder")
-    sub.add_parser("bench", help="run benchmarks/ with pytest-benchmark (extra arguments go "
-                                 "to pytest, e.g. -k select)")
-    return p
 
 
 def _run(args):
+    from .launch import results_folder, torchrun_rank
+    from .loop import run_experiment       # here: `fishermask bench --help` needs no driver
     presets.apply(args)          # the preset's values where no flag was given
     config = schema.default_config(**schema.from_args(args))
     name = args.name or re.sub(r"[^\w.-]+", "-", f"{args.dataset}-{args.model}" +
                                ("-imbalanced" if args.imbalance else ""))
     out = args.out or os.path.join("results", name)
-    run_experiment(config, out, resume=args.resume, progress=not args.no_progress)
+    rank = torchrun_rank(config["device"])       # None outside torchrun (al/launch.py)
+    with results_folder(out, rank, args.resume) as folder:
+        run_experiment(config, folder, resume=args.resume,
+                       progress=not args.no_progress and rank in (None, 0))
+    if rank not in (None, 0):
+        return 0                                 # rank 0 reports
     args.folder = out
     return _report(args)
 
 
+def _report_parser(sub):
+    rep = sub.add_parser("report", help="(re)write the curves, plot and summary of a results "
+                                        "folder, also of an unfinished one")
+    rep.add_argument("folder")
+
+
 def _report(args):
+    from .report import write_report
     paths = write_report(args.folder)
     with open(paths["summary"]) as f:
         print(f.read())
+    for path, reason in paths.pop("skipped", {}).items():
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     print("wrote " + ", ".join(paths.values()))
     return 0
 
 
+def _select_parser(sub):
+    s = sub.add_parser("select", help="pick a batch from saved embeddings (select_batch)")
+    s.add_argument("embeddings", help="a .npy file [N, C, D] of the pool, a .pt file (a tensor "
+                                      "[N, C, D] or a dict with 'unlabeled' and optional "
+                                      "'labeled' [n_L, C, D]), or an embedding store folder "
+                                      "(fishermask embed)")
+    s.add_argument("--budget", type=int, required=True, help="K, the number of points to pick")
+    s.add_argument("--out", required=True, help="picks file: .pt (a tensor), .npy, else text "
+                                                "(one index per line)")
+    s.add_argument("--labeled", default=None,
+                   help="the labeled points: their pool positions (a text file, one index per "
+                        "line as --out writes them, or a .npy/.pt integer array), an [N] bool "
+                        "mask, or their own embeddings [n_L, C, D] (.npy/.pt)")
+    s.add_argument("--labeled-fisher", default=None,
+                   help=".npy/.pt file [D, D]: the labeled points' Fisher F_L (with --n-labeled)"
+                        " when only it was kept")
+    s.add_argument("--n-labeled", type=int, default=None, help="n_L for --labeled-fisher")
+    s.add_argument("--lamb", type=float, default=1.0, help="the ridge λ > 0 (default 1)")
+    s.add_argument("--backward-steps", type=int, default=0,
+                   help="pick (b+1)·K forward, prune back to K (default 0)")
+    s.add_argument("--parity", action="store_true",
+                   help="round scores to float32 before each argmax, as the reference code")
+    s.add_argument("--backend", choices=BACKENDS, default="auto")
+    s.add_argument("--gains", action="store_true",
+                   help="also write each pick's trace-ratio decrease (text: 'index gain')")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _select(args):
-    saved = torch.load(args.embeddings, weights_only=True)
-    if isinstance(saved, torch.Tensor):
-        saved = {"unlabeled": saved}
-    if not isinstance(saved, dict) or "unlabeled" not in saved:
-        raise ValueError(f"{args.embeddings} must hold a tensor [N, C, D] or a dict with "
-                         f"'unlabeled' [N, C, D] and optional 'labeled' [n_L, C, D]")
-    picks = select_batch(saved["unlabeled"], args.budget, labeled=saved.get("labeled"),
-                         lamb=args.lamb, backward_steps=args.backward_steps,
-                         backend=args.backend)
-    if args.out.endswith(".pt"):
-        torch.save(picks, args.out)
+    from ..select import select_batch, select_from_pool
+    from . import pool_files
+    pool_files.check_out(args.out, gains=args.gains)        # before any work
+    if (args.labeled_fisher is None) != (args.n_labeled is None):
+        raise ValueError("--labeled-fisher and --n-labeled go together: F_L and its n_L")
+    store = embed_cmd.load_pool(args.embeddings)             # None: not a store folder
+    pool, labeled = (store, None) if store is not None else pool_files.read_pool(args.embeddings)
+    mask = None
+    if args.labeled:
+        if labeled is not None:
+            raise ValueError(f"{args.embeddings} holds 'labeled' already; drop --labeled")
+        mask, labeled = pool_files.read_labeled(args.labeled, pool.shape[0])
+    if args.labeled_fisher and labeled is not None:
+        raise ValueError("pass labeled embeddings (--labeled, or 'labeled' in the file) or "
+                         "--labeled-fisher, not both")
+    fisher = (None if args.labeled_fisher is None else
+              _tensor(pool_files.read_array(args.labeled_fisher, "--labeled-fisher")))
+    opts = dict(labeled_fisher=fisher, n_labeled=args.n_labeled, lamb=args.lamb,
+                backward_steps=args.backward_steps, backend=args.backend, parity=args.parity,
+                progress=not args.no_progress, return_gains=True)
+    if mask is not None:          # positions into the pool (select_from_pool reads it in place)
+        picks, gains = select_from_pool(pool, args.budget, mask, **opts)
     else:
-        with open(args.out, "w") as f:
-            f.write("".join(f"{i}\n" for i in picks.tolist()))
-    print(f"picked {len(picks)} of {len(saved['unlabeled'])} points; wrote {args.out}")
+        picks, gains = select_batch(pool, args.budget, labeled=labeled, **opts)
+    pool_files.write_picks(args.out, picks, gains if args.gains else None)
+    print(f"picked {len(picks)} of {pool.shape[0]} points; wrote {args.out}")
     return 0
 
 
-def _bench(args):
-    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))  # the checkout
-    bench_dir = os.path.join(root, "benchmarks")
-    if not os.path.isdir(bench_dir):
-        raise FileNotFoundError(f"no benchmarks folder at {bench_dir}; `fishermask bench` runs "
-                                f"from a source checkout")
-    cmd = [sys.executable, "-m", "pytest", bench_dir, "--benchmark-enable", "--benchmark-only",
-           "-p", "no:cacheprovider", *args.pytest_args]
-    return subprocess.call(cmd, cwd=root)
+def _tensor(a):
+    """A [D, D] Fisher from a file as a tensor (select_batch takes tensors for it)."""
+    import numpy as np
+    import torch
+    return torch.from_numpy(np.array(a)) if isinstance(a, np.ndarray) else a
+
+
+def _bench_parser(sub):
+    b = sub.add_parser("bench", help="run benchmarks/ with pytest-benchmark (other arguments "
+                                     "go to pytest, e.g. -k select)",
+                       description=bench.USAGE, allow_abbrev=False,
+                       usage="fishermask bench [--quick] [--list] [--out DIR] [PYTEST ARGS ...]")
+    bench.add_arguments(b)
+
+
+COMMANDS = {"run": (_run_parser, _run), "report": (_report_parser, _report),
+            "select": (_select_parser, _select), "embed": (embed_cmd.add_parser, embed_cmd.run),
+            "bench": (_bench_parser, bench.run)}
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="fishermask", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return p
 
 
 def main(argv=None):
@@ -107,9 +169,8 @@ def main(argv=None):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
     try:
-        commands = {"run": _run, "report": _report, "select": _select, "bench": _bench}
-        return commands[args.command](args)
-    except (ValueError, TypeError, OSError) as exc:
+        return COMMANDS[args.command][1](args)
+    except USER_ERRORS as exc:
         print(f"fishermask {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -87,9 +87,10 @@ def default_config(**overrides):
     return config
 
 
-def _check(opt, value):
-    """Raise TypeError/ValueError unless `value` fits `opt`."""
-    name = f"config key {opt.key!r}"
+def _check(opt, value, name=None):
+    """Raise TypeError/ValueError unless `value` fits `opt`; `name` says what the error calls
+    it (default: "config key 'KEY'"; the CLI passes the flag)."""
+    name = name or f"config key {opt.key!r}"
     if value is None and opt.optional:
         return
     if opt.kind == "int":
@@ -121,12 +122,17 @@ def _check(opt, value):
 def _check_list(value, name):
     if not isinstance(value, list):
         raise TypeError(f"{name} must be a list, got {value!r}")
+    repeated = sorted({v for v in value if value.count(v) > 1}, key=str)
+    if repeated:   # "--seeds 0,0" would run and report the same seed twice as two seeds
+        raise ValueError(f"{name} lists {', '.join(map(str, repeated))} more than once; "
+                         f"give each once")
 
 
-def add_arguments(parser):
-    """One flag per Option on an argparse parser; `from_args` turns the result into overrides."""
-    for opt in SCHEMA:
-        flag = opt.flag or "--" + opt.key.replace("_", "-")
+def add_arguments(parser, keys=None):
+    """One flag per Option (or per Option of `keys`) on an argparse parser; `from_args` turns
+    the result into overrides."""
+    for opt in _options_of(keys):
+        flag = _flag(opt)
         kw = dict(dest=opt.key, help=opt.help)
         if opt.kind == "bool":
             kw.update(action="store_const", const=not opt.default, default=opt.default)
@@ -142,18 +148,30 @@ def add_arguments(parser):
         parser.add_argument(flag, **kw)
 
 
+def _flag(opt):
+    return opt.flag or "--" + opt.key.replace("_", "-")
+
+
+def _options_of(keys):
+    """The Options of `keys` in schema order (all of them for None)."""
+    return [o for o in SCHEMA if keys is None or o.key in keys]
+
+
 def _shown(default):
     """A default as it would be typed on the command line."""
     return ",".join(map(str, default)) if isinstance(default, list) else default
 
 
-def from_args(args):
-    """{key: value} of every Option from the parsed flags of `add_arguments`."""
+def from_args(args, keys=None):
+    """{key: value} of every Option (or of `keys`) from the parsed flags of `add_arguments`,
+    each checked against its Option at once, an error naming the flag (--query 0: "--query
+    must be ...")."""
     config = {}
-    for opt in SCHEMA:
+    for opt in _options_of(keys):
         value = getattr(args, opt.key)
         if opt.kind in ("options", "nested"):
             value = _options(value, nested=opt.kind == "nested")
+        _check(opt, value, _flag(opt))
         config[opt.key] = value
     return config
 

@@ -161,8 +161,11 @@ def _torchvision(name, data_dir):
     try:
         import torchvision
     except Exception as exc:   # not installed, or installed without its native ops
-        raise RuntimeError(f"dataset 'torchvision:{name}' needs torchvision, which does not "
-                           f"import here ({exc}); use digits, fashion-mnist or cifar10") from exc
+        # ImportError: the CLI reports it as one line (a missing optional dependency).
+        raise ImportError(f"dataset 'torchvision:{name}' needs torchvision, which does not "
+                          f"import here ({type(exc).__name__}: {exc}); install the "
+                          f"torchvision built for torch {torch.__version__} (keeping that "
+                          f"torch), or use digits, fashion-mnist or cifar10") from None
     cls = getattr(torchvision.datasets, name, None)
     if cls is None:
         raise ValueError(f"torchvision.datasets has no dataset {name!r}")

@@ -1,23 +1,9 @@
 """Files of a results folder: every write is atomic, every JSON file is written one way."""
 import json
-import os
 
-__all__ = ["write_atomic", "write_json", "read_json"]
+from .._files import atomic_path, write_atomic
 
-
-def write_atomic(path, text):
-    """Write `text` to `path` through a temporary file and os.replace (never a torn file: a run
-    killed mid-write leaves the previous round's file, which --resume can continue from)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+__all__ = ["atomic_path", "write_atomic", "write_json", "read_json"]
 
 
 def write_json(path, obj):
@@ -26,6 +12,11 @@ def write_json(path, obj):
 
 
 def read_json(path):
-    """The JSON value stored at `path`."""
+    """The JSON value stored at `path`; a ValueError naming the file when it is not JSON (a
+    file cut off by a full disk or a kill, or edited by hand)."""
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc}): it was cut off or edited; "
+                             f"restore it, or delete it to start that part again") from None

@@ -10,27 +10,22 @@ choice of round r draws from a seed derived from (seed, r), so a run resumed aft
 interruption redoes the interrupted round and ends exactly where an uninterrupted run ends.
 """
 import copy
+import glob
 import hashlib
-import inspect
-import math
 import os
 import time
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..nn import MODELS, get_model, logits_of
 from . import data as datasets
-from . import strategies
+from . import preflight, strategies
 from .config import DEFAULTS, UNCHECKED, default_config
 from .io import read_json, write_json
-from .training import crop_flip, reset_conv_linear
+from .training import build_model, evaluate, reset_conv_linear, train_model
 
 __all__ = ["default_config", "run_experiment", "ActiveLearningLoop", "seed_for"]
 
-# The conventional SGD momentum; not a config key (the default optimizer is adam).
-SGD_MOMENTUM = 0.9
 # Strategy seeds are drawn below this bound: they fit a signed 32-bit int, which every seeding
 # API a strategy may hand them to accepts.
 STRATEGY_SEED_BOUND = 2**31
@@ -40,60 +35,6 @@ def seed_for(seed, *keys):
     """A 63-bit seed derived from (seed, *keys), stable across runs and platforms."""
     digest = hashlib.sha256(repr((int(seed),) + keys).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def build_model(name, sample_shape, num_classes, options=None):
-    """nn.get_model(name) with the input shape and class count filled in where it takes them."""
-    auto = dict(in_features=math.prod(sample_shape), in_channels=sample_shape[0],
-                input_size=sample_shape[-1], num_classes=num_classes)
-    params = inspect.signature(MODELS[name]).parameters if name in MODELS else {}
-    return get_model(name, **{**{k: v for k, v in auto.items() if k in params},
-                              **(options or {})})
-
-
-def train_model(model, x, y, config, generator):
-    """Train on (x, y) for config["epochs"] epochs, or until the training accuracy reaches
-    config["train_accuracy"] (at most config["epochs"] epochs). Returns the last epoch's accuracy.
-
-    config["augment"] "crop_flip" transforms every batch (training.crop_flip, drawn from
-    `generator`); config["grad_clamp"] c clamps every gradient element to [-c, c] before each
-    step, as the reference does."""
-    device, n, bs = config["device"], len(y), config["batch_size"]
-    opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[config["optimizer"]]
-    extra = {"momentum": SGD_MOMENTUM} if config["optimizer"] == "sgd" else {}
-    opt = opt_cls(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"],
-                  **extra)
-    model.train()
-    acc = 0.0
-    for _ in range(config["epochs"]):
-        perm, correct, seen = torch.randperm(n, generator=generator), 0, 0
-        for s in range(0, n, bs):
-            idx = perm[s:s + bs]
-            if len(idx) == 1 and n > 1:   # BatchNorm cannot train on a batch of one
-                continue
-            xb = crop_flip(x[idx], generator) if config["augment"] == "crop_flip" else x[idx]
-            logits = logits_of(model(xb.to(device)))
-            loss = F.cross_entropy(logits, y[idx].to(device))
-            opt.zero_grad()
-            loss.backward()
-            if config["grad_clamp"] is not None:
-                torch.nn.utils.clip_grad_value_(model.parameters(), config["grad_clamp"])
-            opt.step()
-            correct += int((logits.argmax(1).cpu() == y[idx]).sum())
-            seen += len(idx)
-        acc = correct / max(seen, 1)
-        if config["train_accuracy"] is not None and acc >= config["train_accuracy"]:
-            break
-    return acc
-
-
-@torch.no_grad()
-def evaluate(model, x, y, device, batch_size=512):
-    """Accuracy of `model` (eval mode) on (x, y)."""
-    model.eval()
-    correct = sum(int((logits_of(model(x[s:s + batch_size].to(device))).argmax(1).cpu()
-                       == y[s:s + batch_size]).sum()) for s in range(0, len(y), batch_size))
-    return correct / max(len(y), 1)
 
 
 class ActiveLearningLoop:
@@ -206,10 +147,18 @@ def check_schedule(config, pool_size):
                          f"{pool_size} points")
 
 
-def prepare_folder(out_dir, config, resume):
-    """Create `out_dir` for `config`, or check that it holds this very experiment."""
+def completed_runs(out_dir):
+    """The state.json files under `out_dir`/runs: one exists once a run's first round is done
+    (the loop writes it after each round), so a folder without any holds no results."""
+    return sorted(glob.glob(os.path.join(out_dir, "runs", "*", "state.json")))
+
+
+def check_folder(out_dir, config, resume):
+    """Raise FileExistsError unless `out_dir` may take `config`: it holds no completed round (a
+    start that failed or was stopped early holds nothing that could be lost, and refusing it
+    would block the corrected retry), or it holds this very experiment and `resume` is set."""
     path = os.path.join(out_dir, "config.json")
-    if os.path.isdir(os.path.join(out_dir, "runs")):   # a config alone holds no results yet
+    if completed_runs(out_dir):
         saved = read_json(path)
         # A key the saved config lacks was added later with a default that keeps the old
         # behaviour: it matches that default.
@@ -223,27 +172,31 @@ def prepare_folder(out_dir, config, resume):
         if not resume:
             raise FileExistsError(f"{out_dir} already holds this experiment; pass resume=True "
                                   f"(--resume) to continue it, or choose another output folder")
+
+
+def prepare_folder(out_dir, config, resume):
+    """check_folder, then create `out_dir` and write its config.json."""
+    check_folder(out_dir, config, resume)
     os.makedirs(out_dir, exist_ok=True)
-    write_json(path, config)
+    write_json(os.path.join(out_dir, "config.json"), config)
 
 
 def run_experiment(config, out_dir, resume=False, progress=True):
     """Run every (strategy, seed) of `config` into `out_dir`; returns out_dir.
 
     resume=True continues the runs found there (an interrupted round is redone); a folder that
-    holds a different experiment is never overwritten.
+    holds a different experiment is never overwritten. Every name, option, device and the model
+    are checked, and the one-time costs paid (preflight.warm_up), before anything is written.
     """
     config = default_config(**config)
-    for name in config["strategies"]:
-        strategies.get(name, **config["strategy_options"].get(name, {}))   # fail early on typos
-    unknown = sorted(set(config["untrained_first_query"]) - set(strategies.available()))
-    if unknown:
-        raise ValueError(f"untrained_first_query names unknown strategies {unknown}; valid "
-                         f"names: {', '.join(strategies.available())}")
+    # Everything that can fail on bad input fails here, before the folder is written.
+    preflight.check_experiment(config)
     arrays = datasets.load(config["dataset"], data_dir=config["data_dir"],
                            split_seed=config["split_seed"], imbalance=config["imbalance"],
                            pool_size=config["pool_size"], test_size=config["test_size"])
     check_schedule(config, len(arrays[1]))
+    check_folder(out_dir, config, resume)
+    preflight.warm_up(config, arrays)
     prepare_folder(out_dir, config, resume)
     runs = [(s, seed) for seed in config["seeds"] for s in config["strategies"]]
     with tqdm(total=len(runs) * (config["rounds"] + 1), disable=not progress,

@@ -15,10 +15,7 @@ Where the reference has a quirk the presets do not follow, they say so (see PROT
 """
 import json
 
-import torch
-
 from . import config as schema
-from . import strategies
 
 __all__ = ["PRESETS", "SCALES", "PROTOCOL_NOTES", "available", "preset_config",
            "add_arguments", "apply"]
@@ -74,6 +71,10 @@ def preset_config(name, scale="full"):
         raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(available())}")
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    # Imported here: the cli imports this module for its flags, and `fishermask bench --help`
+    # must not load the driver's strategies (or torch) for them.
+    import torch
+    from . import strategies
     dataset, counts, batch, augment = _PROTOCOLS[name]
     small = scale == "small"
     div = SMALL_FACTOR if small else 1
@@ -135,11 +136,16 @@ def apply(args):
         if args.name is None:
             args.name = args.preset + ("-small" if args.scale == "small" else "")
     for opt in schema.SCHEMA:
-        given = getattr(args, opt.key)
-        if opt.kind in _LISTS:     # KEY=VALUE entries; a later one overrides an earlier one
-            setattr(args, opt.key, _entries(values.get(opt.key, {}), opt.kind) + given)
-        elif given is _UNSET:
+        if opt.kind not in _LISTS and getattr(args, opt.key) is _UNSET:
             setattr(args, opt.key, values.get(opt.key, opt.default))
+    # The preset's strategy options only for the strategies this run keeps (--strategies may
+    # have narrowed them; options for a strategy not run are an error).
+    values["strategy_options"] = {s: o for s, o in values.get("strategy_options", {}).items()
+                                  if s in args.strategies}
+    for opt in schema.SCHEMA:     # KEY=VALUE entries; a later one overrides an earlier one
+        if opt.kind in _LISTS:
+            setattr(args, opt.key, _entries(values.get(opt.key, {}), opt.kind)
+                    + getattr(args, opt.key))
     return args
 
 

@@ -10,7 +10,7 @@ cost model and how to launch (torchrun).
 from .comm import RankFailed
 from .fisher import fisher_diagonal, fisher_mask
 from .select import select_batch
-from .shard import shard_range, sharded_world
+from .shard import local_rows, shard_range, sharded_world
 
-__all__ = ["select_batch", "fisher_diagonal", "fisher_mask", "shard_range", "sharded_world",
-           "RankFailed"]
+__all__ = ["select_batch", "fisher_diagonal", "fisher_mask", "shard_range", "local_rows",
+           "sharded_world", "RankFailed"]

@@ -3,7 +3,7 @@ import torch.distributed as dist
 
 from .comm import require_group
 
-__all__ = ["shard_range", "sharded_world"]
+__all__ = ["shard_range", "local_rows", "sharded_world"]
 
 
 def sharded_world():
@@ -19,3 +19,13 @@ def shard_range(n, group=None):
     base, extra = divmod(int(n), world)
     start = rank * base + min(rank, extra)
     return start, start + base + (rank < extra)
+
+
+def local_rows(pool, group=None):
+    """This rank's shard (shard_range) of an [N, C, D] pool: a view of a tensor or numpy array,
+    or of an embedding store a RowRange that reads only these rows from disk."""
+    from ..select.rows import RowRange
+    start, stop = shard_range(pool.shape[0], group)
+    if hasattr(pool, "read_rows"):
+        return RowRange(pool, start, stop)
+    return pool[start:stop]

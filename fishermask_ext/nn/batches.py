@@ -5,7 +5,7 @@ from torch.utils.data.dataloader import _InfiniteConstantSampler
 
 from .._checks import check_int
 
-__all__ = ["num_samples", "take", "iter_batches"]
+__all__ = ["num_samples", "take", "rows", "iter_batches"]
 
 
 def num_samples(data):
@@ -24,6 +24,13 @@ def take(data, indices):
         return DataLoader(Subset(data.dataset, indices.tolist()), batch_size=data.batch_size,
                           collate_fn=data.collate_fn, num_workers=data.num_workers)
     return Subset(data, indices.tolist())
+
+
+def rows(data, start, stop):
+    """The samples [start, stop) of `data`: a view of a Tensor, else take() of that range."""
+    if torch.is_tensor(data):
+        return data[start:stop]
+    return take(data, torch.arange(start, stop))
 
 
 def _check_in_order(loader):

@@ -3,8 +3,9 @@ import sys
 
 import torch
 
-from . import batches, hooks, state
+from . import batches, hooks, state, stored
 from ..ops import resolve
+from ..select.store import EmbeddingStore
 
 __all__ = ["masked_grad_embeddings"]
 
@@ -27,13 +28,19 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
     model: returns logits [n, C] or a tuple starting with them.
     data: Tensor of inputs [N, ...], or a Dataset / DataLoader of inputs or (inputs, labels).
     mask: a ParamMask built for this model.
-    out: optional preallocated [N, C, D] tensor of the model's dtype (e.g. memory-mapped).
+    out: optional preallocated [N, C, D] tensor of the model's dtype, or an EmbeddingStore
+        (`open_store(path, mode="w")`, or mode="a" to resume one): filled chunk by chunk, each
+        chunk on disk before the next; a store already holding chunks must have been written
+        by this model, mask and weighting (else ValueError, "refuse to mix"), and only its
+        missing chunks are computed. Data must have a length then.
     progress: None (a tqdm bar when N > PROGRESS_MIN and stderr is a terminal), True or False;
         no bar without tqdm, which only the `al` extra installs.
-    Returns out, or a new [N, C, D] tensor in the model's dtype on `device`.
+    Returns out (the store), or a new [N, C, D] tensor in the model's dtype on `device`.
     """
     if weighting not in hooks.WEIGHTINGS:
         raise ValueError(f"weighting must be one of {hooks.WEIGHTINGS}, got {weighting!r}")
+    _check_out_type(out)
+    dtype = _model_dtype(model)
     mask.check(model)
     owners = hooks.owners(model, mask.names)
     device = state.model_device(model, device)
@@ -43,9 +50,22 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
     chunks, start = [], 0
     show = progress if progress is not None else (N or 0) > PROGRESS_MIN and sys.stderr.isatty()
     bar = _progress_bar(N, show)
+
+    def embed(x):   # [n, C, D] embeddings of one batch
+        _check_input_dtype(x, dtype)
+        return _embed_batch(capture, x, mask, plans, weighting, backend)
+
+    if isinstance(out, EmbeddingStore):
+        fingerprints = dict(model=state.model_fingerprint(model), mask=mask.fingerprint(),
+                            weighting=weighting)
+        with state.eval_with_grad(model), bar:
+            return stored.fill_store(
+                out, data, embed,
+                n=N, dim=len(mask), dtype=_embedding_dtype(model, mask), fingerprints=fingerprints,
+                batch_size=batch_size, device=device, bar=bar)
     with state.eval_with_grad(model), bar:
         for x in batches.iter_batches(data, batch_size, device):
-            emb = _embed_batch(capture, x, mask, plans, weighting, backend)   # [n, C, D]
+            emb = embed(x)
             if out is None and N is not None:
                 out = emb.new_empty((N, *emb.shape[1:]))
             if out is None:
@@ -110,17 +130,12 @@ def _embed_batch(capture, x, mask, plans, weighting, backend):
 def _kept_deltas(capture, logits, views, plans, weighting):
     """Per recorded call, its output gradients [C, n, *out_shape] for all C class seeds,
     restricted to the plan's output channels (the last dim of a Linear, else dim 1)."""
-    kept = [None] * len(capture.calls)
-    seeds = hooks.class_seeds(logits, weighting)                           # [C, n, C]
-    for c, deltas in enumerate(capture.deltas(logits, seeds)):
-        for k, (call, view, delta) in enumerate(zip(capture.calls, views, deltas)):
-            channels = plans[call.module_name][0]
-            if channels is not None:
-                delta = delta.index_select(-1 if view.kind == "linear" else 1, channels)
-            if kept[k] is None:
-                kept[k] = delta.new_empty((len(seeds), *delta.shape))
-            kept[k][c] = delta
-    return kept
+    def keep(i, delta):
+        channels = plans[capture.calls[i].module_name][0]
+        if channels is None:
+            return delta
+        return delta.index_select(-1 if views[i].kind == "linear" else 1, channels)
+    return hooks.stacked_deltas(capture, logits, hooks.class_seeds(logits, weighting), keep)
 
 
 def _masked_grad(view, delta, attr, index, backend):
@@ -135,6 +150,45 @@ def _masked_grad(view, delta, attr, index, backend):
     if attr == "weight":                                        # BatchNorm γ: Σ δ · x̂
         d = d * view.a[:, index]
     return d.sum(-1).transpose(0, 1)
+
+
+def _model_dtype(model):
+    """The dtype of the model's floating parameters; TypeError for half precision, which the
+    kernels do not compute in (an internal argument name would be the error otherwise)."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(f"the model's parameters are {dtype}: masked_grad_embeddings computes "
+                        f"in float32 or float64; pass model.float() (and float32 inputs)")
+    return dtype
+
+
+def _check_input_dtype(x, dtype):
+    """TypeError unless a floating batch has the model's dtype (a float64 pool for a float32
+    model would fail inside the first layer with a raw dtype error)."""
+    if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+        other = (f" or model.to({x.dtype})" if x.dtype in (torch.float32, torch.float64)
+                 else "")
+        raise TypeError(f"data is {x.dtype} but the model's parameters are {dtype}; convert "
+                        f"with data.to({dtype}){other}")
+
+
+def _check_out_type(out):
+    """TypeError unless `out` is None, a tensor or a store; says how to wrap a numpy memmap."""
+    if out is None or isinstance(out, (torch.Tensor, EmbeddingStore)):
+        return
+    kind = type(out).__module__.split(".")[0] + "." + type(out).__name__
+    hint = (" (it shares the memory: rows written go to the file)"
+            if hasattr(out, "__array__") else "")
+    raise TypeError(f"out must be a torch tensor or an EmbeddingStore, got a {kind}; wrap an "
+                    f"array with "
+                    f"out=torch.from_numpy(array){hint}")
+
+
+def _embedding_dtype(model, mask):
+    """The dtype of the embeddings: that of the masked parameters (the logits' dtype of any
+    model whose parameters share one), known before any batch runs."""
+    params = dict(model.named_parameters())
+    return params[mask.names[0]].dtype if mask.names else torch.get_default_dtype()
 
 
 def _check_out(out, emb, start, N):

@@ -4,6 +4,7 @@ import math
 import torch
 
 from .._checks import check_int
+from ..ops import reference, resolve, sizes
 from . import batches, hooks, state
 from .masks import ParamMask, split_flat
 
@@ -11,7 +12,7 @@ __all__ = ["fisher_diagonal", "fisher_mask"]
 
 
 def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, device=None,
-                    reference_order=False):
+                    reference_order=False, backend="auto", rows=None):
     """{name: f [*param.shape]}, f_j = Σ_x Σ_c p_c(x) (∂ log p_c(x) / ∂θ_j)², in eval mode.
 
     The sum runs over min(n_samples, N) samples of `data` (see masked_grad_embeddings for the
@@ -19,20 +20,37 @@ def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, devi
     `torch.randperm(N, generator=torch.Generator().manual_seed(seed))[:n_samples]`, visited in
     ascending order; with reference_order=True the first n_samples in storage order, as the
     reference code does (in a class-sorted pool that is only a few classes). Per batch: one
-    forward pass and C backward passes of activation gradients; the per-sample squared
-    gradients are assembled from layer inputs and output gradients, one class at a time.
+    forward pass and C backward passes of activation gradients seeded with sqrt(p_c)(e_c − p),
+    so the squares carry the weight p_c, over `rows` samples at a time (default
+    ops.sizes.fisher_rows: the output gradients of all C classes of those samples fill about
+    FISHER_ROWS_BYTES); the fused fisher_*_sq ops (native through `backend`: "auto", "native"
+    or "torch") then sum the squared per-sample gradients straight from the layer inputs and
+    output gradients of all C classes at once, a chunk of samples at a time
+    (ops.sizes.fisher_chunk). Memory is bounded by rows and the chunks, whatever batch_size is
+    (batch_size only sets how many samples are loaded at once).
     """
     params = dict(model.named_parameters())
     owners = hooks.owners(model, params)
     device = state.model_device(model, device)
     capture = hooks.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
+    if rows is not None:
+        check_int(rows, "rows", minimum=1)
     with state.eval_with_grad(model):
         fisher = {name: torch.zeros(p.numel(), dtype=p.dtype, device=device)
                   for name, p in params.items()}
         for x in batches.iter_batches(_sample(data, n_samples, seed, reference_order), batch_size,
                                   device):
-            _accumulate(capture, owners, x, fisher)
+            rows = rows or _rows(capture, x)
+            for part in x.split(rows):
+                _accumulate(capture, owners, part, fisher, backend)
     return {name: f.view(params[name].shape) for name, f in fisher.items()}
+
+
+def _rows(capture, x):
+    """ops.sizes.fisher_rows for this model, from the output sizes of a one-sample pass."""
+    logits = capture.forward(x[:1])
+    per_sample = logits.shape[1] * sum(torch.Size(c.shape[1:]).numel() for c in capture.calls)
+    return sizes.fisher_rows(per_sample * logits.element_size())
 
 
 def _sample(data, n_samples, seed, reference_order):
@@ -41,6 +59,8 @@ def _sample(data, n_samples, seed, reference_order):
     if N is None:
         raise TypeError("fisher_diagonal needs data with a length (a Tensor, a map-style "
                         "Dataset or a DataLoader over one) to draw its sample")
+    if N == 0:
+        raise ValueError("fisher_diagonal: data holds no samples; pass a non-empty pool")
     k = min(check_int(n_samples, "n_samples", minimum=1), N)
     if reference_order:
         return batches.take(data, torch.arange(k))
@@ -48,41 +68,65 @@ def _sample(data, n_samples, seed, reference_order):
     return batches.take(data, order[:k].sort().values)
 
 
-def _accumulate(capture, owners, x, fisher):
+def _accumulate(capture, owners, x, fisher, backend):
     """Adds Σ_{x in batch} Σ_c p_c g_c² to `fisher` ({name: [numel]})."""
     logits = capture.forward(x)
     views = [hooks.input_view(owners[call.module_name][0], call) for call in capture.calls]
-    patches = [_patches(v) if v.kind == "conv" else None for v in views]  # class-independent
-    for deltas in capture.deltas(logits, hooks.class_seeds(logits, "sqrt_p")):
-        grads = {}              # per-sample gradients [n, numel], summed over repeated calls
-        for call, view, unf, delta in zip(capture.calls, views, patches, deltas):
-            delta = hooks.delta_view(view, delta[None])
-            for attr in owners[call.module_name][1]:
-                key = f"{call.module_name}.{attr}" if call.module_name else attr
-                g = _per_sample_grad(view, unf, delta, attr)
-                grads[key] = grads[key] + g if key in grads else g
-        for key, g in grads.items():
-            fisher[key] += g.square().sum(0)
+    deltas = hooks.stacked_deltas(capture, logits, hooks.class_seeds(logits, "sqrt_p"))
+    calls = {}                  # module name: indices of its calls (a module may run twice)
+    for i, call in enumerate(capture.calls):
+        calls.setdefault(call.module_name, []).append(i)
+    for mod_name, idx in calls.items():
+        vs = [views[i] for i in idx]
+        ds = [hooks.delta_view(views[i], deltas[i]) for i in idx]            # [C, n, ...]
+        for attr in owners[mod_name][1]:
+            key = f"{mod_name}.{attr}" if mod_name else attr
+            fisher[key] += _squared_grads(vs, ds, attr, backend).flatten()
 
 
-def _patches(view):
-    """Unfolded input [n, G, Ig·kh·kw, L] of a conv View, grouped like its weight."""
-    kernel, stride, padding, dilation, groups = view.geometry
-    unf = torch.nn.functional.unfold(view.a, kernel, dilation=dilation, padding=padding,
-                                     stride=stride)                     # [n, Cin·kh·kw, L]
-    return unf.unflatten(1, (groups, -1))
+def _squared_grads(views, deltas, attr, backend):
+    """Σ_{n, c} g², g the per-sample gradient of parameter `attr` summed over the module's
+    calls (Views, deltas in their layout), in the parameter's layout flattened past dim 0."""
+    device, itemsize = views[0].a.device, views[0].a.element_size()
+    kind = views[0].kind
+    if attr == "weight" and kind == "linear":
+        # Every call is more positions s of the one weight: join them along S.
+        a, d = _joined([v.a for v in views], 1), _joined(deltas, 2)     # [n, S, I], [C,n,S,O]
+        C, _, S, O = d.shape
+        per_sample = (O + a.shape[2]) * S if S == 1 else C * O * a.shape[2]
+        return resolve("fisher_linear_sq", device, backend)(
+            a, d, sizes.fisher_chunk(per_sample, itemsize))
+    if attr == "weight" and kind == "conv":
+        return _conv_squares(views, deltas, backend, itemsize)
+    # Channel sums (BatchNorm γ, β; biases) run over every position of every call.
+    d = _joined([hooks.channel_deltas(v, dl) for v, dl in zip(views, deltas)], 3)
+    a = _joined([v.a for v in views], 2) if attr == "weight" else None     # BatchNorm γ: x̂
+    return resolve("fisher_channel_sq", device, backend)(d, a)
 
 
-def _per_sample_grad(view, unf, delta, attr):
-    """[n, numel]: per-sample gradient of parameter `attr` of one call, for the single class
-    of delta [1, n, ...] (in the view's layout); unf: _patches(view) for a conv."""
-    if attr == "weight" and view.kind == "linear":
-        return torch.einsum("nso,nsi->noi", delta[0], view.a).flatten(1)
-    if attr == "weight" and view.kind == "conv":
-        d = delta[0].flatten(2).unflatten(1, (unf.shape[1], -1))        # [n, G, O/G, L]
-        return torch.einsum("ngol,ngkl->ngok", d, unf).flatten(1)
-    d = hooks.channel_deltas(view, delta)[0]                              # [n, O, L]
-    return (d * view.a).sum(-1) if attr == "weight" else d.sum(-1)    # BatchNorm γ; biases
+def _joined(tensors, dim):
+    """torch.cat along `dim`, without the copy cat makes of a single tensor."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim)
+
+
+def _conv_squares(views, deltas, backend, itemsize):
+    """_squared_grads of a conv weight [O, K]; K = Cin/groups·kh·kw."""
+    geometry = views[0].geometry
+    C, n, O = deltas[0].shape[:3]
+    K = views[0].a.shape[1] // geometry[4] * geometry[0][0] * geometry[0][1]
+    L = sum(d.shape[3] * d.shape[4] for d in deltas)
+    chunk = sizes.fisher_chunk(C * O * K + geometry[4] * K * L, itemsize)
+    if len(views) == 1:
+        return resolve("fisher_conv2d_sq", views[0].a.device, backend)(
+            views[0].a, deltas[0], *geometry, chunk)
+    # Called more than once per sample: the gradient sums the calls before it is squared, so
+    # the chunk's per-sample gradients are formed call by call (the twin's arithmetic).
+    out = views[0].a.new_zeros((O, K))
+    for s in range(0, n, chunk):
+        g = sum(reference.conv2d_sample_grads(v.a[s:s + chunk], d[:, s:s + chunk], *v.geometry)
+                for v, d in zip(views, deltas))
+        out += g.square().sum((0, 1))
+    return out
 
 
 def fisher_mask(model, data, *, pct_top=0.002, n_samples=1024, seed=0, always_include=None,

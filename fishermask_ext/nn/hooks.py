@@ -9,6 +9,7 @@ Also here: the per-module-type views of a recorded call that both steps build th
 per-sample gradients from.
 """
 import functools
+import math
 from collections import Counter
 from typing import NamedTuple
 
@@ -118,6 +119,19 @@ class LayerCapture:
             yield deltas
 
 
+def stacked_deltas(capture, logits, seeds, keep=None):
+    """Per recorded call i, its output gradients for all seeds at once, [C, n, *out_shape]
+    (capture.deltas stacked over the classes), each first narrowed by keep(i, delta) if given."""
+    kept = [None] * len(capture.calls)
+    for c, deltas in enumerate(capture.deltas(logits, seeds)):
+        for i, delta in enumerate(deltas):
+            delta = keep(i, delta) if keep is not None else delta
+            if kept[i] is None:
+                kept[i] = delta.new_empty((len(seeds), *delta.shape))
+            kept[i][c] = delta
+    return kept
+
+
 class View(NamedTuple):
     """A recorded call in the form the per-sample gradient formulas use."""
     kind: str                # "linear", "conv" or "bn"
@@ -139,7 +153,8 @@ def input_view(module, call):
         shape = (1, -1) + (1,) * (a.dim() - 2)
         xhat = (a - module.running_mean.view(shape)) * torch.rsqrt(
             module.running_var.view(shape) + module.eps)
-        return View("bn", xhat.reshape(n, a.shape[1], -1), ())
+        # explicit L: -1 is ambiguous for an empty batch
+        return View("bn", xhat.reshape(n, a.shape[1], math.prod(a.shape[2:])), ())
     k, s, d, pad = module.kernel_size, module.stride, module.dilation, module.padding
     if isinstance(pad, str):  # "valid" or "same": pad as F.conv does (odd extra on the right)
         totals = [di * (ki - 1) if pad == "same" else 0 for ki, di in zip(k, d)]

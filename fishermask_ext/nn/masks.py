@@ -4,6 +4,7 @@ Columns are ordered by `model.named_parameters()` order, then by ascending flat 
 position inside each tensor: the column order of the embeddings X [N, C, D].
 """
 import difflib
+import hashlib
 
 import torch
 
@@ -76,6 +77,15 @@ class ParamMask:
             t = t.reshape(*t.shape[:t.dim() - len(shape)], -1)
             cols.append(t.index_select(-1, self._positions[name].to(t.device)))
         return torch.cat(cols, dim=-1)
+
+    def fingerprint(self):
+        """A stable hash (hex SHA-256) of the mask: its names, shapes and positions, in column
+        order. Equal masks have equal fingerprints, in every process and on every machine."""
+        h = hashlib.sha256(_FORMAT.encode())
+        for name, pos in self._positions.items():
+            h.update(repr((name, self._shapes[name], pos.numel())).encode())
+            h.update(pos.numpy().astype("<i8").tobytes())     # int64 little-endian, fixed
+        return h.hexdigest()
 
     def save(self, path):
         """Write the mask to `path` (torch.save of plain tensors, lists and strings)."""

@@ -4,6 +4,9 @@ Every model returns logits [n, num_classes]; with `return_embedding=True` it ret
 `(logits, embedding)`, the DeepAL/BADGE convention, where the embedding [n, E] is the input of
 the final Linear layer.
 """
+import inspect
+import math
+
 import torch.nn.functional as F
 from torch import nn
 
@@ -24,16 +27,27 @@ class _Classifier(nn.Module):
 
 
 class MLP(_Classifier):
-    """Flatten, then Linear + ReLU per hidden width, then Linear to the classes."""
+    """Flatten, then Linear + ReLU per hidden width, then Linear to the classes. `in_features`
+    is the number of values per input (784 for 28x28 images, 64 for the 8x8 digits); inputs of
+    another size get a ValueError naming it."""
 
     def __init__(self, in_features=784, num_classes=10, hidden=(64,), return_embedding=False):
         super().__init__(return_embedding)
+        self.in_features = in_features
         layers, width = [nn.Flatten()], in_features
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
         self.features = nn.Sequential(*layers)
         self.linear = nn.Linear(width, num_classes)
+
+    def forward(self, x):  # x: [n, ...] with in_features values per input
+        if x.dim() < 2 or math.prod(x.shape[1:]) != self.in_features:
+            per = math.prod(x.shape[1:]) if x.dim() >= 2 else "?"
+            raise ValueError(f"MLP(in_features={self.in_features}) got inputs of shape "
+                             f"{tuple(x.shape)}, {per} values each; build it with "
+                             f"get_model('mlp', in_features={per}, ...)")
+        return super().forward(x)
 
 
 class SmallCNN(_Classifier):
@@ -106,4 +120,9 @@ def get_model(name, **kwargs):
     """A new model of registry name `name` (see MODELS), built with `kwargs`."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
+    valid = [p for p in inspect.signature(MODELS[name]).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(f"model {name!r} has no option {', '.join(unknown)}; its options: "
+                        f"{', '.join(valid)}")
     return MODELS[name](**kwargs)

@@ -98,3 +98,40 @@ def _(x, delta, index, kernel_size, stride, padding, dilation, groups):
     torch._check(groups >= 1 and x.shape[1] % groups == 0 and delta.shape[2] % groups == 0,
                  lambda: "groups must divide Cin and O")
     return x.new_empty((x.shape[0], delta.shape[0], index.shape[0]))
+
+
+def _check_chunk(chunk):
+    torch._check(chunk >= 1, lambda: f"chunk (samples per chunk) must be >= 1, got {chunk}")
+
+
+@torch.library.register_fake("fishermask_ext::fisher_linear_sq")
+def _(a, delta, chunk):
+    torch._check(a.dim() == 3 and a.dtype in _FLOAT, lambda: "a must be [n, S, I] f32/f64")
+    torch._check(delta.dim() == 4 and delta.shape[1:3] == a.shape[:2]
+                 and delta.dtype == a.dtype,
+                 lambda: "delta must be [C, n, S, O] with n, S and the dtype of a")
+    _check_chunk(chunk)
+    return a.new_empty((delta.shape[3], a.shape[2]))
+
+
+@torch.library.register_fake("fishermask_ext::fisher_conv2d_sq")
+def _(x, delta, kernel_size, stride, padding, dilation, groups, chunk):
+    torch._check(x.dim() == 4 and x.dtype in _FLOAT, lambda: "x must be [n, Cin, H, W]")
+    torch._check(delta.dim() == 5 and delta.shape[1] == x.shape[0]
+                 and delta.dtype == x.dtype,
+                 lambda: "delta must be [C, n, O, Ho, Wo] with n and the dtype of x")
+    torch._check(groups >= 1 and x.shape[1] % groups == 0 and delta.shape[2] % groups == 0,
+                 lambda: "groups must divide Cin and O")
+    _check_chunk(chunk)
+    K = x.shape[1] // groups * kernel_size[0] * kernel_size[1]
+    return x.new_empty((delta.shape[2], K))
+
+
+@torch.library.register_fake("fishermask_ext::fisher_channel_sq")
+def _(delta, a):
+    torch._check(delta.dim() == 4 and delta.dtype in _FLOAT,
+                 lambda: "delta must be [C, n, O, L] f32/f64")
+    if a is not None:
+        _check_shape(a, delta.shape[1:], "a")
+        torch._check(a.dtype == delta.dtype, lambda: "a and delta must have one dtype")
+    return delta.new_empty((delta.shape[2],))

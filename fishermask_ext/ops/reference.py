@@ -10,8 +10,9 @@ import torch
 from . import loop
 from .sizes import chunk_rows
 
-__all__ = ["trace_ratio_step", "commit_direction", "trace_ratio_init", "greedy_select", "masked_linear_grad",
-           "masked_conv2d_grad"]
+__all__ = ["trace_ratio_step", "commit_direction", "trace_ratio_init", "greedy_select",
+           "masked_linear_grad", "masked_conv2d_grad", "fisher_linear_sq", "fisher_conv2d_sq",
+           "fisher_channel_sq", "conv2d_sample_grads"]
 
 
 def trace_ratio_step(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores=False):
@@ -129,3 +130,40 @@ def masked_conv2d_grad(x, delta, index, kernel_size, stride, padding, dilation, 
     col = (o // (O // groups)) * per_out + index % per_out
     d = delta.flatten(3)[:, :, o]                                   # [C, n, m, L]
     return torch.einsum("cnml,nml->ncm", d, unf[:, col])
+
+
+def fisher_linear_sq(a, delta, chunk):
+    """a: [n, S, I]; delta: [C, n, S, O] -> [O, I]: Σ_{c,n} (Σ_s δ[c,n,s,o] a[n,s,i])²,
+    `chunk` samples' gradients at a time."""
+    out = a.new_zeros((delta.shape[3], a.shape[2]))
+    for s in range(0, a.shape[0], chunk):
+        g = torch.einsum("cnso,nsi->cnoi", delta[:, s:s + chunk], a[s:s + chunk])
+        out += g.square().sum((0, 1))
+    return out
+
+
+def conv2d_sample_grads(x, delta, kernel_size, stride, padding, dilation, groups):
+    """x: [n, Cin, H, W]; delta: [C, n, O, Ho, Wo] -> [C, n, O, Cin/groups·kh·kw]: every
+    per-sample, per-class Conv2d weight gradient, in weight.view(O, -1) order."""
+    unf = torch.nn.functional.unfold(x, kernel_size, dilation=dilation, padding=padding,
+                                     stride=stride).unflatten(1, (groups, -1))   # [n, G, K, L]
+    d = delta.flatten(3).unflatten(2, (groups, -1))                             # [C, n, G, Og, L]
+    return torch.einsum("cngol,ngkl->cngok", d, unf).flatten(2, 3)
+
+
+def fisher_conv2d_sq(x, delta, kernel_size, stride, padding, dilation, groups, chunk):
+    """x: [n, Cin, H, W]; delta: [C, n, O, Ho, Wo] -> [O, Cin/groups·kh·kw]: the per-sample
+    Conv2d weight gradients (as masked_conv2d_grad) squared and summed over samples and classes,
+    `chunk` samples at a time."""
+    out = x.new_zeros((delta.shape[2], x.shape[1] // groups * kernel_size[0] * kernel_size[1]))
+    for s in range(0, x.shape[0], chunk):
+        g = conv2d_sample_grads(x[s:s + chunk], delta[:, s:s + chunk], kernel_size, stride,
+                                padding, dilation, groups)
+        out += g.square().sum((0, 1))
+    return out
+
+
+def fisher_channel_sq(delta, a):
+    """delta: [C, n, O, L]; a: [n, O, L] or None -> [O]: Σ_{c,n} (Σ_l δ·a)², or (Σ_l δ)²."""
+    g = (delta * a).sum(-1) if a is not None else delta.sum(-1)             # [C, n, O]
+    return g.square().sum((0, 1))

@@ -12,3 +12,29 @@ BLOCK = 384
 def chunk_rows(C, D):
     """Rows of an [N, C, D] embedding per chunk of about CHUNK_BYTES of float64."""
     return max(1, CHUNK_BYTES // max(1, 8 * C * D))
+
+
+# Bytes of the per-sample gradients (and a conv's input patches) that one chunk of step A holds
+# at once: the whole working set of the fisher_*_sq ops, whatever the batch size. Large enough
+# that a chunk's batched GEMM runs at full rate, small enough to stay in the last-level cache.
+FISHER_CHUNK_BYTES = 16 << 20
+
+
+def fisher_chunk(per_sample, itemsize):
+    """Samples per chunk of a fisher_*_sq op when one sample's gradients (and patches) are
+    `per_sample` elements of `itemsize` bytes."""
+    return max(1, FISHER_CHUNK_BYTES // max(1, per_sample * itemsize))
+
+
+# Bytes of the output gradients of all C classes that step A holds for one pass of `rows`
+# samples: the C class seeds of a sample then meet in one product per layer, which reads the
+# sample's input patches once for all classes. 256 MB is about 20 images of the narrow
+# ResNet-18 (12 MB each in float32); on the 2-core CPU, passes of 8 images were slower than
+# passes of 16 or 32 (small-batch backward passes), in one timing on a shared machine.
+FISHER_ROWS_BYTES = 256 << 20
+
+
+def fisher_rows(per_sample_bytes):
+    """Samples per forward/backward pass of step A when one sample's output gradients of all
+    classes take `per_sample_bytes`."""
+    return max(1, FISHER_ROWS_BYTES // max(1, per_sample_bytes))

@@ -10,6 +10,9 @@ def check_embeddings(x, name, allow_empty=False):
     """Rows over `x` after the type and shape checks of an [N, C, D] embedding pool. (NaN/Inf
     are found for free by the Fisher diagonal, select.fisher.checked_sums, where it is formed.)"""
     rows = as_rows(x, name)
+    if getattr(x, "requires_grad", False):
+        raise ValueError(f"{name} requires grad: selection is not differentiable and reads "
+                         f"the values only; pass {name}.detach()")
     shape, dtype = rows.shape, rows.dtype
     if len(shape) != 3:
         raise ValueError(f"{name} must have shape [N, C, D] (N points, C classes, D masked "

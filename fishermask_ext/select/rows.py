@@ -7,7 +7,26 @@ import torch
 from ..ops.loop import Block
 from ..ops.sizes import chunk_rows
 
-__all__ = ["Rows", "as_rows"]
+__all__ = ["Rows", "RowRange", "as_rows"]
+
+
+class RowRange:
+    """Rows [start, stop) of an embedding store (any object with shape, dtype, read_rows), as a
+    store of its own: reads never leave the range (a rank reads only its shard)."""
+
+    def __init__(self, source, start, stop):
+        N = source.shape[0]
+        if not 0 <= start <= stop <= N:
+            raise ValueError(f"row range [{start}, {stop}) is outside the {N} rows")
+        self.source, self.start, self.stop = source, start, stop
+        self.shape = (stop - start, *source.shape[1:])
+        self.dtype = source.dtype
+
+    def read_rows(self, start, stop):
+        if not 0 <= start <= stop <= self.shape[0]:
+            raise ValueError(f"rows [{start}, {stop}) are outside this range of "
+                             f"{self.shape[0]} rows")
+        return self.source.read_rows(self.start + start, self.start + stop)
 
 
 class Rows:

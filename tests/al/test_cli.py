@@ -68,15 +68,6 @@ def test_select_from_saved_embeddings(tmp_path, suffix):
     assert got == want
 
 
-def test_bench_runs_pytest_benchmark(monkeypatch):
-    calls = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, cwd: calls.append(cmd) or 0)
-    assert cli.main(["bench", "-k", "select"]) == 0
-    cmd = calls[0]
-    assert cmd[:3] == [sys.executable, "-m", "pytest"] and cmd[3].endswith("benchmarks")
-    assert "--benchmark-only" in cmd and cmd[-2:] == ["-k", "select"]
-
-
 def test_python_dash_m_entry_point():
     res = subprocess.run([sys.executable, "-m", "fishermask_ext", "run", "--help"],
                          capture_output=True, text=True, timeout=120)

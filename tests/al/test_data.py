@@ -117,7 +117,7 @@ def test_torchvision_names():
     try:
         import torchvision  # noqa: F401
     except Exception:
-        with pytest.raises(RuntimeError, match="needs torchvision, which does not import"):
+        with pytest.raises(ImportError, match="needs torchvision, which does not import"):
             data.load("torchvision:MNIST")
     else:
         with pytest.raises(ValueError, match="no dataset 'NoSuchSet'"):

@@ -13,6 +13,8 @@ TIMES = ("train_s", "eval_s", "select_s")
 
 
 def _config(**kw):
+    if "strategies" in kw and "fishermask" not in kw["strategies"]:
+        kw.setdefault("strategy_options", {})   # options for a strategy not run are an error
     return loop.default_config(**{**dict(
         pool_size=150, test_size=80, model_options={"hidden": [8]},
         strategies=["random", "fishermask"], strategy_options={"fishermask": {"n_samples": 32}},

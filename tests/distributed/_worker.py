@@ -1,4 +1,4 @@
-"""One rank of a distributed test world (started by tests/distributed/test_select.py).
+"""One rank of a distributed test world (started by tests/distributed/test_sharded_select.py).
 
 argv: scenario, output folder. Environment: RANK, WORLD_SIZE, MASTER_PORT (127.0.0.1 only).
 Writes <output>/<rank>.json: the results, or the exception this rank raised."""

@@ -9,6 +9,7 @@ from torch import nn
 
 from fishermask_ext import (MLP, ParamMask, ResNet18Narrow, SmallCNN, fisher_diagonal,
                             fisher_mask, random_mask)
+from fishermask_ext.testing import loop_fisher_diagonal
 
 
 class ReuseNet(nn.Module):
@@ -38,19 +39,6 @@ def _warmed(make, shape):
     with torch.no_grad():                      # non-trivial BatchNorm running statistics
         model.train()(x * 2 + 0.5)
     return model.eval(), x
-
-
-def _loop_fisher(model, x):
-    """Σ_x Σ_c p_c (∂ log p_c / ∂θ)², one autograd call per sample and class."""
-    params = dict(model.named_parameters())
-    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-    for xi in x:
-        logp = torch.log_softmax(model(xi[None]), -1)[0]
-        for c, p_c in enumerate(logp.detach().exp()):
-            grads = torch.autograd.grad(logp[c], list(params.values()), retain_graph=True)
-            for n, g in zip(params, grads):
-                fisher[n] += p_c * g ** 2
-    return fisher
 
 
 def test_mask_columns_follow_parameter_order_then_position():
@@ -113,7 +101,7 @@ def test_random_mask_is_seeded_uniform_over_all_positions():
 def test_fisher_diagonal_equals_a_per_sample_loop(case):
     model, x = _small_cnn() if case == "small_cnn" else _warmed(ReuseNet, (5, 2, 9))
     fisher = fisher_diagonal(model, x, n_samples=100, batch_size=3)
-    expected = _loop_fisher(model, x)
+    expected = loop_fisher_diagonal(model, x)
     assert fisher.keys() == expected.keys()
     for n in expected:
         torch.testing.assert_close(fisher[n], expected[n], rtol=1e-10, atol=1e-14, msg=n)
@@ -123,9 +111,9 @@ def test_fisher_sample_is_the_documented_seeded_subset_or_the_first_ones():
     model, x = _small_cnn()
     idx = torch.randperm(7, generator=torch.Generator().manual_seed(11))[:4].sort().values
     for got, want in [(fisher_diagonal(model, x, n_samples=4, seed=11),
-                       _loop_fisher(model, x[idx])),
+                       loop_fisher_diagonal(model, x[idx])),
                       (fisher_diagonal(model, x, n_samples=4, reference_order=True),
-                       _loop_fisher(model, x[:4]))]:
+                       loop_fisher_diagonal(model, x[:4]))]:
         for n in want:
             torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-14, msg=n)
 

@@ -125,3 +125,16 @@ def test_pool_nan_in_labeled_row_is_named():
     X[j, 0, 0] = float("nan")
     with pytest.raises(ValueError, match=rf"NaN or Inf \(first bad rows: \[{j}"):
         fm.select_from_pool(X, 5, mask)
+
+
+def test_row_range_reads_only_its_rows():
+    from fishermask_ext.select.rows import RowRange
+    X, _ = _pool(N=40, seed=6)
+    store = _Store(X)
+    part = RowRange(store, 10, 31)
+    assert part.shape == (21, 3, 11)
+    assert fm.select_batch(part, 4).tolist() == fm.select_batch(X[10:31], 4).tolist()
+    with pytest.raises(ValueError, match="outside this range"):
+        part.read_rows(0, 22)
+    with pytest.raises(ValueError, match="outside the 40 rows"):
+        RowRange(store, 30, 41)

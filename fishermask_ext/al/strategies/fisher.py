@@ -1,12 +1,17 @@
 """Fisher-information strategies: FisherMask (steps A to E of docs/ALGORITHM.md) and BAIT."""
+import numbers
+
 import torch
 from torch import nn
 
-from ..._checks import check_bool
+from ..._checks import check_bool, check_int
 from ... import distributed
 from ...distributed import sharded_world
 from ...nn import ParamMask, batches, fisher_mask, masked_grad_embeddings
+from ...nn.hooks import WEIGHTINGS
+from ...ops import BACKENDS
 from ...select import fisher_matrix, select_from_pool
+from ...select.greedy import check_options
 from .base import Strategy
 
 __all__ = ["FisherMask", "ReferenceFisherMask", "Bait", "VARIANTS", "auto_pct"]
@@ -61,10 +66,23 @@ class FisherMask(Strategy):
         explicit = dict(weighting=weighting, parity=parity, reference_order=reference_order)
         # None means "as the variant says"; anything given explicitly wins.
         chosen = {k: VARIANTS[variant][k] if v is None else v for k, v in explicit.items()}
+        # Every option is checked here, when the strategy is built (run_experiment builds each
+        # strategy before it loads data): a bad value fails at once, not in the first query.
         for name, flag in (("fish_init", fish_init), ("fish_identity", fish_identity),
                            ("parity", chosen["parity"]),
                            ("reference_order", chosen["reference_order"])):
             check_bool(flag, name)
+        if pct_top is not None and (isinstance(pct_top, bool) or not isinstance(
+                pct_top, numbers.Real) or not 0 < pct_top <= 1):
+            raise TypeError(f"pct_top must be a number in (0, 1] (or None for the automatic "
+                            f"fraction), got {pct_top!r}")
+        if chosen["weighting"] not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got "
+                             f"{chosen['weighting']!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        check_options(lamb, backward_steps, chosen["parity"], False, False)
+        check_int(n_samples, "n_samples", minimum=1)
         self.variant = variant
         self.pct_top, self.weighting, self.lamb = pct_top, chosen["weighting"], lamb
         self.backward_steps, self.n_samples, self.backend = backward_steps, n_samples, backend
@@ -85,11 +103,19 @@ class FisherMask(Strategy):
         mask = self.mask(view)
         if sharded_world():
             return self._choose_sharded(view, budget, mask)
+        picks = self.pool_picks(view, budget, mask)
+        return torch.searchsorted(view.unlabeled, picks.cpu())  # positions into view.unlabeled
+
+    def pool_picks(self, view, budget, mask=None, *, return_gains=False):
+        """One process: [budget] positions into the POOL (with return_gains, (picks, gains):
+        select_from_pool's per-pick gains). The adapters call it for the gains; `mask` defaults
+        to self.mask(view). The model must be in eval mode (Strategy.select sees to it)."""
+        mask = self.mask(view) if mask is None else mask
         emb = self._embed(view, view.pool, mask)
         # The pool is read in place: no copies of its labeled and unlabeled rows.
-        picks = select_from_pool(emb, budget, view.labeled_mask.to(emb.device),
-                                 **self._select_options(view, emb, lambda: fisher_matrix(emb)))
-        return torch.searchsorted(view.unlabeled, picks.cpu())  # positions into view.unlabeled
+        return select_from_pool(emb, budget, view.labeled_mask.to(emb.device),
+                                return_gains=return_gains,
+                                **self._select_options(view, emb, lambda: fisher_matrix(emb)))
 
     def _choose_sharded(self, view, budget, mask):
         """Under torchrun (a process group of several ranks, every rank holding the same pool):

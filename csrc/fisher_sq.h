@@ -1,0 +1,187 @@
+// Step A of docs/ALGORITHM.md: the chunk loops and per-element arithmetic of the fisher_*_sq
+// ops, shared by csrc/cpu/fisher_sq_cpu.cpp and csrc/cuda/fisher_sq_cuda.cu. Math and shapes:
+// csrc/ops.cpp.
+//
+// A chunk's per-sample gradients come from ATen's batched GEMM (almost all the FLOPs, so they
+// run at the BLAS's rate on either device); the device's own kernel then folds their squares
+// into the sum, reading each gradient once and never storing a square. Only one chunk of
+// gradients exists at a time: memory grows with `chunk`, not with the batch.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/macros/Macros.h>
+
+#include <algorithm>
+
+#include "checks.h"
+
+namespace fishermask_ext {
+
+// One term of the sums, squared in the accumulation type.
+template <typename acc_t, typename scalar_t>
+C10_HOST_DEVICE inline acc_t squared(scalar_t v) {
+  const acc_t a = static_cast<acc_t>(v);
+  return a * a;
+}
+
+// Row (p, g, c) of a chunk's gradients G [P, Gr, C, R]: sample p, group g, class c.
+C10_HOST_DEVICE inline int64_t gradient_row(int64_t p, int64_t g, int64_t c, int64_t Gr,
+                                            int64_t C, int64_t R) {
+  return ((p * Gr + g) * C + c) * R;
+}
+
+// One per-sample channel gradient: Σ_l d[l]·a[l] (BatchNorm γ, a = x̂) or Σ_l d[l] (a bias,
+// a == nullptr) over the L positions of one channel.
+template <typename acc_t, typename scalar_t>
+C10_HOST_DEVICE inline acc_t channel_sum(const scalar_t* d, const scalar_t* a, int64_t L) {
+  acc_t s = 0;
+  if (a == nullptr) {
+    for (int64_t l = 0; l < L; ++l) s += static_cast<acc_t>(d[l]);
+  } else {
+    for (int64_t l = 0; l < L; ++l) s += static_cast<acc_t>(d[l]) * static_cast<acc_t>(a[l]);
+  }
+  return s;
+}
+
+// The im2col layout of one chunk's input patches, patches [P, Cin·kh·kw, Ho·Wo], read from
+// x [P, Cin, H, W] with implicit zero padding. Row r = (p·Cin + ci)·kh·kw + α·kw + β.
+struct PatchGeometry {
+  int64_t Cin, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+// Where row r of the patches reads: the input plane (p, ci) and the offsets of its tap (α, β).
+struct PatchRow {
+  int64_t plane, y0, x0;  // input row of output y: y·sh + y0; input column of xo: xo·sw + x0
+};
+
+C10_HOST_DEVICE inline PatchRow patch_row(int64_t r, const PatchGeometry& g) {
+  const int64_t beta = r % g.kw, alpha = r / g.kw % g.kh, plane = r / (g.kw * g.kh);
+  return {plane, alpha * g.dh - g.ph, beta * g.dw - g.pw};
+}
+
+// patches[r, y·Wo + xo] for the plane's pixels xp [H, W]: 0 in the padding.
+template <typename scalar_t>
+C10_HOST_DEVICE inline scalar_t patch_at(const scalar_t* xp, const PatchRow& row, int64_t y,
+                                         int64_t xo, const PatchGeometry& g) {
+  const int64_t iy = y * g.sh + row.y0, ix = xo * g.sw + row.x0;
+  return iy >= 0 && iy < g.H && ix >= 0 && ix < g.W ? xp[iy * g.W + ix] : scalar_t(0);
+}
+
+// The output columns [lo, hi) of one output row whose tap lands inside the input row (the
+// rest read padding): 0 <= xo·sw + x0 < W.
+struct Span {
+  int64_t lo, hi;
+};
+
+C10_HOST_DEVICE inline Span valid_columns(const PatchRow& row, const PatchGeometry& g) {
+  const int64_t lo = row.x0 >= 0 ? 0 : (-row.x0 + g.sw - 1) / g.sw;
+  const int64_t last = g.W - 1 - row.x0;  // xo·sw <= last
+  const int64_t hi = last < 0 ? 0 : std::min(g.Wo, last / g.sw + 1);
+  return {std::min(lo, hi), hi};
+}
+
+inline PatchGeometry patch_geometry(const at::Tensor& x, const at::Tensor& delta,
+                                    at::IntArrayRef k, at::IntArrayRef s, at::IntArrayRef p,
+                                    at::IntArrayRef d) {
+  return {x.size(1), x.size(2), x.size(3), delta.size(3), delta.size(4), k[0], k[1],
+          s[0],      s[1],      p[0],      p[1],          d[0],          d[1]};
+}
+
+// fisher_linear_sq with the device's square_sum(G [P, Gr, C, R], out [Gr, R]), which adds
+// Σ_{p, c} G[p, g, c, r]² to out[g, r].
+template <typename SquareSum>
+at::Tensor fisher_linear_sq_impl(const at::Tensor& a,      // [n, S, I]
+                                 const at::Tensor& delta,  // [C, n, S, O]
+                                 int64_t chunk, const SquareSum& square_sum) {
+  check_fisher_linear_sq(a, delta, chunk);
+  const int64_t n = a.size(0), S = a.size(1), I = a.size(2), C = delta.size(0),
+                O = delta.size(3);
+  at::Tensor out = at::zeros({O, I}, a.options());  // [O, I]
+  // Reused across chunks, as in fisher_conv2d_sq_impl.
+  at::Tensor grad_buf = at::empty({S == 1 ? 0 : std::min(chunk, n) * C * O * I}, a.options());
+  for (int64_t s = 0; s < n; s += chunk) {
+    const int64_t P = std::min(chunk, n - s);
+    const at::Tensor ac = a.narrow(0, s, P);      // [P, S, I]
+    const at::Tensor dc = delta.narrow(1, s, P);  // [C, P, S, O]
+    if (S == 1) {
+      // Applied once per sample, a gradient is the outer product δ aᵀ, and (δ_o a_i)² =
+      // δ_o² a_i²: the sum over samples and classes is one product of squared factors.
+      out.addmm_(dc.select(2, 0).square().sum(0).t(), ac.select(1, 0).square());  // [O,P][P,I]
+    } else {
+      // Weight shared over S positions: the gradient is Σ_s δ_s a_sᵀ, which must be formed
+      // before squaring. Classes join the rows so each sample's a is read once for all C.
+      at::Tensor G = grad_buf.narrow(0, 0, P * C * O * I).view({P, C * O, I});
+      at::bmm_out(G, dc.permute({1, 0, 3, 2}).reshape({P, C * O, S}), ac);
+      square_sum(G.view({P, 1, C, O * I}), out.view({1, O * I}));
+    }
+  }
+  return out;
+}
+
+// fisher_conv2d_sq with the device's square_sum (see fisher_linear_sq_impl) and its
+// im2col(x [P, Cin, H, W] contiguous, geometry, patches [P, Cin·kh·kw, Ho·Wo]) filling patches.
+template <typename SquareSum, typename Im2col>
+at::Tensor fisher_conv2d_sq_impl(const at::Tensor& x,      // [n, Cin, H, W]
+                                 const at::Tensor& delta,  // [C, n, O, Ho, Wo]
+                                 at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                 at::IntArrayRef padding, at::IntArrayRef dilation,
+                                 int64_t groups, int64_t chunk, const SquareSum& square_sum,
+                                 const Im2col& im2col) {
+  check_fisher_conv2d_sq(x, delta, kernel_size, stride, padding, dilation, groups, chunk);
+  const int64_t n = x.size(0), C = delta.size(0), O = delta.size(2), Og = O / groups;
+  const int64_t K = x.size(1) / groups * kernel_size[0] * kernel_size[1];
+  const int64_t L = delta.size(3) * delta.size(4);
+  const PatchGeometry geometry = patch_geometry(x, delta, kernel_size, stride, padding, dilation);
+  at::Tensor out = at::zeros({O, K}, x.options());  // [O, K]: weight.view(O, -1) order
+  // One buffer each for a chunk's patches and gradients, reused: fresh chunk-sized tensors
+  // would cost page faults on every chunk (the allocator returns large blocks to the OS).
+  const int64_t most = std::min(chunk, n);
+  at::Tensor patch_buf = at::empty({most * groups * K * L}, x.options());
+  at::Tensor grad_buf = at::empty({most * groups * C * Og * K}, x.options());
+  for (int64_t s = 0; s < n; s += chunk) {
+    const int64_t P = std::min(chunk, n - s);
+    const at::Tensor patches = patch_buf.narrow(0, 0, P * groups * K * L).view({P, groups * K, L});
+    im2col(x.narrow(0, s, P).contiguous(), geometry, patches);   // [P, Cin·kh·kw, L]
+    // Classes join the rows of each sample's product, so its patches are read once for all C.
+    const at::Tensor d = delta.narrow(1, s, P)
+                             .reshape({C, P, groups, Og, L})
+                             .permute({1, 2, 0, 3, 4})
+                             .reshape({P * groups, C * Og, L});
+    at::Tensor G = grad_buf.narrow(0, 0, P * groups * C * Og * K).view({P * groups, C * Og, K});
+    at::bmm_out(G, d, patches.view({P * groups, K, L}).transpose(1, 2));
+    square_sum(G.view({P, groups, C, Og * K}), out.view({groups, Og * K}));
+  }
+  return out;
+}
+
+// fisher_channel_sq's inputs, checked and made contiguous.
+struct ChannelProblem {
+  at::Tensor delta, a;  // [C, n, O, L]; [n, O, L] or undefined
+  int64_t C, n, O, L;
+};
+
+inline ChannelProblem prepare_fisher_channel_sq(const at::Tensor& delta,  // [C, n, O, L]
+                                                const c10::optional<at::Tensor>& a  // [n, O, L]
+) {
+  check_fisher_channel_sq(delta, a);
+  return {delta.contiguous(), a.has_value() ? a->contiguous() : at::Tensor(),
+          delta.size(0),      delta.size(1),
+          delta.size(2),      delta.size(3)};
+}
+
+// Σ_{c, i} channel_sum(...)² of output channel o: its entry of fisher_channel_sq, from the
+// pairs (c, i) = divmod(q, n) for q in [q0, C·n) step `step` (one thread's share on CUDA).
+template <typename acc_t, typename scalar_t>
+C10_HOST_DEVICE inline acc_t channel_squares(const scalar_t* delta, const scalar_t* a, int64_t n,
+                                             int64_t O, int64_t L, int64_t C, int64_t o,
+                                             int64_t q0, int64_t step) {
+  acc_t acc = 0;
+  for (int64_t q = q0; q < C * n; q += step) {
+    const int64_t i = q % n;  // q = c·n + i: delta's row (c, i) is q
+    const acc_t v = channel_sum<acc_t>(delta + (q * O + o) * L,
+                                       a == nullptr ? a : a + (i * O + o) * L, L);
+    acc += v * v;
+  }
+  return acc;
+}
+
+}  // namespace fishermask_ext

@@ -1,0 +1,61 @@
+"""BAIT and FisherMask on a torch model for the DeepAL and baal adapters: the al strategies
+themselves (their masks, embeddings and options), returning pool positions and per-pick gains."""
+import numpy as np
+import torch
+
+from .._checks import check_budget
+from ..al.strategies import Bait, FisherMask
+from ..al.strategies.base import PoolView
+from ..nn import batches
+from ..nn.state import eval_mode
+
+__all__ = ["torch_select", "skorch_module", "skorch_select"]
+
+KINDS = {"bait": Bait, "fishermask": FisherMask}
+
+
+def torch_select(kind, model, data, labeled_mask, budget, options):
+    """Strategy `kind` ("bait" or "fishermask", built with `options`) on `model` over `data`
+    (every pool point, labeled or not: a Tensor, Dataset or DataLoader of inputs or (inputs,
+    labels, ...) tuples, in pool order). Returns numpy (picks [budget] int64 pool positions, all
+    unlabeled, gains [budget] float64)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"the model must be a torch.nn.Module (a trained network), got "
+                        f"{type(model).__name__}; train it before querying")
+    strategy = KINDS[kind](**options)
+    mask = torch.as_tensor(np.asarray(labeled_mask), dtype=torch.bool)
+    N = batches.num_samples(data)
+    if mask.shape != (N,):
+        raise ValueError(f"the labeled mask must have one flag per pool point, shape [{N}], "
+                         f"got {tuple(mask.shape)}")
+    budget = check_budget(budget, int((~mask).sum()), f"unlabeled points of the pool of {N}")
+    device = strategy.device or next(model.parameters()).device
+    view = PoolView(model, data, mask, strategy.seed, strategy.batch_size, device)
+    with eval_mode(model):
+        picks, gains = strategy.pool_picks(view, budget, return_gains=True)
+    return picks.cpu().numpy(), gains.cpu().numpy()
+
+
+def skorch_module(clf):
+    """(nn.Module, device) of a fitted skorch-style classifier: scikit-activeml's
+    SkorchClassifier holds a skorch NeuralNet in `neural_net_`, and a NeuralNet (modAL's way
+    to a torch model) holds the initialized module in `module_`. None for a classifier seen
+    only through predict_proba."""
+    net = getattr(clf, "neural_net_", clf)
+    module = getattr(net, "module_", None)
+    if not isinstance(module, torch.nn.Module):
+        return None
+    return module, getattr(net, "device", None)
+
+
+def skorch_select(kind, found, X, labeled_mask, budget, options, input_dtype=np.float32):
+    """torch_select for a skorch classifier `found` = skorch_module(clf) over the samples X
+    (every pool point, labeled or not): X goes to the module as a tensor of input_dtype (skorch
+    casts inputs the same way, float32 by default), on the net's device unless options say
+    otherwise. The module must return logits (or log-probabilities, whose log-softmax is
+    themselves), or a tuple starting with them."""
+    module, device = found
+    if device is not None and options.get("device") is None:
+        options = {**options, "device": device}
+    data = torch.as_tensor(np.asarray(X, dtype=input_dtype))
+    return torch_select(kind, module, data, labeled_mask, budget, options)

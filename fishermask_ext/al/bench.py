@@ -1,0 +1,231 @@
+"""`fishermask bench`: the benchmarks of benchmarks/ under pytest-benchmark, as a command.
+
+    fishermask bench --list              # every benchmark, and the estimated time of a full run
+    fishermask bench --quick             # every benchmark at its smoke sizes, under a minute
+    fishermask bench -k select           # full sizes; arguments it does not know go to pytest
+
+Every run writes its table (results.md, results.json), pytest-benchmark's own JSON and, when the
+selection benchmarks ran, a plot of time against pool size (select-time.png) into one folder.
+The pytest child runs in a process group of its own: SIGTERM or Ctrl-C of this command stops
+the whole group (pytest and the processes its benchmarks started) before it exits.
+"""
+import ast
+import contextlib
+import glob
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from . import bench_report
+
+__all__ = ["add_arguments", "run", "collect", "estimate_minutes", "run_child"]
+
+USAGE = """Runs benchmarks/ (a source checkout) with pytest-benchmark: full sizes by default,
+the smoke sizes of the CI pass with --quick. Every argument this command does not know goes to
+pytest unchanged, e.g. `-k select`, `-k "pool_size and native"`, `-x`, `-s`, or a
+pytest-benchmark option such as `--benchmark-min-rounds=5`."""
+GRACE_S = 10    # after SIGTERM, how long the pytest group may take to exit before SIGKILL
+
+
+def add_arguments(parser):
+    """The bench flags on its argparse subparser (the rest of the command line goes to pytest)."""
+    parser.add_argument("--quick", action="store_true",
+                        help="every benchmark at its smoke sizes (the CI pass), timed: under a "
+                             "minute")
+    parser.add_argument("--list", action="store_true",
+                        help="list the benchmarks and the estimated time of a full run, run "
+                             "nothing")
+    parser.add_argument("--out", default=None,
+                        help="folder for results.md, results.json, select-time.png and "
+                             "pytest-benchmark.json (default ./results/bench-<quick|full>-"
+                             "<date-time>; an existing folder is refused)")
+
+
+def _checkout():
+    """(checkout root, its benchmarks folder), or a clear error outside a source checkout."""
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    bench_dir = os.path.join(root, "benchmarks")
+    if not os.path.isdir(bench_dir):
+        raise FileNotFoundError(f"no benchmarks folder at {bench_dir}; `fishermask bench` runs "
+                                f"from a source checkout (git clone, then bash .ci/setup)")
+    return root, bench_dir
+
+
+class _Collector:
+    """pytest plugin: the selected and the deselected (-k, -m) items of a collection."""
+
+    def __init__(self):
+        self.selected, self.deselected = [], []
+
+    def pytest_deselected(self, items):
+        self.deselected += items
+
+    def pytest_collection_finish(self, session):
+        self.selected = list(session.items)
+
+
+def _describe(item):
+    """(node id, file name, uses the benchmark fixture, skip reason or None) of a pytest item."""
+    skip = next((m.kwargs.get("reason", "skipped") for m in item.iter_markers("skipif")
+                 if m.args and m.args[0] is True), None)
+    skip = skip or next((m.kwargs.get("reason", "skipped") for m in item.iter_markers("skip")),
+                        None)
+    return (item.nodeid, os.path.basename(str(item.path)),
+            "benchmark" in getattr(item, "fixturenames", ()), skip)
+
+
+def collect(pytest_args=()):
+    """(selected, deselected): the benchmarks of benchmarks/ that `pytest_args` select, and
+    those its -k/-m leave out, as (node id, file, is a benchmark, skip reason) tuples."""
+    import pytest                       # only bench needs pytest
+    root, bench_dir = _checkout()
+    plugin = _Collector()
+    with contextlib.redirect_stdout(io.StringIO()) as quiet, _cwd(root):
+        code = pytest.main([bench_dir, "--collect-only", "-q", "-p", "no:cacheprovider",
+                            *pytest_args], plugins=[plugin])
+    if code not in (0, 5):              # 5: nothing collected
+        raise ValueError(f"pytest could not collect the benchmarks with arguments "
+                         f"{list(pytest_args)}:\n{quiet.getvalue()[-2000:]}")
+    keep = lambda items: [d for d in map(_describe, items) if d[2]]   # noqa: E731
+    return keep(plugin.selected), keep(plugin.deselected)
+
+
+@contextlib.contextmanager
+def _cwd(path):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def file_minutes():
+    """{bench file: FULL_RUN_MINUTES} read from each file's source (not imported)."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(_checkout()[1], "bench_*.py"))):
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and getattr(node.targets[0], "id", None) == "FULL_RUN_MINUTES"):
+                out[os.path.basename(path)] = ast.literal_eval(node.value)
+    return out
+
+
+def estimate_minutes(selected, deselected):
+    """(minutes, {file: minutes}): each file's FULL_RUN_MINUTES, prorated by the share of its
+    benchmarks that are selected and not skipped here; files without an estimate count 0."""
+    minutes, per_file = file_minutes(), {}
+    for name in sorted({d[1] for d in selected}):
+        mine = [d for d in selected if d[1] == name]
+        total = len(mine) + sum(d[1] == name for d in deselected)
+        run_here = sum(d[3] is None for d in mine)
+        if name in minutes and run_here:
+            per_file[name] = minutes[name] * run_here / total
+    return sum(per_file.values()), per_file
+
+
+def _list(pytest_args):
+    selected, deselected = collect(pytest_args)
+    minutes = file_minutes()
+    for name in sorted({d[1] for d in selected}):
+        est = f"about {minutes[name]} min at full size" if name in minutes else "no estimate"
+        print(f"{name} ({est})")
+        for nodeid, _, _, skip in (d for d in selected if d[1] == name):
+            print(f"  {nodeid.split('::', 1)[1]}" + (f"   [skipped here: {skip}]" if skip else ""))
+    total, _ = estimate_minutes(selected, deselected)
+    print(f"{len(selected)} benchmarks; a full run of these takes about {total:.0f} min on the "
+          f"project's 2-core CPU machine (FULL_RUN_MINUTES of each file), --quick under a minute")
+    return 0
+
+
+def _out_folder(out, quick):
+    out = out or os.path.join("results", time.strftime(
+        f"bench-{'quick' if quick else 'full'}-%Y%m%d-%H%M%S"))
+    if os.path.exists(out):
+        raise FileExistsError(f"--out {out} already exists; bench never overwrites results: "
+                              f"pass a new folder")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.isdir(parent):     # the nearest existing folder must be writable
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"--out {out}: cannot create folders in {parent}; pass a folder "
+                              f"you can write")
+    return os.path.abspath(out)
+
+
+def run(args):
+    """The `fishermask bench` command; returns the exit status."""
+    if args.list:
+        return _list(args.pytest_args)
+    root, bench_dir = _checkout()
+    out = _out_folder(args.out, args.quick)
+    raw = os.path.join(out, "pytest-benchmark.json")
+    if args.quick:
+        print("[bench] every benchmark at its smoke sizes: under a minute", flush=True)
+    else:
+        total, per_file = estimate_minutes(*collect(args.pytest_args))
+        print(f"[bench] full sizes: about {total:.0f} min on the project's 2-core CPU machine ("
+              + ", ".join(f"{k} {v:.0f}" for k, v in per_file.items()) + "); "
+              "`fishermask bench --quick` runs every benchmark at smoke sizes in under a minute",
+              flush=True)
+    os.makedirs(out)
+    cmd = [sys.executable, "-m", "pytest", bench_dir, "--benchmark-enable", "--benchmark-only",
+           "-p", "no:cacheprovider", f"--benchmark-json={raw}",
+           *(["--smoke-sizes"] if args.quick else []), *args.pytest_args]
+    t0 = time.perf_counter()
+    code = run_child(cmd, root)
+    print(f"[bench] pytest exited with status {code} after {time.perf_counter() - t0:.1f} s",
+          flush=True)
+    if os.path.isfile(raw):
+        paths = bench_report.write(raw, out, command=["fishermask", "bench", *sys.argv[2:]],
+                                   quick=args.quick)
+        print("[bench] wrote " + ", ".join(paths.values()))
+    return code
+
+
+class _Stop(Exception):
+    """Raised by the SIGTERM handler so the child is stopped on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Stop()
+
+
+def run_child(cmd, cwd):
+    """Run `cmd` in a new process group and return its exit status. On SIGTERM or Ctrl-C of
+    this process the whole group gets SIGTERM (SIGKILL after GRACE_S), is reaped, and the
+    status is 128 + the signal: no benchmark keeps running after its parent is gone."""
+    # process_group=0: the child leads a group of its own, so one killpg reaches pytest and
+    # every process its benchmarks started, and no other process of the caller's group.
+    child = subprocess.Popen(cmd, cwd=cwd, process_group=0)
+    print(f"[bench] pytest running as pid {child.pid}", file=sys.stderr, flush=True)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except _Stop:
+        return 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child.poll() is None:
+            _stop_group(child)
+
+
+def _stop_group(child):
+    """SIGTERM to the child's process group, SIGKILL after GRACE_S, then reap the child."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGTERM)
+    try:
+        child.wait(timeout=GRACE_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    print(f"[bench] stopped pytest (pid {child.pid}) and its process group", file=sys.stderr,
+          flush=True)

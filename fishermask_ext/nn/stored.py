@@ -1,0 +1,51 @@
+"""Step C into an on-disk EmbeddingStore: chunk by chunk, each chunk durable before the next,
+and a resumed run computes only the chunks the store lacks."""
+import torch
+from torch.utils.data import DataLoader
+
+from ..ops import sizes
+from . import batches
+
+__all__ = ["fill_store"]
+
+
+def fill_store(store, data, embed, *, n, dim, dtype, fingerprints, batch_size, device, bar):
+    """Fill `store` with embed(x) -> [b, C, D] of the batches of `data` (n samples, D = dim,
+    `dtype`), skipping the chunks it already holds; returns the store.
+
+    Batches start at each chunk's first row, so a chunk holds the same bytes whether the run
+    was interrupted or not; a new store's chunks are a multiple of the batch size, so its
+    batches are also those of an in-memory run. `fingerprints` must match a store's own."""
+    if store.mode == "r":
+        raise ValueError(f"out: the store at {store.path} is open for reading; open it with "
+                         f"open_store(path, mode='w') (new) or mode='a' (resume)")
+    if n is None:
+        raise ValueError("out=store needs data with a length (a Tensor, a sized Dataset or a "
+                         "DataLoader over one), to size the store")
+    bs = data.batch_size if isinstance(data, DataLoader) and data.batch_size else batch_size
+    if store.defined:          # refuse to mix before any work; C is the store's own
+        store.begin((n, store.shape[1], dim), dtype, fingerprints)
+    elif n:                    # a new store learns C from one sample (its result is not kept)
+        probe = embed(next(batches.iter_batches(batches.rows(data, 0, 1), 1, device)))
+        rows = max(bs, sizes.chunk_rows(probe.shape[1], dim) // bs * bs)
+        store.begin((n, probe.shape[1], dim), probe.dtype, fingerprints, chunk_rows=rows)
+    else:
+        raise ValueError("data holds no samples")
+    bar.update(n - sum(b - a for a, b in map(store.chunk_bounds, store.missing)))
+    for i in store.missing:
+        start, stop = store.chunk_bounds(i)
+        # One chunk resident, on the CPU whatever device the batches come from.
+        chunk, filled = torch.empty((stop - start, *store.shape[1:]), dtype=store.dtype), 0
+        for x in batches.iter_batches(batches.rows(data, start, stop), bs, device):
+            emb = embed(x)
+            if filled + len(emb) > len(chunk):
+                raise ValueError(f"data yielded more than {stop - start} samples for rows "
+                                 f"{start}-{stop} of the store; it must yield its length ({n})")
+            chunk[filled:filled + len(emb)] = emb
+            filled += len(emb)
+            bar.update(len(emb))
+        if filled != len(chunk):
+            raise ValueError(f"data yielded {filled} samples for rows {start}-{stop} of the "
+                             f"store; it must yield as many as its length ({n})")
+        store.write_chunk(i, chunk)
+    return store

@@ -1,0 +1,39 @@
+"""Every example of the README's "Use it from your AL library" section, run as written."""
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+SECTION = "## Use it from your AL library"
+
+
+def _examples():
+    text = README.read_text()
+    assert SECTION in text, f"README.md lost its section {SECTION!r}"
+    body = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", body, flags=re.S)
+
+
+EXAMPLES = _examples()
+
+
+def test_one_example_per_library_of_at_most_10_lines():
+    assert len(EXAMPLES) == 4
+    for code in EXAMPLES:
+        assert len(code.strip().splitlines()) <= 10, code
+
+
+@pytest.mark.parametrize("code", EXAMPLES, ids=["skactiveml", "modal", "baal", "deepal"])
+def test_example_runs(code):
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    picked = {"skactiveml": "idx", "modal": "idx", "deepal": "q_idxs"}
+    for name in picked.values():
+        if name in scope:
+            assert len(scope[name]) == 10
+    if "rows" in scope:          # modAL: the rows of the picked indices, whatever its version
+        np.testing.assert_array_equal(scope["rows"], scope["X"][20:][scope["idx"]])
+    if "al_data" in scope:
+        assert scope["al_data"].n_labelled == 30

@@ -1,0 +1,120 @@
+"""Step A (fisher_diagonal) with the fused fisher_*_sq ops, native and twin, against the
+per-sample loop of fishermask_ext.testing (the definition) and the package's previous path
+(batch_fisher_diagonal), on every module kind step A supports."""
+import pytest
+import torch
+from torch import nn
+
+from fishermask_ext import MLP, ResNet18Narrow, SmallCNN, fisher_diagonal
+from fishermask_ext.testing import (batch_fisher_diagonal, derived_tolerance,
+                                    loop_fisher_diagonal, max_error, require_native)
+
+
+class ReuseNet(nn.Module):
+    """Conv1d + BatchNorm1d, then one Linear applied twice over a sequence dim."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 3, stride=2)
+        self.bn = nn.BatchNorm1d(3)
+        self.proj = nn.Linear(3, 3)
+        self.linear = nn.Linear(3, 4)
+
+    def forward(self, x):  # x: [n, 2, 9]
+        h = torch.relu(self.bn(self.conv(x))).transpose(1, 2)    # [n, 4, 3]
+        return self.linear(torch.tanh(self.proj(torch.tanh(self.proj(h)))).mean(1))
+
+
+class ConvTwice(nn.Module):
+    """One Conv2d (with bias) and one BatchNorm2d applied twice per sample: their per-sample
+    gradients sum both calls before they are squared."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.bn = nn.BatchNorm2d(2)
+        self.linear = nn.Linear(2, 3)
+
+    def forward(self, x):  # x: [n, 2, 5, 5]
+        h = torch.tanh(self.bn(self.conv(torch.tanh(self.bn(self.conv(x))))))
+        return self.linear(h.mean((2, 3)))
+
+
+# name: (model factory, input shape); BatchNorm statistics are warmed on the inputs.
+CASES = {
+    "mlp": (lambda: MLP(in_features=6, num_classes=4, hidden=(5, 3)), (7, 6)),
+    "small_cnn": (lambda: SmallCNN(in_channels=2, num_classes=4, input_size=6, width=4,
+                                   hidden=6), (7, 2, 6, 6)),
+    "resnet18_narrow": (lambda: ResNet18Narrow(num_classes=3), (3, 3, 32, 32)),
+    "reuse": (ReuseNet, (5, 2, 9)),
+    "conv_twice": (ConvTwice, (5, 2, 5, 5)),
+}
+
+
+def _warmed(name, dtype=torch.float64):
+    make, shape = CASES[name]
+    torch.manual_seed(0)
+    model = make().double()
+    x = torch.randn(*shape, dtype=torch.float64)
+    with torch.no_grad():                      # non-trivial BatchNorm running statistics
+        model.train()(x * 2 + 0.5)
+    return model.eval().to(dtype), x.to(dtype)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """{case: (model, x, the per-sample loop's Fisher diagonal)} in float64."""
+    out = {}
+    for name in CASES:
+        model, x = _warmed(name)
+        out[name] = (model, x, loop_fisher_diagonal(model, x))
+    return out
+
+
+def _assert_equal(got, expected):
+    assert got.keys() == expected.keys()
+    for n in expected:
+        torch.testing.assert_close(got[n], expected[n], rtol=1e-10, atol=1e-14, msg=n)
+
+
+@pytest.mark.parametrize("backend", ["native", "torch"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_equals_the_per_sample_loop_and_the_previous_path(truth, name, backend):
+    if backend == "native":
+        require_native("cpu", "fisher_conv2d_sq")
+    model, x, expected = truth[name]
+    # Odd sizes: a 7-sample pool in loads of 5, passes of 3 (a partial pass in each load).
+    _assert_equal(fisher_diagonal(model, x, batch_size=5, rows=3, backend=backend), expected)
+    _assert_equal(fisher_diagonal(model, x, backend=backend), expected)
+    _assert_equal(batch_fisher_diagonal(model, x), expected)
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "reuse", "conv_twice"])
+def test_float32_is_as_close_as_the_previous_path(truth, name):
+    """float32 against the float64 loop, all entries as one output: within twice the error of
+    the previous float32 path (a single small tensor can be luckily exact in either)."""
+    require_native("cpu", "fisher_conv2d_sq")
+    model, x = _warmed(name, torch.float32)
+    flat = lambda f: torch.cat([t.flatten() for t in f.values()])
+    got, old = fisher_diagonal(model, x, rows=4), batch_fisher_diagonal(model, x)
+    expected = flat(truth[name][2])
+    assert all(t.dtype == torch.float32 for t in got.values())
+    assert max_error(flat(got), expected) <= derived_tolerance(flat(old), expected)
+
+
+def test_an_empty_pool_is_a_clear_error():
+    model, x = _warmed("small_cnn")
+    with pytest.raises(ValueError, match="no samples"):
+        fisher_diagonal(model, x[:0])
+
+
+def test_passes_of_one_sample():
+    """rows=1 (every pass a single sample) still sums to the loop's values."""
+    model, x = _warmed("small_cnn")
+    _assert_equal(fisher_diagonal(model, x[:3], rows=1), loop_fisher_diagonal(model, x[:3]))
+
+
+def test_bad_rows_are_named():
+    model, x = _warmed("mlp")
+    with pytest.raises((TypeError, ValueError), match="rows"):
+        fisher_diagonal(model, x, rows=0)
