@@ -1,7 +1,5 @@
 """BAIT and FisherMask for scikit-learn classifiers: the options of each, and the selection that
 the modAL and scikit-activeml adapters share (embeddings from `_embed`, picks from select_batch)."""
-import inspect
-
 import numpy as np
 
 from ..al.strategies import Bait, FisherMask
@@ -18,15 +16,11 @@ OPTION_NAMES = ("weighting", "lamb", "backward_steps", "parity", "backend")
 
 def _defaults(kind):
     """The strategy's own defaults (one home: fishermask_ext.al.strategies), so that BAIT here
-    is BAIT there (λ = 0.01, one backward step, sqrt_p) and FisherMask is FisherMask."""
-    params = {}
-    for cls in KINDS[kind].__mro__:        # Bait's signature names only what it overrides
-        if cls.__init__ is object.__init__:
-            break
-        for name, param in inspect.signature(cls.__init__).parameters.items():
-            if name in OPTION_NAMES and name not in params:
-                params[name] = param.default
-    return params
+    is BAIT there (λ = 0.01, one backward step, sqrt_p) and FisherMask is FisherMask (its
+    default variant: the options a variant sets are None in the signature, so they are read
+    from a strategy built with no options)."""
+    built = KINDS[kind]()
+    return {name: getattr(built, name) for name in OPTION_NAMES}
 
 
 def sklearn_options(kind, options):

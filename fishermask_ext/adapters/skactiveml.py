@@ -109,7 +109,7 @@ class Bait(_FisherQuery):
 
 class FisherMask(_FisherQuery):
     """FisherMask (Gul et al., 2024) for a SkactivemlClassifier: options as
-    fishermask_ext.al.strategies.FisherMask (lamb=1, backward_steps=0, weighting="none", ...),
+    fishermask_ext.al.strategies.FisherMask (lamb=1, backward_steps=0, weighting="sqrt_p", ...),
     transform, and pct_top (None: all of W, what FisherMask keeps of a one-layer model; a
     fraction: the entries of W with the largest Fisher diagonal over X)."""
     kind = "fishermask"

@@ -21,6 +21,7 @@ from ..ops import BACKENDS
 from . import bench
 from . import config as schema
 from . import embed_cmd
+from . import presets
 
 __all__ = ["main"]
 
@@ -32,6 +33,7 @@ USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
 def _run_parser(sub):
     r = sub.add_parser("run", help="run an active-learning experiment and write its report")
     schema.add_arguments(r)
+    presets.add_arguments(r)     # --preset, --scale
     r.add_argument("--out", default=None, help="results folder (default ./results/<name>)")
     r.add_argument("--name", default=None, help="default: <dataset>-<model>[-imbalanced]")
     r.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
@@ -41,6 +43,7 @@ def _run_parser(sub):
 def _run(args):
     from .launch import results_folder, torchrun_rank
     from .loop import run_experiment       # here: `fishermask bench --help` needs no driver
+    presets.apply(args)          # the preset's values where no flag was given
     config = schema.default_config(**schema.from_args(args))
     name = args.name or re.sub(r"[^\w.-]+", "-", f"{args.dataset}-{args.model}" +
                                ("-imbalanced" if args.imbalance else ""))

@@ -26,6 +26,7 @@ class Option(NamedTuple):
     minimum: int = None          # for "int" and "ints"
     choices: tuple = ()
     flag: str = None             # default: --key-with-dashes
+    positive: bool = False       # for "float": must be > 0
 
 
 SCHEMA = (
@@ -57,6 +58,15 @@ SCHEMA = (
     Option("batch_size", "int", 32, "training batch size", minimum=1),
     Option("reset_weights", "bool", True, "continue training across rounds instead of "
            "resetting the weights", flag="--keep-weights"),
+    Option("keep_batchnorm", "bool", False, "with the weight reset, re-initialise only Conv and "
+           "Linear layers and keep BatchNorm from the previous round (the reference)"),
+    Option("grad_clamp", "float", None, "clamp every gradient element to +-this before each "
+           "step (the reference: 0.1)", optional=True, positive=True),
+    Option("augment", "str", "none", "training transform: crop_flip is a random crop of the "
+           "image's size after 4-pixel zero padding, and a random horizontal flip (the "
+           "reference on CIFAR-10)", choices=("none", "crop_flip")),
+    Option("untrained_first_query", "names", [], "strategies whose first query uses the "
+           "untrained network (the reference: every method but bait)"),
     Option("device", "str", "cpu", "where the model runs"),
 )
 DEFAULTS = {o.key: o.default for o in SCHEMA}
@@ -92,6 +102,8 @@ def _check(opt, value, name=None):
     elif opt.kind == "float":
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name} must be a number, got {value!r}")
+        if opt.positive and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
     elif opt.kind == "bool":
         check_bool(value, name)
     elif opt.kind == "names":

@@ -9,6 +9,7 @@ Layout of a results folder: `config.json` (the experiment), and per (strategy, s
 choice of round r draws from a seed derived from (seed, r), so a run resumed after an
 interruption redoes the interrupted round and ends exactly where an uninterrupted run ends.
 """
+import copy
 import glob
 import hashlib
 import os
@@ -19,9 +20,9 @@ from tqdm.auto import tqdm
 
 from . import data as datasets
 from . import preflight, strategies
-from .config import UNCHECKED, default_config
+from .config import DEFAULTS, UNCHECKED, default_config
 from .io import read_json, write_json
-from .training import build_model, evaluate, train_model
+from .training import build_model, evaluate, reset_conv_linear, train_model
 
 __all__ = ["default_config", "run_experiment", "ActiveLearningLoop", "seed_for"]
 
@@ -40,8 +41,11 @@ class ActiveLearningLoop:
     """One (strategy, seed) run. `step()` does one round and saves it; False once all are done.
 
     Round r trains on the labeled points (fresh weights from the run's initial state when
-    config["reset_weights"], else continuing), evaluates on the test set, and, except after the
-    last round, queries config["query"] points with the strategy and labels them.
+    config["reset_weights"], else continuing; with config["keep_batchnorm"] too, the previous
+    round's model with its Conv and Linear layers re-initialised), evaluates on the test set,
+    and, except after the last round, queries config["query"] points with the strategy and
+    labels them (in round 0 with the untrained network for the strategies named in
+    config["untrained_first_query"]).
     """
 
     def __init__(self, config, strategy, seed, arrays, run_dir, resume=False):
@@ -63,15 +67,22 @@ class ActiveLearningLoop:
     def done(self):
         return self.state["done"]
 
-    def _model(self):
+    def _keeps_checkpoint(self):
+        cfg = self.config
+        return not cfg["reset_weights"] or cfg["keep_batchnorm"]
+
+    def _model(self, r):
         cfg = self.config
         num_classes = int(max(self.train_y.max(), self.test_y.max())) + 1
         torch.manual_seed(seed_for(self.seed, "init"))
         model = build_model(cfg["model"], tuple(self.train_x.shape[1:]), num_classes,
                             cfg["model_options"]).to(cfg["device"])
-        if not cfg["reset_weights"] and self.state["checkpoint"]:
+        if self._keeps_checkpoint() and self.state["checkpoint"]:
             path = os.path.join(self.run_dir, self.state["checkpoint"])
             model.load_state_dict(torch.load(path, map_location=cfg["device"]))
+            if cfg["reset_weights"]:       # keep_batchnorm: only Conv and Linear start afresh
+                torch.manual_seed(seed_for(self.seed, "reinit", r))
+                reset_conv_linear(model)
         return model
 
     def step(self):
@@ -80,7 +91,9 @@ class ActiveLearningLoop:
             return False
         cfg, r = self.config, len(self.state["history"])
         labeled = torch.tensor(self.state["labeled"], dtype=torch.long)
-        model = self._model()
+        model = self._model(r)
+        untrained = (copy.deepcopy(model) if r == 0 and self.strategy in
+                     cfg["untrained_first_query"] else None)
         seeds = dict(train=seed_for(self.seed, "train", r),
                      select=seed_for(self.seed, "select", r) % STRATEGY_SEED_BOUND)
         t0 = time.perf_counter()
@@ -93,7 +106,8 @@ class ActiveLearningLoop:
                      train_s=t1 - t0, eval_s=time.perf_counter() - t1, select_s=None, picked=[],
                      seeds=seeds)
         if r < cfg["rounds"]:
-            entry["picked"], entry["select_s"] = self._query(model, labeled, seeds["select"])
+            entry["picked"], entry["select_s"] = self._query(
+                model if untrained is None else untrained, labeled, seeds["select"])
         self._save(r, entry, model)
         return not self.done
 
@@ -113,7 +127,7 @@ class ActiveLearningLoop:
                      labeled=sorted(self.state["labeled"] + entry["picked"]),
                      done=r >= self.config["rounds"])
         old = self.state["checkpoint"]
-        if not self.config["reset_weights"]:
+        if self._keeps_checkpoint():
             state["checkpoint"] = f"model-round{r}.pt"
             torch.save(model.state_dict(), os.path.join(self.run_dir, state["checkpoint"]))
         write_json(self.path, state)
@@ -146,8 +160,10 @@ def check_folder(out_dir, config, resume):
     path = os.path.join(out_dir, "config.json")
     if completed_runs(out_dir):
         saved = read_json(path)
+        # A key the saved config lacks was added later with a default that keeps the old
+        # behaviour: it matches that default.
         differ = sorted(k for k in set(saved) | set(config) if k not in UNCHECKED
-                        and saved.get(k) != config.get(k))
+                        and saved.get(k, DEFAULTS.get(k)) != config.get(k))
         if differ:
             raise FileExistsError(
                 f"{out_dir} holds a different experiment (config differs in: "

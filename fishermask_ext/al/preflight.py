@@ -31,6 +31,10 @@ def check_experiment(config):
         raise ValueError(f"options are set for {', '.join(map(repr, unused))} (--set), which "
                          f"this run does not use; its strategies: "
                          f"{', '.join(config['strategies'])}")
+    unknown = sorted(set(config["untrained_first_query"]) - set(strategies.available()))
+    if unknown:
+        raise ValueError(f"untrained_first_query names unknown strategies {unknown}; valid "
+                         f"names: {', '.join(strategies.available())}")
     for name in config["strategies"]:   # unknown names, unknown options, bad option values
         try:
             strategies.get(name, **config["strategy_options"].get(name, {}))

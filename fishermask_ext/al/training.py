@@ -1,13 +1,17 @@
-"""Training and evaluation of one round's model: what the loop times and the warm-up runs."""
+"""Training and evaluation of one round's model: what the loop times and the warm-up runs; and
+the pieces of the reference training rule that torch has no batch form of: the per-image random
+crop and flip, and the round-to-round reset of Conv and Linear layers that keeps BatchNorm."""
 import inspect
 import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..nn import MODELS, get_model, logits_of
 
-__all__ = ["build_model", "train_model", "evaluate", "SGD_MOMENTUM"]
+__all__ = ["build_model", "train_model", "evaluate", "SGD_MOMENTUM", "crop_flip",
+           "reset_conv_linear", "CROP_PADDING"]
 
 # The conventional SGD momentum; not a config key (the default optimizer is adam).
 SGD_MOMENTUM = 0.9
@@ -24,7 +28,11 @@ def build_model(name, sample_shape, num_classes, options=None):
 
 def train_model(model, x, y, config, generator):
     """Train on (x, y) for config["epochs"] epochs, or until the training accuracy reaches
-    config["train_accuracy"] (at most config["epochs"] epochs). Returns the last epoch's accuracy."""
+    config["train_accuracy"] (at most config["epochs"] epochs). Returns the last epoch's accuracy.
+
+    config["augment"] "crop_flip" transforms every batch (crop_flip, drawn from `generator`);
+    config["grad_clamp"] c clamps every gradient element to [-c, c] before each step, as the
+    reference does."""
     device, n, bs = config["device"], len(y), config["batch_size"]
     opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[config["optimizer"]]
     extra = {"momentum": SGD_MOMENTUM} if config["optimizer"] == "sgd" else {}
@@ -38,10 +46,13 @@ def train_model(model, x, y, config, generator):
             idx = perm[s:s + bs]
             if len(idx) == 1 and n > 1:   # BatchNorm cannot train on a batch of one
                 continue
-            logits = logits_of(model(x[idx].to(device)))
+            xb = crop_flip(x[idx], generator) if config["augment"] == "crop_flip" else x[idx]
+            logits = logits_of(model(xb.to(device)))
             loss = F.cross_entropy(logits, y[idx].to(device))
             opt.zero_grad()
             loss.backward()
+            if config["grad_clamp"] is not None:
+                torch.nn.utils.clip_grad_value_(model.parameters(), config["grad_clamp"])
             opt.step()
             correct += int((logits.argmax(1).cpu() == y[idx]).sum())
             seen += len(idx)
@@ -58,3 +69,37 @@ def evaluate(model, x, y, device, batch_size=512):
     correct = sum(int((logits_of(model(x[s:s + batch_size].to(device))).argmax(1).cpu()
                        == y[s:s + batch_size]).sum()) for s in range(0, len(y), batch_size))
     return correct / max(len(y), 1)
+
+
+CROP_PADDING = 4     # RandomCrop(32, padding=4) of the reference's CIFAR-10 transform
+
+
+def crop_flip(x, generator, padding=CROP_PADDING):
+    """A random crop of each image's own size after zero padding by `padding` pixels, then a
+    horizontal flip with probability 1/2, drawn per image from `generator`.
+
+    x: [n, C, H, W] (already normalised, so the zero padding is the pool's mean colour, where
+    torchvision pads black pixels before normalising). Written here because torchvision's
+    transforms draw one crop per call, not one per image of a batch, and torchvision is not a
+    dependency of the driver.
+    """
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    top = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    left = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    rows = top[:, None] + torch.arange(h)                                     # [n, H]
+    cols = left[:, None] + torch.arange(w)                                    # [n, W]
+    cols = torch.where(flip[:, None], cols.flip(1), cols)   # a flip reads the columns reversed
+    # Advanced indices on dims 0, 2, 3 around a slice: the result is [n, H, W, C].
+    out = padded[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def reset_conv_linear(model):
+    """Re-initialise every Conv and Linear layer of `model` in place (their own
+    reset_parameters, from torch's global generator); BatchNorm weights and running statistics
+    stay as they are, as in the reference's per-round reset."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+            module.reset_parameters()

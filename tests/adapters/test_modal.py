@@ -11,7 +11,7 @@ from fishermask_ext.adapters.modal import RETURNS_METRICS, bait_query, fishermas
 
 # What each query must equal: select_batch on the embeddings, the strategy's own options.
 EXPECTED = {bait_query: dict(weighting="sqrt_p", lamb=0.01, backward_steps=1),
-            fishermask_query: dict(weighting="none", lamb=1.0, backward_steps=0)}
+            fishermask_query: dict(weighting="sqrt_p", lamb=1.0, backward_steps=0)}
 
 
 def _learner(strategy, X, y, labeled):

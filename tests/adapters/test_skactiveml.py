@@ -12,7 +12,7 @@ from fishermask_ext.adapters._embed import classifier_embeddings
 from fishermask_ext.adapters.skactiveml import Bait, FisherMask
 
 OPTIONS = {Bait: dict(weighting="sqrt_p", lamb=0.01, backward_steps=1),
-           FisherMask: dict(weighting="none", lamb=1.0, backward_steps=0)}
+           FisherMask: dict(weighting="sqrt_p", lamb=1.0, backward_steps=0)}
 
 
 def _clf():

@@ -39,9 +39,10 @@ def _expected(kind, module, rows, labeled, k):
         emb = masked_grad_embeddings(module, x, ParamMask(module, {"fc.weight": torch.arange(120)}))
         return select_from_pool(emb, k, labeled, lamb=0.01, backward_steps=1, return_gains=True)
     # FisherMask: its automatic pct_top; n_samples (1024) exceeds the pool, so step A sees every
-    # row whatever the seed. Rows without sqrt(p_c), λ = 1, no backward step.
+    # row whatever the seed. Rows weighted by sqrt(p_c) (the default variant), λ = 1, no
+    # backward step.
     mask = fisher_mask(module, x, pct_top=auto_pct(module))
-    emb = masked_grad_embeddings(module, x, mask, weighting="none")
+    emb = masked_grad_embeddings(module, x, mask, weighting="sqrt_p")
     return select_from_pool(emb, k, labeled, return_gains=True)
 
 

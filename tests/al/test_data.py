@@ -1,20 +1,12 @@
 """Dataset loaders on small files in the standard formats, written here; the imbalance spec."""
-import gzip
 import pickle
-import struct
 
 import numpy as np
 import pytest
 import torch
+from testing import write_idx
 
 from fishermask_ext.al import data
-
-
-def _write_idx(path, array):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
 
 
 def _standardise(raw):
@@ -28,7 +20,7 @@ def fashion_dir(tmp_path):
     arrays = (rng.integers(0, 256, (12, 28, 28)), rng.integers(0, 10, 12),
               rng.integers(0, 256, (5, 28, 28)), rng.integers(0, 10, 5))
     for name, a in zip(data.FASHION_MNIST_FILES, arrays):
-        _write_idx(tmp_path / name, a)
+        write_idx(tmp_path / name, a)
     return tmp_path, arrays
 
 

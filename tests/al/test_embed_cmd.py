@@ -30,14 +30,15 @@ def test_embed_then_select_equals_the_in_memory_pipeline(tmp_path, saved, capsys
     out = str(tmp_path / "pool.store")
     assert cli.main(["embed", ckpt, *POOL, "--out", out, "--chunk-rows", "40"]) == 0
     assert "4 of 4 chunks computed now" in capsys.readouterr().out
-    # The mask is FisherMask's on this pool, kept in the store; its weighting is "none".
+    # The mask is FisherMask's on this pool, kept in the store, with FisherMask's row weight.
     fishermask = strategies.get("fishermask")
     want_mask = fishermask.mask(PoolView(model, pool, torch.zeros(150, dtype=torch.bool), 0,
                                          256, torch.device("cpu")))
     assert ParamMask.load(os.path.join(out, "mask.pt"), model) == want_mask
-    in_ram = masked_grad_embeddings(model, pool, want_mask, weighting="none")
+    assert fishermask.weighting == "sqrt_p"                # the default variant's
+    in_ram = masked_grad_embeddings(model, pool, want_mask, weighting=fishermask.weighting)
     store = open_store(out)
-    assert store.fingerprints["weighting"] == "none"
+    assert store.fingerprints["weighting"] == fishermask.weighting
     assert torch.equal(store.read_rows(0, 150), in_ram)
 
     labeled = [3, 17, 90, 149]
@@ -89,8 +90,8 @@ def test_embed_refuses_to_mix_another_model(tmp_path, saved, capsys):
     assert cli.main(["embed", str(tmp_path / "other.pt"), *POOL, "--out", out, "--resume"]) == 2
     assert "refuse to mix" in capsys.readouterr().err
     assert cli.main(["embed", ckpt, *POOL, "--out", out, "--resume", "--weighting",
-                     "sqrt_p"]) == 2
-    assert "another weighting ('none' there, 'sqrt_p' here)" in capsys.readouterr().err
+                     "none"]) == 2
+    assert "another weighting ('sqrt_p' there, 'none' here)" in capsys.readouterr().err
 
 
 def test_bare_state_dict_and_bait_mask(tmp_path, saved, capsys):

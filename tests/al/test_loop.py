@@ -54,10 +54,12 @@ def _crash_in_round_2(monkeypatch, cfg):
     monkeypatch.setattr(strategies, "get", get)
 
 
-@pytest.mark.parametrize("reset_weights", [True, False])
-def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, reset_weights):
-    names = ["random", "fishermask"] if reset_weights else ["fishermask"]
-    cfg = _config(reset_weights=reset_weights, strategies=names)
+@pytest.mark.parametrize("reset_weights,keep_batchnorm", [(True, False), (False, False),
+                                                          (True, True)])
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, reset_weights,
+                                                     keep_batchnorm):
+    names = ["random", "fishermask"] if reset_weights and not keep_batchnorm else ["fishermask"]
+    cfg = _config(reset_weights=reset_weights, keep_batchnorm=keep_batchnorm, strategies=names)
     loop.run_experiment(cfg, str(tmp_path / "whole"), progress=False)
     with monkeypatch.context() as m:
         _crash_in_round_2(m, cfg)
@@ -67,7 +69,8 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, rese
     saved = json.loads((run_dir / "state.json").read_text())
     assert [h["round"] for h in saved["history"]] == [0, 1] and not saved["done"]
     assert len(saved["labeled"]) == cfg["initial"] + 2 * cfg["query"]
-    assert sorted(os.listdir(run_dir)) == (["model-round1.pt", "state.json"] if not reset_weights
+    checkpoint = not reset_weights or keep_batchnorm
+    assert sorted(os.listdir(run_dir)) == (["model-round1.pt", "state.json"] if checkpoint
                                            else ["state.json"])
     loop.run_experiment(cfg, str(tmp_path / "cut"), resume=True, progress=False)
     whole, cut = _states(tmp_path / "whole"), _states(tmp_path / "cut")
@@ -89,6 +92,14 @@ def test_folder_guards(tmp_path):
     before = _states(out)
     loop.run_experiment(cfg, out, resume=True, progress=False)   # complete: nothing to redo
     assert _states(out) == before
+    # A config saved before a key existed matches that key's default.
+    path = os.path.join(out, "config.json")
+    saved = json.load(open(path))
+    del saved["grad_clamp"]
+    write_atomic(path, json.dumps(saved))
+    loop.run_experiment(cfg, out, resume=True, progress=False)
+    with pytest.raises(FileExistsError, match="grad_clamp=None there, 0.1 here"):
+        loop.run_experiment({**cfg, "grad_clamp": 0.1}, out, resume=True, progress=False)
 
 
 def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):

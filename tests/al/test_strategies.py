@@ -23,7 +23,7 @@ def setup():
 
 
 def _opts(name):
-    return {"n_samples": 32} if name == "fishermask" else {}
+    return {"n_samples": 32} if name.startswith("fishermask") else {}
 
 
 @pytest.mark.parametrize("name", strategies.available())
@@ -156,7 +156,7 @@ def _fishermask_inputs(setup, **options):
     model, pool, labeled = setup
     strat = strategies.get("fishermask", n_samples=32, **options)
     view = strategies.PoolView(model.eval(), pool, labeled, 0, 256, torch.device("cpu"))
-    emb = masked_grad_embeddings(model, pool, strat.mask(view), weighting="none")
+    emb = masked_grad_embeddings(model, pool, strat.mask(view), weighting=strat.weighting)
     return strat, view, emb
 
 
@@ -191,3 +191,75 @@ def test_fishermask_parity_reaches_select_batch(setup):
     picks = strat.select(*setup, 6)
     want = select_batch(emb[view.unlabeled], 6, labeled=emb[view.labeled], parity=True)
     assert picks.tolist() == view.unlabeled[want].tolist()
+
+
+# The documented switches of FisherMask's two variants (README, docs/ALGORITHM.md).
+SWITCHES = {"default": dict(weighting="sqrt_p", parity=False, reference_order=False),
+            "reference": dict(weighting="none", parity=True, reference_order=True)}
+
+
+def _settings(strategy):
+    return {k: v for k, v in vars(strategy).items() if k != "variant"}
+
+
+def test_fishermask_variants_differ_exactly_in_the_documented_switches(setup):
+    default = strategies.get("fishermask", n_samples=32)
+    reference = strategies.get("fishermask", variant="reference", n_samples=32)
+    a, b = _settings(default), _settings(reference)
+    assert {k for k in a if a[k] != b[k]} == set(SWITCHES["default"])
+    assert {k: a[k] for k in SWITCHES["default"]} == SWITCHES["default"]
+    assert {k: b[k] for k in SWITCHES["reference"]} == SWITCHES["reference"]
+    # Picks: each variant with the other's switches given explicitly is the other variant.
+    as_default = strategies.get("fishermask", variant="reference", n_samples=32,
+                                **SWITCHES["default"])
+    as_reference = strategies.get("fishermask", n_samples=32, **SWITCHES["reference"])
+    assert _settings(as_default) == a and _settings(as_reference) == b
+    picks = {name: s.select(*setup, 6).tolist() for name, s in
+             (("default", default), ("reference", reference), ("as_default", as_default),
+              ("as_reference", as_reference))}
+    assert picks["default"] == picks["as_default"]
+    assert picks["reference"] == picks["as_reference"]
+    assert picks["default"] != picks["reference"]      # the switches are not a no-op here
+    named = strategies.get("fishermask_reference", n_samples=32)
+    assert _settings(named) == b and named.select(*setup, 6).tolist() == picks["reference"]
+
+
+def test_fishermask_explicit_options_override_the_variant():
+    s = strategies.get("fishermask", variant="reference", weighting="sqrt_p")
+    assert (s.weighting, s.parity, s.reference_order) == ("sqrt_p", True, True)
+    s = strategies.get("fishermask_reference", parity=False, lamb=0.5)
+    assert (s.weighting, s.parity, s.reference_order, s.lamb) == ("none", False, True, 0.5)
+    with pytest.raises(ValueError, match="variant must be one of 'default', 'reference'"):
+        strategies.get("fishermask", variant="published")
+    with pytest.raises(TypeError, match="reference_order must be True or False"):
+        strategies.get("fishermask", reference_order="yes")
+    with pytest.raises(TypeError, match="use 'fishermask' to choose another variant"):
+        strategies.get("fishermask_reference", variant="default")
+    with pytest.raises(TypeError, match="variant do not apply"):
+        strategies.get("bait", variant="reference")
+
+
+def test_fishermask_reference_variant_equals_todays_picks(setup):
+    """The reference variant is the pipeline the code ran before the default changed: the
+    same steps A-E called with today's explicit options (row weight "none", parity rounding,
+    step A on the first n_samples pool points)."""
+    from fishermask_ext import fisher_mask, masked_grad_embeddings
+    model, pool, labeled = setup
+    seed, n_samples = 5, 32
+    view = strategies.PoolView(model.eval(), pool, labeled, seed, 256, torch.device("cpu"))
+    mask = fisher_mask(model, pool, pct_top=auto_pct(model), n_samples=n_samples, seed=seed,
+                       reference_order=True)
+    emb = masked_grad_embeddings(model, pool, mask, weighting="none")
+    want = select_batch(emb[view.unlabeled], 6, labeled=emb[view.labeled], lamb=1.0,
+                        backward_steps=0, parity=True)
+    ref = strategies.get("fishermask", variant="reference", n_samples=n_samples, seed=seed)
+    assert ref.select(*setup, 6).tolist() == view.unlabeled[want].tolist()
+    assert ref.mask(view) == mask
+    # The storage-order sample is not the seeded one on this pool, so the switch is wired.
+    assert strategies.get("fishermask", n_samples=n_samples, seed=seed).mask(view) != mask
+    # With step A over the whole pool both samples are every point: the reference variant is
+    # then exactly the strategy built with the options that existed before the variants.
+    whole = dict(n_samples=N, seed=seed)
+    today = strategies.get("fishermask", weighting="none", parity=True, **whole)
+    assert (strategies.get("fishermask", variant="reference", **whole).select(*setup, 6).tolist()
+            == today.select(*setup, 6).tolist())

@@ -86,6 +86,7 @@ def _strategy_setup():
     made = {"fishermask": dict(pct_top=0.3, n_samples=25),
             "fishermask-ref": dict(pct_top=0.3, n_samples=25, fish_init=False,
                                    backward_steps=1),
+            "fishermask_reference": dict(pct_top=0.3, n_samples=25),   # step A: first images
             "bait": {}}
     return {name: (strategies.get(name.split("-")[0], seed=3, batch_size=8, **kw), model, pool,
                    labeled) for name, kw in made.items()}

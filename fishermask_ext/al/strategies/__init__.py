@@ -6,23 +6,23 @@
 `Strategy.select` checks its arguments, runs the model in eval mode and hands a `PoolView` to
 `choose`, the one method a strategy overrides. Every strategy takes `seed` (same seed, same
 picks), `batch_size` and `device` (where the model runs). One module per family:
-fisher.py (fishermask, bait), diversity.py (badge, coreset), uncertainty.py (entropy, margin,
+fisher.py (fishermask, fishermask_reference, bait), diversity.py (badge, coreset), uncertainty.py (entropy, margin,
 least_confidence), random.py (random).
 """
 import inspect
 
 from .base import PoolView, Strategy
 from .diversity import Badge, CoreSet
-from .fisher import Bait, FisherMask
+from .fisher import Bait, FisherMask, ReferenceFisherMask
 from .random import Random
 from .uncertainty import Entropy, LeastConfidence, Margin
 
 __all__ = ["Strategy", "PoolView", "get", "available", "STRATEGIES"]
 
 
-STRATEGIES = {"fishermask": FisherMask, "bait": Bait, "badge": Badge, "coreset": CoreSet,
-              "entropy": Entropy, "margin": Margin, "least_confidence": LeastConfidence,
-              "random": Random}
+STRATEGIES = {"fishermask": FisherMask, "fishermask_reference": ReferenceFisherMask, "bait": Bait,
+              "badge": Badge, "coreset": CoreSet, "entropy": Entropy, "margin": Margin,
+              "least_confidence": LeastConfidence, "random": Random}
 
 
 def available():

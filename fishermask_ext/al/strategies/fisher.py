@@ -14,60 +14,87 @@ from ...select import fisher_matrix, select_from_pool
 from ...select.greedy import check_options
 from .base import Strategy
 
-__all__ = ["FisherMask", "Bait", "auto_pct"]
+__all__ = ["FisherMask", "ReferenceFisherMask", "Bait", "VARIANTS", "auto_pct"]
 
 PCT_TOP = 0.002       # the paper's and the reference code's mask fraction
 BODY_SHARE = 0.1      # the paper's proportion: the body adds 10 % of the classifier's entries
                       # (narrow ResNet-18 at PCT_TOP: D = 1,280 + 122 after rounding)
 
 
+# The two variants of FisherMask and the switches they set; nothing else differs between them.
+# "default" is the Fisher of docs/ALGORITHM.md: rows weighted by sqrt(p_c), so a confidently
+# classified point adds little; step A on a seeded random sample; exact float64 argmax.
+# "reference" is what the published code does: rows unweighted (it computes p and never uses
+# it), scores rounded to float32 before each argmax, step A on the first pool images in storage
+# order (a class-sorted pool makes that sample hold only a few classes).
+VARIANTS = {
+    "default": dict(weighting="sqrt_p", parity=False, reference_order=False),
+    "reference": dict(weighting="none", parity=True, reference_order=True),
+}
+
+
 class FisherMask(Strategy):
     """FisherMask (Gul et al., 2024): steps A-E of docs/ALGORITHM.md.
 
-    A mask of the pct_top most informative parameters (Fisher diagonal on n_samples pool points,
-    seeded), masked per-class gradient embeddings of every pool point, then the greedy Fisher
-    trace-ratio batch with the labeled points' Fisher. Defaults follow the reference code:
-    weighting "none", λ = 1, no backward steps. pct_top=None means 0.002, raised where that does
-    not reach past the classifier layer (small models) to the fraction that adds 10 % of the
-    classifier's entries from the body, the paper's proportion (narrow ResNet-18 at 0.002:
-    D = 1,280 + 122).
+    A mask of the pct_top most informative parameters (Fisher diagonal on n_samples pool points),
+    masked per-class gradient embeddings of every pool point, then the greedy Fisher
+    trace-ratio batch with the labeled points' Fisher. λ = 1, no backward steps.
+    pct_top=None means 0.002, raised where that does not reach past the classifier layer (small
+    models) to the fraction that adds 10 % of the classifier's entries from the body, the
+    paper's proportion (narrow ResNet-18 at 0.002: D = 1,280 + 122).
 
-    The reference's two switches (docs/ALGORITHM.md, steps D and E): fish_init=False leaves the
-    labeled points out of the initial M (F_L = 0; they still count in n_L and in the pool
-    Fisher); fish_identity=True uses F = I, an A-optimal design, instead of the pool Fisher.
-    parity=True rounds the greedy scores to float32 before each argmax, as the reference does
-    (select_batch's parity mode).
+    variant picks three switches at once (VARIANTS); an explicit option overrides its variant:
+    - "default", the true Fisher: weighting="sqrt_p", parity=False, reference_order=False;
+    - "reference", the published code exactly: weighting="none" (rows not weighted by
+      sqrt(p_c)), parity=True (scores rounded to float32 before each argmax, select_batch's
+      parity mode), reference_order=True (step A on the first n_samples pool points in storage
+      order instead of a sample seeded with `seed`).
+
+    The reference's two other switches (docs/ALGORITHM.md, steps D and E) keep their reference
+    values in both variants: fish_init=False leaves the labeled points out of the initial M
+    (F_L = 0; they still count in n_L and in the pool Fisher); fish_identity=True uses F = I, an
+    A-optimal design, instead of the pool Fisher.
     """
 
-    def __init__(self, *, pct_top=None, weighting="none", lamb=1.0, backward_steps=0,
-                 n_samples=1024, fish_init=True, fish_identity=False, parity=False,
-                 backend="auto", **common):
+    def __init__(self, *, variant="default", pct_top=None, weighting=None, lamb=1.0,
+                 backward_steps=0, n_samples=1024, reference_order=None, fish_init=True,
+                 fish_identity=False, parity=None, backend="auto", **common):
         super().__init__(**common)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, "
+                             f"got {variant!r}")
+        explicit = dict(weighting=weighting, parity=parity, reference_order=reference_order)
+        # None means "as the variant says"; anything given explicitly wins.
+        chosen = {k: VARIANTS[variant][k] if v is None else v for k, v in explicit.items()}
         # Every option is checked here, when the strategy is built (run_experiment builds each
         # strategy before it loads data): a bad value fails at once, not in the first query.
         for name, flag in (("fish_init", fish_init), ("fish_identity", fish_identity),
-                           ("parity", parity)):
+                           ("parity", chosen["parity"]),
+                           ("reference_order", chosen["reference_order"])):
             check_bool(flag, name)
         if pct_top is not None and (isinstance(pct_top, bool) or not isinstance(
                 pct_top, numbers.Real) or not 0 < pct_top <= 1):
             raise TypeError(f"pct_top must be a number in (0, 1] (or None for the automatic "
                             f"fraction), got {pct_top!r}")
-        if weighting not in WEIGHTINGS:
+        if chosen["weighting"] not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got "
-                             f"{weighting!r}")
+                             f"{chosen['weighting']!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        check_options(lamb, backward_steps, parity, False, False)
+        check_options(lamb, backward_steps, chosen["parity"], False, False)
         check_int(n_samples, "n_samples", minimum=1)
-        self.pct_top, self.weighting, self.lamb = pct_top, weighting, lamb
+        self.variant = variant
+        self.pct_top, self.weighting, self.lamb = pct_top, chosen["weighting"], lamb
         self.backward_steps, self.n_samples, self.backend = backward_steps, n_samples, backend
-        self.fish_init, self.fish_identity, self.parity = fish_init, fish_identity, parity
+        self.fish_init, self.fish_identity = fish_init, fish_identity
+        self.parity, self.reference_order = chosen["parity"], chosen["reference_order"]
 
     def mask(self, view):
         """The ParamMask whose gradient entries form the embedding (in a sharded world, from
         the Fisher diagonal all-reduced over the ranks' slices: the same on every rank)."""
         kw = dict(pct_top=self.pct_top or auto_pct(view.model), n_samples=self.n_samples,
-                  seed=self.seed, batch_size=self.batch_size, device=view.device)
+                  seed=self.seed, reference_order=self.reference_order,
+                  batch_size=self.batch_size, device=view.device)
         if sharded_world():
             return distributed.fisher_mask(view.model, _my_slice(view), **kw)
         return fisher_mask(view.model, view.pool, **kw)
@@ -130,6 +157,18 @@ class FisherMask(Strategy):
         return opts
 
 
+class ReferenceFisherMask(FisherMask):
+    """FisherMask(variant="reference") under its own name, "fishermask_reference", so that one
+    experiment can run the published code's variant next to the default one. Every other option
+    is FisherMask's (an explicit weighting, parity or reference_order still overrides)."""
+
+    def __init__(self, **common):
+        if "variant" in common:
+            raise TypeError("strategy 'fishermask_reference' is FisherMask(variant='reference');"
+                            " use 'fishermask' to choose another variant")
+        super().__init__(variant="reference", **common)
+
+
 def _my_slice(view):
     """This rank's contiguous slice of the pool (fishermask_ext.distributed.shard_range)."""
     start, stop = distributed.shard_range(len(view.pool))
@@ -145,7 +184,8 @@ class Bait(FisherMask):
 
     def __init__(self, *, weighting="sqrt_p", lamb=0.01, backward_steps=1, backend="auto",
                  **common):
-        ignored = sorted({"pct_top", "n_samples"} & set(common))
+        # Step A and its variants do not exist here: the mask is fixed, the switches explicit.
+        ignored = sorted({"pct_top", "n_samples", "reference_order", "variant"} & set(common))
         if ignored:
             raise TypeError(f"strategy 'bait' masks the whole classifier weight; "
                             f"{', '.join(ignored)} do not apply (use 'fishermask' for a mask)")
