@@ -55,6 +55,8 @@ def main():
                       bare_step_ms=_bare_exchange_ms(world, C=10, D=1402))
     with open(os.path.join(out, f"{rank}.json"), "w") as f:
         json.dump(result, f)
+    if world > 1:      # gloo's threads torn down at exit without this can abort the process
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ def _run(args):
     with results_folder(out, rank, args.resume) as folder:
         run_experiment(config, folder, resume=args.resume,
                        progress=not args.no_progress and rank in (None, 0))
+    if rank is not None:       # gloo's threads torn down at exit without this can abort
+        import torch.distributed as dist
+        dist.destroy_process_group()
     if rank not in (None, 0):
         return 0                                 # rank 0 reports
     args.folder = out

@@ -123,7 +123,10 @@ def main():
                       trace=traceback.format_exc()[-2000:])
     with open(os.path.join(out_dir, f"{rank}.json"), "w") as f:
         json.dump(result, f)
-    # No destroy_process_group: after a failure it could wait on a dead peer.
+    if "ok" in result:     # gloo's threads torn down at exit without this can abort
+        dist.destroy_process_group()
+    else:                  # after a failure destroying could wait on a dead peer: leave now
+        os._exit(0)
 
 
 if __name__ == "__main__":
