@@ -38,9 +38,11 @@ def _native_step():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 # Odd sizes: N = 0 and 1, C = 1 and above 16, D = 1; N = 103 leaves short groups of candidates
-# at both threads' range ends (every C from 1 to 17 is in test_shared_kernel_math_every_C).
+# at both threads' range ends (every C from 1 to 17 is in test_shared_kernel_math_every_C);
+# D = 129 and 300 cross the 128-column tiles of float32 rows on AVX-512 (csrc/cpu/rows_times.h).
 @pytest.mark.parametrize("shape", [(0, 3, 4), (1, 1, 1), (7, 3, 5), (33, 10, 17), (5, 13, 3),
-                                   (9, 2, 40), (12, 17, 9), (103, 4, 30)], ids=str)
+                                   (9, 2, 40), (12, 17, 9), (103, 4, 30), (11, 3, 129),
+                                   (17, 2, 300)], ids=str)
 @pytest.mark.parametrize("with_uv", [True, False])
 @pytest.mark.parametrize("sigma", [1.0, -1.0])
 def test_trace_ratio_step_matches_twin(device, dtype, shape, with_uv, sigma):
