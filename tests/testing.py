@@ -1,10 +1,12 @@
 """`from testing import ...` for the tests in this folder: the shared helpers now live in
 fishermask_ext.testing, where the benchmarks can import them too; the data-file writer below is
-for the tests only."""
+and the model below are for the tests only."""
 import gzip
 import struct
 
 import numpy as np
+import torch
+from torch import nn
 
 from fishermask_ext.testing import DEVICES, DTYPES, needs_native, require_native  # noqa: F401
 
@@ -15,3 +17,18 @@ def write_idx(path, array):
     header += struct.pack(f">{array.ndim}I", *array.shape)
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
+
+
+class ReuseNet(nn.Module):
+    """Conv1d + BatchNorm1d, then one Linear applied twice over a sequence dim."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 3, stride=2)
+        self.bn = nn.BatchNorm1d(3)
+        self.proj = nn.Linear(3, 3)
+        self.linear = nn.Linear(3, 4)
+
+    def forward(self, x):  # x: [n, 2, 9]
+        h = torch.relu(self.bn(self.conv(x))).transpose(1, 2)    # [n, 4, 3]
+        return self.linear(torch.tanh(self.proj(torch.tanh(self.proj(h)))).mean(1))

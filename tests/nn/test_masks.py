@@ -11,20 +11,7 @@ from fishermask_ext import (MLP, ParamMask, ResNet18Narrow, SmallCNN, fisher_dia
                             fisher_mask, random_mask)
 from fishermask_ext.testing import loop_fisher_diagonal
 
-
-class ReuseNet(nn.Module):
-    """Conv1d + BatchNorm1d, then one Linear applied twice over a sequence dim."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv1d(2, 3, 3, stride=2)
-        self.bn = nn.BatchNorm1d(3)
-        self.proj = nn.Linear(3, 3)
-        self.linear = nn.Linear(3, 4)
-
-    def forward(self, x):  # x: [n, 2, 9]
-        h = torch.relu(self.bn(self.conv(x))).transpose(1, 2)    # [n, 4, 3]
-        return self.linear(torch.tanh(self.proj(torch.tanh(self.proj(h)))).mean(1))
+from testing import ReuseNet
 
 
 def _small_cnn():
