@@ -30,16 +30,29 @@ C10_HOST_DEVICE inline int64_t gradient_row(int64_t p, int64_t g, int64_t c, int
 }
 
 // One per-sample channel gradient: Σ_l d[l]·a[l] (BatchNorm γ, a = x̂) or Σ_l d[l] (a bias,
-// a == nullptr) over the L positions of one channel.
+// a == nullptr) over the L positions of one channel. kParts interleaved partial sums: one
+// running sum is a chain of dependent adds (latency bound on the CPU, and the compiler may not
+// reorder it into vectors); kParts independent ones vectorise. Same order on every device.
+constexpr int kParts = 8;
+
 template <typename acc_t, typename scalar_t>
 C10_HOST_DEVICE inline acc_t channel_sum(const scalar_t* d, const scalar_t* a, int64_t L) {
-  acc_t s = 0;
+  acc_t s[kParts] = {};
+  const int64_t full = L / kParts * kParts;
   if (a == nullptr) {
-    for (int64_t l = 0; l < L; ++l) s += static_cast<acc_t>(d[l]);
+    for (int64_t l = 0; l < full; l += kParts)
+      for (int k = 0; k < kParts; ++k) s[k] += static_cast<acc_t>(d[l + k]);
+    for (int64_t l = full; l < L; ++l) s[l - full] += static_cast<acc_t>(d[l]);
   } else {
-    for (int64_t l = 0; l < L; ++l) s += static_cast<acc_t>(d[l]) * static_cast<acc_t>(a[l]);
+    for (int64_t l = 0; l < full; l += kParts)
+      for (int k = 0; k < kParts; ++k)
+        s[k] += static_cast<acc_t>(d[l + k]) * static_cast<acc_t>(a[l + k]);
+    for (int64_t l = full; l < L; ++l)
+      s[l - full] += static_cast<acc_t>(d[l]) * static_cast<acc_t>(a[l]);
   }
-  return s;
+  acc_t total = 0;
+  for (int k = 0; k < kParts; ++k) total += s[k];
+  return total;
 }
 
 // The im2col layout of one chunk's input patches, patches [P, Cin·kh·kw, Ho·Wo], read from
@@ -142,6 +155,7 @@ at::Tensor fisher_conv2d_sq_impl(const at::Tensor& x,      // [n, Cin, H, W]
     const at::Tensor patches = patch_buf.narrow(0, 0, P * groups * K * L).view({P, groups * K, L});
     im2col(x.narrow(0, s, P).contiguous(), geometry, patches);   // [P, Cin·kh·kw, L]
     // Classes join the rows of each sample's product, so its patches are read once for all C.
+    // With step A's sample-major delta ([n, C, O, L] memory) and groups == 1 this is a view.
     const at::Tensor d = delta.narrow(1, s, P)
                              .reshape({C, P, groups, Og, L})
                              .permute({1, 2, 0, 3, 4})
@@ -153,31 +167,36 @@ at::Tensor fisher_conv2d_sq_impl(const at::Tensor& x,      // [n, Cin, H, W]
   return out;
 }
 
-// fisher_channel_sq's inputs, checked and made contiguous.
+// fisher_channel_sq's inputs, checked. delta keeps its strides over (class, sample) as long as
+// each [O, L] block is contiguous: step A stores the deltas sample-major (nn/hooks.py,
+// stacked_deltas), and a copy to class-major would read and write all of them once more.
 struct ChannelProblem {
-  at::Tensor delta, a;  // [C, n, O, L]; [n, O, L] or undefined
+  at::Tensor delta, a;  // [C, n, O, L] with contiguous [O, L] blocks; [n, O, L] or undefined
   int64_t C, n, O, L;
+  int64_t sc, sn;       // delta's strides over classes and samples, in elements
 };
 
-inline ChannelProblem prepare_fisher_channel_sq(const at::Tensor& delta,  // [C, n, O, L]
+inline ChannelProblem prepare_fisher_channel_sq(const at::Tensor& delta_,  // [C, n, O, L]
                                                 const c10::optional<at::Tensor>& a  // [n, O, L]
 ) {
-  check_fisher_channel_sq(delta, a);
-  return {delta.contiguous(), a.has_value() ? a->contiguous() : at::Tensor(),
-          delta.size(0),      delta.size(1),
-          delta.size(2),      delta.size(3)};
+  check_fisher_channel_sq(delta_, a);
+  const int64_t O = delta_.size(2), L = delta_.size(3);
+  const bool blocks = (L == 1 || delta_.stride(3) == 1) && (O == 1 || delta_.stride(2) == L);
+  const at::Tensor delta = blocks ? delta_ : delta_.contiguous();
+  return {delta, a.has_value() ? a->contiguous() : at::Tensor(), delta.size(0), delta.size(1),
+          O,     L,  delta.stride(0), delta.stride(1)};
 }
 
 // Σ_{c, i} channel_sum(...)² of output channel o: its entry of fisher_channel_sq, from the
 // pairs (c, i) = divmod(q, n) for q in [q0, C·n) step `step` (one thread's share on CUDA).
 template <typename acc_t, typename scalar_t>
-C10_HOST_DEVICE inline acc_t channel_squares(const scalar_t* delta, const scalar_t* a, int64_t n,
-                                             int64_t O, int64_t L, int64_t C, int64_t o,
-                                             int64_t q0, int64_t step) {
+C10_HOST_DEVICE inline acc_t channel_squares(const scalar_t* delta, int64_t sc, int64_t sn,
+                                             const scalar_t* a, int64_t n, int64_t O, int64_t L,
+                                             int64_t C, int64_t o, int64_t q0, int64_t step) {
   acc_t acc = 0;
   for (int64_t q = q0; q < C * n; q += step) {
-    const int64_t i = q % n;  // q = c·n + i: delta's row (c, i) is q
-    const acc_t v = channel_sum<acc_t>(delta + (q * O + o) * L,
+    const int64_t c = q / n, i = q % n;
+    const acc_t v = channel_sum<acc_t>(delta + c * sc + i * sn + o * L,
                                        a == nullptr ? a : a + (i * O + o) * L, L);
     acc += v * v;
   }

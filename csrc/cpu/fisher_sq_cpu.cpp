@@ -102,7 +102,8 @@ at::Tensor fisher_channel_sq_cpu(const at::Tensor& delta,               // [C, n
     at::parallel_for(0, p.O, grain, [&](int64_t begin, int64_t end) {
       for (int64_t o = begin; o < end; ++o)
         op[o] = static_cast<scalar_t>(
-            channel_squares<acc_t>(dp, ap, p.n, p.O, p.L, p.C, o, /*q0=*/0, /*step=*/1));
+            channel_squares<acc_t>(dp, p.sc, p.sn, ap, p.n, p.O, p.L, p.C, o, /*q0=*/0,
+                                   /*step=*/1));
     });
   });
   return out;

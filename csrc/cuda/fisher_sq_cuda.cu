@@ -73,13 +73,15 @@ void im2col_cuda(const at::Tensor& x, const PatchGeometry& g, const at::Tensor& 
 
 template <typename scalar_t>
 __global__ void channel_sq_kernel(const scalar_t* __restrict__ delta,  // [C, n, O, L]
+                                  int64_t sc, int64_t sn,              // its strides over C, n
                                   const scalar_t* __restrict__ a,      // [n, O, L] or null
                                   scalar_t* __restrict__ out,          // [O]
                                   int64_t C, int64_t n, int64_t O, int64_t L) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
   __shared__ acc_t part[kThreads];
   const int64_t o = blockIdx.x;
-  part[threadIdx.x] = channel_squares<acc_t>(delta, a, n, O, L, C, o, threadIdx.x, kThreads);
+  part[threadIdx.x] = channel_squares<acc_t>(delta, sc, sn, a, n, O, L, C, o, threadIdx.x,
+                                                kThreads);
   __syncthreads();
   for (int half = kThreads / 2; half > 0; half /= 2) {
     if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
@@ -114,7 +116,7 @@ at::Tensor fisher_channel_sq_cuda(const at::Tensor& delta,               // [C, 
   AT_DISPATCH_FLOATING_TYPES(p.delta.scalar_type(), "fisher_channel_sq_cuda", [&] {
     channel_sq_kernel<scalar_t><<<static_cast<unsigned>(p.O), kThreads, 0,
                                   c10::cuda::getCurrentCUDAStream()>>>(
-        p.delta.data_ptr<scalar_t>(), p.a.defined() ? p.a.data_ptr<scalar_t>() : nullptr,
+        p.delta.data_ptr<scalar_t>(), p.sc, p.sn, p.a.defined() ? p.a.data_ptr<scalar_t>() : nullptr,
         out.data_ptr<scalar_t>(), p.C, p.n, p.O, p.L);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -72,7 +72,8 @@ def _accumulate(capture, owners, x, fisher, backend):
     """Adds Σ_{x in batch} Σ_c p_c g_c² to `fisher` ({name: [numel]})."""
     logits = capture.forward(x)
     views = [hooks.input_view(owners[call.module_name][0], call) for call in capture.calls]
-    deltas = hooks.stacked_deltas(capture, logits, hooks.class_seeds(logits, "sqrt_p"))
+    deltas = hooks.stacked_deltas(capture, logits, hooks.class_seeds(logits, "sqrt_p"),
+                                  sample_major=True)
     calls = {}                  # module name: indices of its calls (a module may run twice)
     for i, call in enumerate(capture.calls):
         calls.setdefault(call.module_name, []).append(i)

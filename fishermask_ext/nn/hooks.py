@@ -119,17 +119,23 @@ class LayerCapture:
             yield deltas
 
 
-def stacked_deltas(capture, logits, seeds, keep=None):
+def stacked_deltas(capture, logits, seeds, keep=None, sample_major=False):
     """Per recorded call i, its output gradients for all seeds at once, [C, n, *out_shape]
-    (capture.deltas stacked over the classes), each first narrowed by keep(i, delta) if given."""
+    (capture.deltas stacked over the classes), each first narrowed by keep(i, delta) if given.
+    sample_major: stored as [n, C, *out_shape] (the result is its transposed view), the layout
+    in which step A's per-sample products join a sample's C classes without a copy."""
     kept = [None] * len(capture.calls)
     for c, deltas in enumerate(capture.deltas(logits, seeds)):
         for i, delta in enumerate(deltas):
             delta = keep(i, delta) if keep is not None else delta
             if kept[i] is None:
-                kept[i] = delta.new_empty((len(seeds), *delta.shape))
-            kept[i][c] = delta
-    return kept
+                shape = (delta.shape[0], len(seeds)) if sample_major else (len(seeds),)
+                kept[i] = delta.new_empty((*shape, *delta.shape[sample_major:]))
+            if sample_major:
+                kept[i][:, c] = delta
+            else:
+                kept[i][c] = delta
+    return [k.transpose(0, 1) for k in kept] if sample_major else kept
 
 
 class View(NamedTuple):

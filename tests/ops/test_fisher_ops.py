@@ -18,7 +18,10 @@ OPS = ["fisher_linear_sq", "fisher_conv2d_sq", "fisher_channel_sq"]
 
 
 def _strided(t, contiguous):
-    """t itself, or a non-contiguous view of the same values."""
+    """t itself, or a non-contiguous view of the same values; "sample_major": a delta
+    [C, n, ...] as step A stores it, the transposed view of [n, C, ...] memory."""
+    if contiguous == "sample_major":
+        return t.transpose(0, 1).contiguous().transpose(0, 1) if t.dim() > 3 else t
     return t if contiguous else torch.stack([t, torch.zeros_like(t)], -1)[..., 0]
 
 
@@ -84,7 +87,7 @@ def _conv_inputs(n, Cin, H, W, O, C, kernel, stride, padding, dilation, groups, 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("contiguous", [True, False])
+@pytest.mark.parametrize("contiguous", [True, False, "sample_major"])
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv2d_matches_twin(device, dtype, contiguous, case):
     require_native(device, "fisher_conv2d_sq")
@@ -94,14 +97,16 @@ def test_conv2d_matches_twin(device, dtype, contiguous, case):
     _assert_matches_twin("fisher_conv2d_sq", args)
 
 
-# (C, n, O, L, with a): BatchNorm γ (with x̂), biases (without), empty batch, no positions.
+# (C, n, O, L, with a): BatchNorm γ (with x̂), biases (without), empty batch, no positions;
+# L = 16 and 21: whole and partial runs of the kernel's 8 interleaved partial sums.
 CHANNEL_CASES = [(3, 5, 4, 6, True), (3, 5, 4, 6, False), (2, 0, 3, 4, True),
-                 (2, 3, 3, 0, True), (10, 7, 5, 1, False), (1, 9, 300, 3, True)]
+                 (2, 3, 3, 0, True), (10, 7, 5, 1, False), (1, 9, 300, 3, True),
+                 (3, 4, 2, 16, False), (2, 3, 5, 21, True)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("contiguous", [True, False])
+@pytest.mark.parametrize("contiguous", [True, False, "sample_major"])
 @pytest.mark.parametrize("C,n,O,L,with_a", CHANNEL_CASES)
 def test_channel_matches_twin(device, dtype, contiguous, C, n, O, L, with_a):
     require_native(device, "fisher_channel_sq")
