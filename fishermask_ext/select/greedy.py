@@ -92,6 +92,12 @@ def initial_inverse(F_L, n_L, K, lamb, D, device):
     through X̃ = sqrt(K/(n_L+K))·X, as BAIT and the reference do (docs/ALGORITHM.md, "Why the
     weights n_L/(n_L+K) and K/(n_L+K)")."""
     eye = torch.eye(D, dtype=torch.float64, device=device)
+    if n_L == 0:
+        # M0 = λI: its inverse through a 1×1 factorisation holds the very value the D×D one
+        # would give on its diagonal (LAPACK's (1/√λ)², zeros elsewhere), without two O(D³)
+        # calls (0.16 s of a 5.6 s selection at D = 1,402 on 2 cores).
+        one = torch.full((1, 1), lamb, dtype=torch.float64, device=device)
+        return eye * torch.cholesky_inverse(torch.linalg.cholesky(one)), math.sqrt(K / (n_L + K))
     L0, info = torch.linalg.cholesky_ex(lamb * eye + (n_L / (n_L + K)) * F_L)
     if int(info) != 0:
         raise ValueError("lamb·I + n_L/(n_L+K)·labeled_fisher is not positive definite: "
