@@ -116,7 +116,8 @@ at::Tensor fisher_channel_sq_cuda(const at::Tensor& delta,               // [C, 
   AT_DISPATCH_FLOATING_TYPES(p.delta.scalar_type(), "fisher_channel_sq_cuda", [&] {
     channel_sq_kernel<scalar_t><<<static_cast<unsigned>(p.O), kThreads, 0,
                                   c10::cuda::getCurrentCUDAStream()>>>(
-        p.delta.data_ptr<scalar_t>(), p.sc, p.sn, p.a.defined() ? p.a.data_ptr<scalar_t>() : nullptr,
+        p.delta.data_ptr<scalar_t>(), p.sc, p.sn,
+        p.a.defined() ? p.a.data_ptr<scalar_t>() : nullptr,
         out.data_ptr<scalar_t>(), p.C, p.n, p.O, p.L);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -129,13 +129,11 @@ def stacked_deltas(capture, logits, seeds, keep=None, sample_major=False):
         for i, delta in enumerate(deltas):
             delta = keep(i, delta) if keep is not None else delta
             if kept[i] is None:
-                shape = (delta.shape[0], len(seeds)) if sample_major else (len(seeds),)
-                kept[i] = delta.new_empty((*shape, *delta.shape[sample_major:]))
-            if sample_major:
-                kept[i][:, c] = delta
-            else:
-                kept[i][c] = delta
-    return [k.transpose(0, 1) for k in kept] if sample_major else kept
+                kept[i] = (delta.new_empty((delta.shape[0], len(seeds), *delta.shape[1:]))
+                           .transpose(0, 1) if sample_major
+                           else delta.new_empty((len(seeds), *delta.shape)))
+            kept[i][c] = delta
+    return kept
 
 
 class View(NamedTuple):

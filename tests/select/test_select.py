@@ -160,3 +160,15 @@ def test_parity_rounds_scores_before_the_argmax(device, backward_steps):
 def test_parity_must_be_bool():
     with pytest.raises(TypeError, match="parity must be True or False"):
         fm.select_batch(torch.randn(4, 2, 3), 2, parity=1)
+
+
+def test_float32_picks_equal_float64_picks_across_tiles():
+    """As above with D = 130, past one 128-column tile of the AVX-512 float32 product
+    (csrc/cpu/rows_times.h), at K·C = 5.1·D and BAIT's λ."""
+    X, _ = _data(260, 3, 130, 0, seed=3)
+    X = X.float().double()
+    expected, gaps = direct_select(X, 220, None, 0.01, 0, return_gaps=True)
+    assert min(gaps) > 1e-9, "a near-tie: the comparison would test rounding, not exactness"
+    require_native("cpu")
+    for dtype in (torch.float64, torch.float32):
+        assert fm.select_batch(X.to(dtype), 220, lamb=0.01).tolist() == expected, dtype
