@@ -2,10 +2,12 @@
 // ops, shared by csrc/cpu/fisher_sq_cpu.cpp and csrc/cuda/fisher_sq_cuda.cu. Math and shapes:
 // csrc/ops.cpp.
 //
-// A chunk's per-sample gradients come from ATen's batched GEMM (almost all the FLOPs, so they
-// run at the BLAS's rate on either device); the device's own kernel then folds their squares
-// into the sum, reading each gradient once and never storing a square. Only one chunk of
-// gradients exists at a time: memory grows with `chunk`, not with the batch.
+// On CUDA a chunk's per-sample gradients come from cuBLAS's batched GEMM (almost all the FLOPs,
+// at the BLAS's rate); the device's own kernel then folds their squares into the sum, reading
+// each gradient once and never storing a square. On the CPU, Conv2d weights skip the stored
+// gradients altogether: csrc/cpu/conv_square_sum.h squares each gradient in registers (the
+// GEMM's output round trip through memory cost more than its FLOPs there). Either way only one
+// chunk exists at a time: memory grows with `chunk`, not with the batch.
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/macros/Macros.h>
@@ -167,9 +169,23 @@ at::Tensor fisher_conv2d_sq_impl(const at::Tensor& x,      // [n, Cin, H, W]
   return out;
 }
 
-// fisher_channel_sq's inputs, checked. delta keeps its strides over (class, sample) as long as
-// each [O, L] block is contiguous: step A stores the deltas sample-major (nn/hooks.py,
-// stacked_deltas), and a copy to class-major would read and write all of them once more.
+// delta [C, n, O, L] with each [O, L] block (one class of one sample) contiguous, and its
+// strides over classes and samples in elements. Any other strides are kept: step A stores the
+// deltas sample-major (nn/hooks.py, stacked_deltas), and a copy to class-major would read and
+// write all of them once more. A delta without contiguous blocks is copied.
+struct ClassSampleBlocks {
+  at::Tensor delta;
+  int64_t sc, sn;
+};
+
+inline ClassSampleBlocks class_sample_blocks(const at::Tensor& d) {  // [C, n, O, L]
+  const int64_t O = d.size(2), L = d.size(3);
+  const bool blocks = (L == 1 || d.stride(3) == 1) && (O == 1 || d.stride(2) == L);
+  const at::Tensor t = blocks ? d : d.contiguous();
+  return {t, t.stride(0), t.stride(1)};
+}
+
+// fisher_channel_sq's inputs, checked, delta as class_sample_blocks.
 struct ChannelProblem {
   at::Tensor delta, a;  // [C, n, O, L] with contiguous [O, L] blocks; [n, O, L] or undefined
   int64_t C, n, O, L;
@@ -180,11 +196,9 @@ inline ChannelProblem prepare_fisher_channel_sq(const at::Tensor& delta_,  // [C
                                                 const c10::optional<at::Tensor>& a  // [n, O, L]
 ) {
   check_fisher_channel_sq(delta_, a);
-  const int64_t O = delta_.size(2), L = delta_.size(3);
-  const bool blocks = (L == 1 || delta_.stride(3) == 1) && (O == 1 || delta_.stride(2) == L);
-  const at::Tensor delta = blocks ? delta_ : delta_.contiguous();
-  return {delta, a.has_value() ? a->contiguous() : at::Tensor(), delta.size(0), delta.size(1),
-          O,     L,  delta.stride(0), delta.stride(1)};
+  const ClassSampleBlocks d = class_sample_blocks(delta_);
+  return {d.delta, a.has_value() ? a->contiguous() : at::Tensor(), d.delta.size(0),
+          d.delta.size(1), d.delta.size(2), d.delta.size(3), d.sc, d.sn};
 }
 
 // Σ_{c, i} channel_sum(...)² of output channel o: its entry of fisher_channel_sq, from the

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <array>
+#include <vector>
 
+#include "cpu/conv_square_sum.h"
 #include "fisher_sq.h"
 
 namespace fishermask_ext {
@@ -43,33 +45,46 @@ void square_sum_cpu(const at::Tensor& G, const at::Tensor& out) {
   });
 }
 
-// patches [P, Cin·kh·kw, Ho·Wo] of x [P, Cin, H, W] (contiguous): one task per row. The
-// pixels of one output row lie on one input row: zeros, a strided copy, zeros.
-void im2col_cpu(const at::Tensor& x, const PatchGeometry& g, const at::Tensor& patches) {
-  const int64_t rows = patches.size(0) * patches.size(1), L = g.Ho * g.Wo;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "im2col_cpu", [&] {
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t* op = patches.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, std::max<int64_t>(1, at::internal::GRAIN_SIZE / (L + 1)),
-                     [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const PatchRow row = patch_row(r, g);
-        const Span span = valid_columns(row, g);
-        const scalar_t* plane = xp + row.plane * g.H * g.W;
-        for (int64_t y = 0; y < g.Ho; ++y) {
-          scalar_t* dst = op + r * L + y * g.Wo;
-          const int64_t iy = y * g.sh + row.y0;
-          if (iy < 0 || iy >= g.H) {
-            std::fill(dst, dst + g.Wo, scalar_t(0));
-            continue;
-          }
-          const scalar_t* src = plane + iy * g.W + row.x0;
-          std::fill(dst, dst + span.lo, scalar_t(0));
-          for (int64_t xo = span.lo; xo < span.hi; ++xo) dst[xo] = src[xo * g.sw];
-          std::fill(dst + span.hi, dst + g.Wo, scalar_t(0));
-        }
+// patches [P, G, L, Kp] of x [P, Cin, H, W] (contiguous), the transposed im2col that
+// conv_square_sum.h reads: row (p, g, l) holds the K = Cin/G·kh·kw taps of output position l,
+// in weight.view(O, -1) order, then Kp − K zeros. The taps (patch_row, shared with CUDA's
+// im2col) are computed once per call: their divisions would cost more than the copies. At an
+// interior position every tap is inside the image and a row is a plain gather at the taps'
+// offsets; only the border rows test each tap (patch_at).
+template <typename scalar_t>
+void im2col_t_cpu(const at::Tensor& x, const PatchGeometry& g, int64_t G, int64_t K, int64_t Kp,
+                  const at::Tensor& patches) {
+  const int64_t P = x.size(0), L = g.Ho * g.Wo, plane = g.H * g.W;
+  std::vector<PatchRow> taps(G * K);
+  std::vector<int64_t> offset(G * K);  // of tap r from pixel (y·sh, xo·sw) of plane 0
+  for (int64_t r = 0; r < G * K; ++r) {
+    taps[r] = patch_row(r, g);
+    offset[r] = taps[r].plane * plane + taps[r].y0 * g.W + taps[r].x0;
+  }
+  // Interior: y·sh + y0 and xo·sw + x0 inside the image for every tap (y0, x0 range over the
+  // kernel's reach: from −padding to (k − 1)·dilation − padding).
+  const int64_t y_lo = g.ph, y_hi = g.H - (g.kh - 1) * g.dh + g.ph;  // y·sh in [y_lo, y_hi)
+  const int64_t x_lo = g.pw, x_hi = g.W - (g.kw - 1) * g.dw + g.pw;
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  scalar_t* op = patches.data_ptr<scalar_t>();
+  at::parallel_for(0, P * G * L, std::max<int64_t>(1, at::internal::GRAIN_SIZE / (Kp + 1)),
+                   [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t l = row % L, gi = row / L % G, p = row / (L * G);
+      const int64_t y = l / g.Wo, xo = l % g.Wo, iy = y * g.sh, ix = xo * g.sw;
+      const scalar_t* xs = xp + p * g.Cin * plane;
+      scalar_t* dst = op + row * Kp;
+      if (iy >= y_lo && iy < y_hi && ix >= x_lo && ix < x_hi) {
+        const scalar_t* at = xs + iy * g.W + ix;
+        const int64_t* off = offset.data() + gi * K;
+        for (int64_t k = 0; k < K; ++k) dst[k] = at[off[k]];
+      } else {
+        const PatchRow* tap = taps.data() + gi * K;
+        for (int64_t k = 0; k < K; ++k)
+          dst[k] = patch_at(xs + tap[k].plane * plane, tap[k], y, xo, g);
       }
-    });
+      std::fill(dst + K, dst + Kp, scalar_t(0));
+    }
   });
 }
 
@@ -79,13 +94,42 @@ at::Tensor fisher_linear_sq_cpu(const at::Tensor& a,      // [n, S, I]
   return fisher_linear_sq_impl(a, delta, chunk, square_sum_cpu);
 }
 
+// The fused product of conv_square_sum.h, a chunk of samples at a time: only the chunk's
+// patches [chunk, G, L, Kp] and an [O, Kp] float64 accumulator are held, never a per-sample
+// gradient (CUDA forms a chunk's gradients with cuBLAS instead: fisher_conv2d_sq_impl).
 at::Tensor fisher_conv2d_sq_cpu(const at::Tensor& x,      // [n, Cin, H, W]
                                 const at::Tensor& delta,  // [C, n, O, Ho, Wo]
                                 at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                 at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                                 int64_t chunk) {
-  return fisher_conv2d_sq_impl(x, delta, kernel_size, stride, padding, dilation, groups, chunk,
-                               square_sum_cpu, im2col_cpu);
+  check_fisher_conv2d_sq(x, delta, kernel_size, stride, padding, dilation, groups, chunk);
+  const int64_t n = x.size(0), C = delta.size(0), O = delta.size(2), Og = O / groups;
+  const int64_t K = x.size(1) / groups * kernel_size[0] * kernel_size[1];
+  const int64_t L = delta.size(3) * delta.size(4);
+  const PatchGeometry geometry = patch_geometry(x, delta, kernel_size, stride, padding, dilation);
+  const ClassSampleBlocks d = class_sample_blocks(delta.flatten(3));  // [C, n, O, L]
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fisher_conv2d_sq_cpu", [&] {
+    const int64_t W = cpu::conv_lanes<scalar_t>(), Kp = (K + W - 1) / W * W;
+    const cpu::ColumnBlocks blocks = cpu::conv_column_blocks<scalar_t>(Kp);
+    at::Tensor acc = at::zeros({O, Kp}, x.options().dtype(at::kDouble));
+    // One patch buffer, reused: fresh chunk-sized tensors would cost page faults on every chunk
+    // (the allocator returns large blocks to the OS).
+    at::Tensor patch_buf = at::empty({std::min(chunk, n) * groups * L * Kp}, x.options());
+    const int64_t tiles = blocks.count * O;
+    for (int64_t s = 0; s < n; s += chunk) {
+      const int64_t P = std::min(chunk, n - s);
+      im2col_t_cpu<scalar_t>(x.narrow(0, s, P).contiguous(), geometry, groups, K, Kp, patch_buf);
+      const cpu::ConvChunk<scalar_t> job{d.delta.const_data_ptr<scalar_t>() + s * d.sn,
+                                         d.sc, d.sn, patch_buf.const_data_ptr<scalar_t>(),
+                                         acc.data_ptr<double>(), P, groups, Og, C, L, Kp};
+      const int64_t per_tile = std::max<int64_t>(1, P * C * L * Kp / std::max<int64_t>(1, blocks.count));
+      at::parallel_for(0, tiles, std::max<int64_t>(1, at::internal::GRAIN_SIZE / per_tile),
+                       [&](int64_t b, int64_t e) { cpu::run_conv_tiles(job, b, e); });
+    }
+    out = acc.narrow(1, 0, K).to(x.scalar_type()).contiguous();  // [O, K]
+  });
+  return out;
 }
 
 at::Tensor fisher_channel_sq_cpu(const at::Tensor& delta,               // [C, n, O, L]

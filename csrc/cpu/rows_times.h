@@ -13,19 +13,10 @@
 #include <type_traits>
 #include <vector>
 
-#define FM_INLINE inline __attribute__((always_inline))
+#include "cpu/isa.h"
 
 namespace fishermask_ext {
 namespace cpu {
-
-// L values of T as one SIMD value (GCC vector extension).
-template <typename T, int L>
-struct Lanes {
-  typedef T type __attribute__((vector_size(L * sizeof(T))));
-  // The same vector at any address: loads and stores through it are single unaligned moves
-  // (a memcpy into a vector array ends up copied through the stack).
-  typedef T unaligned __attribute__((vector_size(L * sizeof(T)), aligned(sizeof(T)), may_alias));
-};
 
 // Register blocking of the product, one per instruction set, so that the accumulators, one row
 // of uv and a broadcast x fit the register file: 32 zmm on AVX-512, 16 ymm on AVX2, 16 xmm
@@ -45,33 +36,6 @@ struct BlockingBase {
   static constexpr int kLanes = 2, kRows = 2, kMaxNB = 5, kTail = 0;
   static constexpr bool kConvertTiles = false;
 };
-
-// The instruction set of this CPU, read once. The kernels are compiled for each (target
-// attributes) and the callers pick one: GCC's target_clones cannot vary the blocking.
-// FISHERMASK_CPU_ISA=v3|base caps it (the tests run the narrower paths on a wider CPU).
-enum class Isa { v4, v3, base };
-inline Isa cpu_isa() {
-  static const Isa isa = [] {
-    Isa best = Isa::base;
-#if defined(__GNUC__) && defined(__x86_64__)
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) best = Isa::v4;
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::v3;
-#endif
-    const char* cap = std::getenv("FISHERMASK_CPU_ISA");
-    if (cap != nullptr && std::string(cap) == "base") return Isa::base;
-    if (cap != nullptr && std::string(cap) == "v3" && best == Isa::v4) return Isa::v3;
-    return best;
-  }();
-  return isa;
-}
-
-#if defined(__GNUC__) && defined(__x86_64__)
-#define FM_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
-#define FM_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
-#else
-#define FM_TARGET_V4
-#define FM_TARGET_V3
-#endif
 
 // acc[r] += Σ_{d < n} x[r·ldx + d] · uv[d, :] for kRows rows: the FMA loop of rows_times_uv.
 // A float64 x is a memory operand of the FMA (AVX-512: an embedded broadcast).
