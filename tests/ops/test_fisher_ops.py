@@ -5,6 +5,10 @@ Tolerances: in float64 both sides sum the same squares in other orders (relative
 about (terms)·2⁻⁵³, far below F64_TOL's 1e-10 for these sizes); in float32 the native error
 against the float64 twin may be at most twice the float32 twin's (derived_tolerance).
 """
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -69,6 +73,9 @@ CONV_CASES = [
     (0, 3, 5, 5, 4, 3, (3, 3), (1, 1), (1, 1), (1, 1), 1, 2),     # empty batch
     (2, 3, 5, 5, 4, 0, (3, 3), (1, 1), (1, 1), (1, 1), 1, 2),     # no classes
     (7, 2, 5, 4, 3, 10, (3, 3), (1, 2), (0, 1), (1, 1), 1, 3),    # odd n, C = 10
+    # K = 144 (several column blocks of the CPU's fused tiles), C = 7 and 11 (unequal class blocks)
+    (3, 16, 6, 6, 5, 7, (3, 3), (1, 1), (1, 1), (1, 1), 1, 2),
+    (2, 16, 5, 5, 3, 11, (3, 3), (1, 1), (1, 1), (1, 1), 1, 4),
 ]
 
 
@@ -193,7 +200,8 @@ def _peak_bytes(fn):
 
 @pytest.mark.parametrize("name", ["fisher_linear_sq", "fisher_conv2d_sq"])
 def test_memory_is_bounded_by_the_chunk_not_the_batch(name):
-    """The op's working set (a chunk's patches and per-sample gradients) scales with `chunk`:
+    """The op's working set (a chunk's patches, and per-sample gradients where they are formed:
+    Linear with S > 1, conv on CUDA) scales with `chunk`:
     the same for 32 and 256 samples, and four times larger for a chunk four times larger."""
     require_native("cpu", name)
 
@@ -212,3 +220,22 @@ def test_memory_is_bounded_by_the_chunk_not_the_batch(name):
     assert peak[(256, 4)] == peak[(32, 4)] and peak[(256, 16)] == peak[(32, 16)], peak
     assert peak[(32, 4)] >= 4 * per_sample_grads, peak        # it does hold one chunk
     assert 3.5 < peak[(32, 16)] / peak[(32, 4)] < 4.5, peak
+
+
+@needs_native("cpu", "fisher_conv2d_sq")
+def test_conv2d_narrower_instruction_sets_match_the_twin():
+    """The fused CPU product is compiled once per instruction set (csrc/cpu/conv_square_sum.h);
+    FISHERMASK_CPU_ISA caps it, so the AVX2 and SSE2 blockings run here too, in float64."""
+    script = (
+        "import torch\n"
+        "from fishermask_ext.ops import reference\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "for C, Cin in ((1, 3), (4, 16), (10, 5)):\n"
+        "    x = torch.randn(3, Cin, 6, 5, generator=g, dtype=torch.float64)\n"
+        "    d = torch.randn(C, 3, 7, 6, 5, generator=g, dtype=torch.float64)\n"
+        "    args = (x, d, [3, 3], [1, 1], [1, 1], [1, 1], 1, 2)\n"
+        "    got = torch.ops.fishermask_ext.fisher_conv2d_sq(*args)\n"
+        "    torch.testing.assert_close(got, reference.fisher_conv2d_sq(*args), rtol=1e-10, atol=1e-10)\n")
+    for isa in ("base", "v3"):
+        env = dict(os.environ, FISHERMASK_CPU_ISA=isa)
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
