@@ -59,6 +59,30 @@ def class_seeds(logits, weighting):
     return seeds * p.T.sqrt()[:, :, None] if weighting == "sqrt_p" else seeds
 
 
+def fisher_seeds(logits):
+    """[r, n, C], r = C − 1 (1 when C = 1): seeds whose products give step A's sum over all C
+    classes. For one sample, Σ_c p_c ∇log p_c ∇log p_cᵀ = Jᵀ S J, J = ∂z/∂θ and
+    S = Σ_c p_c (e_c − p)(e_c − p)ᵀ = diag(p) − ppᵀ, the Fisher of the softmax (p detached).
+    Any factor S = A Aᵀ gives the same Fisher, Σ_i (a_iᵀ J)², and S 𝟙 = p − p(pᵀ𝟙) = 0, so S
+    has rank at most C − 1: its eigenvalues are ≥ 0, the smallest is 0 (eigenvector 𝟙/√C), and
+    the other C − 1 eigenpairs, a_i = sqrt(λ_i) v_i, factor it with one seed fewer than the C
+    rows sqrt(p_c)(e_c − p) of class_seeds: every backward pass and every product of step A
+    scales with the seed count, so this saves 1/C of them (half at C = 2).
+
+    Formed in float64, then cast: eigh is backward stable, so A Aᵀ = S + E with
+    ‖E‖ ≈ 1e-16 ‖S‖, far below the float32 rounding of the seeds themselves; the dropped
+    eigenvalue is 0 up to that E (a second zero, when some p_c underflows to 0, is kept as a
+    zero seed)."""
+    C = logits.shape[1]
+    if C < 2:
+        return class_seeds(logits, "sqrt_p")
+    p = torch.softmax(logits.detach().double(), dim=1)                 # [n, C]
+    S = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]            # [n, C, C]
+    lam, V = torch.linalg.eigh(S)                                      # ascending
+    A = V[:, :, 1:] * lam[:, None, 1:].clamp_min(0).sqrt()             # [n, C, C − 1]
+    return A.permute(2, 0, 1).to(logits.dtype).contiguous()
+
+
 class Call(NamedTuple):
     """One recorded call of a hooked module."""
     module_name: str

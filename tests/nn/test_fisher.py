@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fishermask_ext import MLP, ResNet18Narrow, SmallCNN, fisher_diagonal
+from fishermask_ext.nn.hooks import class_seeds, fisher_seeds
 from fishermask_ext.testing import (batch_fisher_diagonal, derived_tolerance,
                                     loop_fisher_diagonal, max_error, require_native)
 
@@ -30,6 +31,7 @@ class ConvTwice(nn.Module):
 # name: (model factory, input shape); BatchNorm statistics are warmed on the inputs.
 CASES = {
     "mlp": (lambda: MLP(in_features=6, num_classes=4, hidden=(5, 3)), (7, 6)),
+    "binary": (lambda: MLP(in_features=6, num_classes=2, hidden=(5,)), (7, 6)),   # one seed
     "small_cnn": (lambda: SmallCNN(in_channels=2, num_classes=4, input_size=6, width=4,
                                    hidden=6), (7, 2, 6, 6)),
     "resnet18_narrow": (lambda: ResNet18Narrow(num_classes=3), (3, 3, 32, 32)),
@@ -105,3 +107,42 @@ def test_bad_rows_are_named():
     model, x = _warmed("mlp")
     with pytest.raises((TypeError, ValueError), match="rows"):
         fisher_diagonal(model, x, rows=0)
+
+
+def _softmax_fisher(seeds):
+    """Σ_i seeds[i]ᵀ seeds[i] per sample, [n, C, C], in float64."""
+    s = seeds.double()
+    return torch.einsum("rna,rnb->nab", s, s)
+
+
+@pytest.mark.parametrize("C", [1, 2, 3, 10])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fisher_seeds_factor_the_softmax_fisher_with_one_seed_fewer(C, dtype):
+    """fisher_seeds: max(C − 1, 1) seeds whose products equal those of the C class seeds
+    sqrt(p_c)(e_c − p), i.e. diag(p) − ppᵀ, including samples whose p underflows to one-hot.
+    Tolerance: the seeds are float64 results cast to dtype, entries at most 1 in size, so
+    each product of two has error ≤ 2·eps(dtype), summed over ≤ C terms (float64: eigh's own
+    backward error, a few eps, with the same margin)."""
+    torch.manual_seed(0)
+    logits = torch.randn(6, C, dtype=torch.float64) * 3
+    logits[0, 0] += 1000.0                          # p = e_0 exactly: S = 0
+    logits[1, : min(C, 2)] += 800.0                 # p with C − 2 zeros: rank 1
+    seeds = fisher_seeds(logits.to(dtype))
+    assert seeds.dtype == dtype and seeds.shape == (max(C - 1, 1), 6, C)
+    expected = _softmax_fisher(class_seeds(logits, "sqrt_p"))
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(_softmax_fisher(seeds), expected, rtol=0,
+                               atol=4 * C * eps if dtype == torch.float32 else 64 * C * eps)
+
+
+def test_step_a_sums_are_zero_for_a_one_hot_model():
+    """A model sure of every sample (p one-hot to float64 precision) has Fisher 0, and the
+    fused path gives exactly that (no NaN from the square root of a rounded eigenvalue)."""
+    model, x = _warmed("mlp")
+    with torch.no_grad():
+        model.linear.bias.copy_(torch.tensor([2000.0, 0.0, 0.0, 0.0], dtype=torch.float64))
+    got = fisher_diagonal(model, x)
+    expected = loop_fisher_diagonal(model, x)
+    for n in expected:
+        assert torch.isfinite(got[n]).all()
+        torch.testing.assert_close(got[n], expected[n], rtol=0, atol=1e-300, msg=n)
