@@ -26,7 +26,9 @@ from fishermask_ext.al.io import read_json  # noqa: E402
 
 
 def _curves(folder, seeds=None):
-    config, rows = report.load_rows(folder)
+    config, rows, skipped = report.load_rows(folder)
+    for path, reason in skipped.items():     # as `fishermask report` does: named, not fatal
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     if seeds is not None:
         rows = [r for r in rows if r["seed"] in seeds]
     return config, report.aggregate(rows, config["strategies"])
