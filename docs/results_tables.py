@@ -90,7 +90,11 @@ def minority(folder):
     counts = train_y.bincount()
     share = {}
     for path in sorted(glob.glob(os.path.join(folder, "runs", "*", "state.json"))):
-        state = read_json(path)
+        try:
+            state = read_json(path)
+        except ValueError as exc:            # cut off mid-write: named and left out, as above
+            print(f"skipped {path}: {exc}", file=sys.stderr)
+            continue
         picked = [i for h in state["history"] for i in h["picked"]]
         share.setdefault(state["strategy"], []).append(
             sum(int(train_y[i]) in rare for i in picked) / max(len(picked), 1))

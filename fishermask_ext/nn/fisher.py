@@ -20,7 +20,8 @@ def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, devi
     `torch.randperm(N, generator=torch.Generator().manual_seed(seed))[:n_samples]`, visited in
     ascending order; with reference_order=True the first n_samples in storage order, as the
     reference code does (in a class-sorted pool that is only a few classes). Per batch: one
-    forward pass and C − 1 backward passes of activation gradients, seeded with a factor of
+    forward pass and C − 1 backward passes (C for C = 1 or C > 32) of activation gradients,
+    seeded with a factor of
     each sample's softmax Fisher diag(p) − ppᵀ (hooks.fisher_seeds: the same sum as the C
     seeds sqrt(p_c)(e_c − p), one pass fewer), over `rows` samples at a time (default
     ops.sizes.fisher_rows: the output gradients of all seeds of those samples fill about
@@ -50,7 +51,7 @@ def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, devi
 def _rows(capture, x):
     """ops.sizes.fisher_rows for this model, from the output sizes of a one-sample pass."""
     logits = capture.forward(x[:1])
-    per_sample = len(hooks.fisher_seeds(logits)) * sum(torch.Size(c.shape[1:]).numel() for c in capture.calls)
+    per_sample = hooks.fisher_seed_count(logits.shape[1]) * sum(torch.Size(c.shape[1:]).numel() for c in capture.calls)
     return sizes.fisher_rows(per_sample * logits.element_size())
 
 
@@ -73,8 +74,8 @@ def _accumulate(capture, owners, x, fisher, backend):
     """Adds Σ_{x in batch} Σ_c p_c g_c² to `fisher` ({name: [numel]})."""
     logits = capture.forward(x)
     views = [hooks.input_view(owners[call.module_name][0], call) for call in capture.calls]
-    # One "class" row per seed of hooks.fisher_seeds (C − 1 of them): the ops sum the squares
-    # over that dim, and the seeds' squares add up to Σ_c p_c g_c² exactly.
+    # One "class" row per seed of hooks.fisher_seeds (C − 1 of them for 2 ≤ C ≤ 32, else C):
+    # the ops sum the squares over that dim, and the seeds' squares add up to Σ_c p_c g_c².
     deltas = hooks.stacked_deltas(capture, logits, hooks.fisher_seeds(logits), sample_major=True)
     calls = {}                  # module name: indices of its calls (a module may run twice)
     for i, call in enumerate(capture.calls):

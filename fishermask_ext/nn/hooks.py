@@ -59,8 +59,19 @@ def class_seeds(logits, weighting):
     return seeds * p.T.sqrt()[:, :, None] if weighting == "sqrt_p" else seeds
 
 
+# Up to this many classes fisher_seeds factors S by eigh; above it, the O(n·C³) eigh (and its
+# n·C² float64 memory, which fisher_rows does not count) would outgrow the 1/C it saves, and
+# the C class seeds are used as they are.
+FISHER_SEEDS_EIGH_MAX_CLASSES = 32
+
+
+def fisher_seed_count(C):
+    """The number of seeds fisher_seeds gives for C classes."""
+    return C - 1 if 2 <= C <= FISHER_SEEDS_EIGH_MAX_CLASSES else C
+
+
 def fisher_seeds(logits):
-    """[r, n, C], r = C − 1 (1 when C = 1): seeds whose products give step A's sum over all C
+    """[r, n, C], r = fisher_seed_count(C) (C − 1 for 2 ≤ C ≤ 32, else C): seeds whose products give step A's sum over all C
     classes. For one sample, Σ_c p_c ∇log p_c ∇log p_cᵀ = Jᵀ S J, J = ∂z/∂θ and
     S = Σ_c p_c (e_c − p)(e_c − p)ᵀ = diag(p) − ppᵀ, the Fisher of the softmax (p detached).
     Any factor S = A Aᵀ gives the same Fisher, Σ_i (a_iᵀ J)², and S 𝟙 = p − p(pᵀ𝟙) = 0, so S
@@ -72,9 +83,10 @@ def fisher_seeds(logits):
     Formed in float64, then cast: eigh is backward stable, so A Aᵀ = S + E with
     ‖E‖ ≈ 1e-16 ‖S‖, far below the float32 rounding of the seeds themselves; the dropped
     eigenvalue is 0 up to that E (a second zero, when some p_c underflows to 0, is kept as a
-    zero seed)."""
+    zero seed). For C = 1 (S = 0) or C > FISHER_SEEDS_EIGH_MAX_CLASSES: class_seeds(logits,
+    "sqrt_p")."""
     C = logits.shape[1]
-    if C < 2:
+    if fisher_seed_count(C) == C:
         return class_seeds(logits, "sqrt_p")
     p = torch.softmax(logits.detach().double(), dim=1)                 # [n, C]
     S = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]            # [n, C, C]

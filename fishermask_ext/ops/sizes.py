@@ -26,9 +26,9 @@ def fisher_chunk(per_sample, itemsize):
     return max(1, FISHER_CHUNK_BYTES // max(1, per_sample * itemsize))
 
 
-# Bytes of the output gradients of all C classes that step A holds for one pass of `rows`
-# samples: the C class seeds of a sample then meet in one product per layer, which reads the
-# sample's input patches once for all classes. 256 MB is about 20 images of the narrow
+# Bytes of the output gradients of all seeds (hooks.fisher_seeds: C − 1 for C = 10) that
+# step A holds for one pass of `rows` samples: a sample's seeds then meet in one product per
+# layer, which reads the sample's input patches once for all of them. 256 MB is about 20 images of the narrow
 # ResNet-18 (12 MB each in float32); on the 2-core CPU, passes of 8 images were slower than
 # passes of 16 or 32 (small-batch backward passes), in one timing on a shared machine.
 FISHER_ROWS_BYTES = 256 << 20
@@ -36,5 +36,5 @@ FISHER_ROWS_BYTES = 256 << 20
 
 def fisher_rows(per_sample_bytes):
     """Samples per forward/backward pass of step A when one sample's output gradients of all
-    classes take `per_sample_bytes`."""
+    seeds take `per_sample_bytes`."""
     return max(1, FISHER_ROWS_BYTES // max(1, per_sample_bytes))

@@ -13,10 +13,12 @@ TINY = ["--pool-size", "80", "--test-size", "40", "--model-option", "hidden=[8]"
         "--no-progress", "--imbalance", "0:30,1:8,2:8,3:8,4:8,5:8,6:8,7:8,8:8,9:8"]
 
 
-def _tables(*args):
+def _tables(*args, stderr=None):
     done = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
                           env=subprocess_env(), timeout=120)
     assert done.returncode == 0, done.stderr
+    if stderr is not None:
+        stderr.append(done.stderr)
     return done.stdout
 
 
@@ -25,9 +27,13 @@ def test_summary_ablation_and_minority_tables(tmp_path):
     assert cli.main(["run", *TINY, "--strategies", "bait,random", "--out", str(main)]) == 0
     assert cli.main(["run", *TINY, "--strategies", "bait", "--set", "bait.weighting=none",
                      "--out", str(abl)]) == 0
-    summary = _tables("summary", str(main))
+    broken = main / "runs" / "random-seed1" / "state.json"
+    broken.write_text('{"strategy": "rand')                 # a run cut off mid-write
+    err = []
+    summary = _tables("summary", str(main), stderr=err)
     assert "| setting | bait | random |" in summary and "| digits |" in summary
-    ablation = _tables("ablation", str(main), "--seeds", "1")
+    assert f"skipped {broken}" in err[0]                    # named, and the table still built
+    ablation = _tables("ablation", str(main), "--seeds", "0")   # random-seed1 is broken
     rows = [line for line in ablation.splitlines() if line.startswith("| classifier")]
     # One row per (mask, row weight): the main folder's sqrt_p bait and the sibling's none.
     assert len(rows) == 2 and {"`sqrt_p`" in r for r in rows} == {True, False}
