@@ -2,13 +2,24 @@
 fishermask_ext.testing, where the benchmarks can import them too; the data-file writer below is
 and the model below are for the tests only."""
 import gzip
+import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import torch
 from torch import nn
 
 from fishermask_ext.testing import DEVICES, DTYPES, needs_native, require_native  # noqa: F401
+
+
+def run_under_narrower_isas(script):
+    """Run the Python `script` in a subprocess once per narrower CPU blocking (AVX2, SSE2,
+    chosen by FISHERMASK_CPU_ISA when the process starts); it asserts its own results."""
+    for isa in ("base", "v3"):
+        env = dict(os.environ, FISHERMASK_CPU_ISA=isa)
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
 
 
 def write_idx(path, array):

@@ -2,9 +2,6 @@
 ATen kernel, twin), trace_ratio_init and greedy_select (opcheck, twin, torch.compile), the
 Python loop over blocks (ops/loop.py) against the native loop, and the per-instruction-set CPU
 kernels."""
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +10,7 @@ import fishermask_ext as fm
 from fishermask_ext.ops import reference
 from fishermask_ext.testing import F64_TOL as TOL
 
-from testing import DEVICES, DTYPES, require_native
+from testing import DEVICES, DTYPES, require_native, run_under_narrower_isas
 
 
 def _commit_args(D, C, seed=0, device="cpu"):
@@ -145,6 +142,4 @@ def test_narrower_cpu_kernels_match_twin():
         "        got = fm.select_batch(X, 6, lamb=0.1, backward_steps=b, backend='native')\n"
         "        ref = fm.select_batch(X, 6, lamb=0.1, backward_steps=b, backend='torch')\n"
         "        assert got.tolist() == ref.tolist(), (C, b)\n")
-    for isa in ("base", "v3"):
-        env = dict(os.environ, FISHERMASK_CPU_ISA=isa)
-        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
+    run_under_narrower_isas(script)

@@ -5,9 +5,6 @@ Tolerances: in float64 both sides sum the same squares in other orders (relative
 about (terms)·2⁻⁵³, far below F64_TOL's 1e-10 for these sizes); in float32 the native error
 against the float64 twin may be at most twice the float32 twin's (derived_tolerance).
 """
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,6 +14,8 @@ from torch._C._profiler import _EventType
 from fishermask_ext.ops import reference
 from fishermask_ext.testing import (DEVICES, DTYPES, F64_TOL, derived_tolerance, max_error,
                                     needs_native, require_native)
+
+from testing import run_under_narrower_isas
 
 OPS = ["fisher_linear_sq", "fisher_conv2d_sq", "fisher_channel_sq"]
 
@@ -236,6 +235,4 @@ def test_conv2d_narrower_instruction_sets_match_the_twin():
         "    args = (x, d, [3, 3], [1, 1], [1, 1], [1, 1], 1, 2)\n"
         "    got = torch.ops.fishermask_ext.fisher_conv2d_sq(*args)\n"
         "    torch.testing.assert_close(got, reference.fisher_conv2d_sq(*args), rtol=1e-10, atol=1e-10)\n")
-    for isa in ("base", "v3"):
-        env = dict(os.environ, FISHERMASK_CPU_ISA=isa)
-        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
+    run_under_narrower_isas(script)
