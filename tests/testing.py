@@ -1,8 +1,9 @@
 """`from testing import ...` for the tests in this folder: the shared helpers now live in
-fishermask_ext.testing, where the benchmarks can import them too; the data-file writer below is
-and the model below are for the tests only."""
+fishermask_ext.testing, where the benchmarks can import them too; the data-file writers and the
+model below are for the tests only."""
 import gzip
 import os
+import pickle
 import struct
 import subprocess
 import sys
@@ -28,6 +29,16 @@ def write_idx(path, array):
     header += struct.pack(f">{array.ndim}I", *array.shape)
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_cifar10(folder, batches):
+    """Write `cifar-10-batches-py` under `folder`: batches maps each of data_batch_1..5 and
+    test_batch to (uint8 [n, 3072] rows of 1,024 red, green, then blue values, labels)."""
+    folder = os.path.join(folder, "cifar-10-batches-py")
+    os.makedirs(folder, exist_ok=True)
+    for name, (rows, labels) in batches.items():
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump({b"data": rows, b"labels": list(labels)}, f)
 
 
 class ReuseNet(nn.Module):

@@ -38,6 +38,8 @@ SCHEMA = (
            optional=True, minimum=1),
     Option("test_size", "int", None, "random subset of the test images", optional=True,
            minimum=1),
+    Option("pool_order", "str", "dataset", "order of the pool images: dataset (the source's) "
+           "or class (sorted by label, the published code's)", choices=("dataset", "class")),
     Option("split_seed", "int", 0, "seeds the train/test split and the random subsets"),
     Option("model", "str", "mlp", "mlp | small_cnn | resnet18_narrow"),
     Option("model_options", "options", {}, "model constructor option (repeatable)",

@@ -27,7 +27,11 @@ def available():
     return sorted(_LOADERS) + ["torchvision:<Name> (when torchvision imports)"]
 
 
-def load(name, *, data_dir=None, split_seed=0, imbalance=None, pool_size=None, test_size=None):
+POOL_ORDERS = ("dataset", "class")
+
+
+def load(name, *, data_dir=None, split_seed=0, imbalance=None, pool_size=None, test_size=None,
+         pool_order="dataset"):
     """Load a dataset as (train_x, train_y, test_x, test_y), normalised.
 
     Args:
@@ -41,7 +45,13 @@ def load(name, *, data_dir=None, split_seed=0, imbalance=None, pool_size=None, t
             0..k-1 in class order; the test set keeps all its images of those classes.
         pool_size, test_size: keep a seeded random subset of this many training / test images
             (applied after `imbalance`).
+        pool_order: "dataset" keeps the training images in the source's order; "class" sorts
+            them by label (stable), the published code's pool, whose first images, its step A
+            sample, then hold only the first classes.
     """
+    if pool_order not in POOL_ORDERS:
+        raise ValueError(f"pool_order must be one of {', '.join(POOL_ORDERS)}, got "
+                         f"{pool_order!r}")
     if name.startswith("torchvision:"):
         arrays = _torchvision(name.split(":", 1)[1], data_dir)
     elif name in _LOADERS:
@@ -56,6 +66,10 @@ def load(name, *, data_dir=None, split_seed=0, imbalance=None, pool_size=None, t
     rng = np.random.default_rng(split_seed)
     train_x, train_y = _subset(train_x, train_y, pool_size, rng)
     test_x, test_y = _subset(test_x, test_y, test_size, rng)
+    if pool_order == "class":
+        # Last, so the subsets above draw the same images in either order.
+        order = np.argsort(train_y, kind="stable")
+        train_x, train_y = train_x[order], train_y[order]
     return _normalise(train_x, train_y, test_x, test_y)
 
 

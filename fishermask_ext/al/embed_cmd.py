@@ -30,8 +30,8 @@ from .strategies.base import PoolView
 __all__ = ["add_parser", "run", "save_checkpoint", "load_checkpoint", "load_pool"]
 
 CHECKPOINT_FORMAT = "fishermask_ext.checkpoint/1"
-DATA_KEYS = ("dataset", "data_dir", "imbalance", "pool_size", "split_seed", "model",
-             "model_options", "device")
+DATA_KEYS = ("dataset", "data_dir", "imbalance", "pool_size", "pool_order", "split_seed",
+             "model", "model_options", "device")
 MASKS = ("fishermask", "bait")      # strategies whose mask `embed` can build
 MASK_FILE = "mask.pt"
 
@@ -96,7 +96,7 @@ def run(args):
     store = open_store(args.out, mode="a" if args.resume else "w", chunk_rows=args.chunk_rows)
     pool, train_y, _, test_y = datasets.load(
         opts["dataset"], data_dir=opts["data_dir"], split_seed=opts["split_seed"],
-        imbalance=opts["imbalance"], pool_size=opts["pool_size"])
+        imbalance=opts["imbalance"], pool_size=opts["pool_size"], pool_order=opts["pool_order"])
     model = load_checkpoint(args.checkpoint, tuple(pool.shape[1:]), name=opts["model"],
                             num_classes=int(max(train_y.max(), test_y.max())) + 1,
                             model_options=opts["model_options"]).to(opts["device"])

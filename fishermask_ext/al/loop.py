@@ -193,7 +193,8 @@ def run_experiment(config, out_dir, resume=False, progress=True):
     preflight.check_experiment(config)
     arrays = datasets.load(config["dataset"], data_dir=config["data_dir"],
                            split_seed=config["split_seed"], imbalance=config["imbalance"],
-                           pool_size=config["pool_size"], test_size=config["test_size"])
+                           pool_size=config["pool_size"], test_size=config["test_size"],
+                           pool_order=config["pool_order"])
     check_schedule(config, len(arrays[1]))
     check_folder(out_dir, config, resume)
     preflight.warm_up(config, arrays)

@@ -40,6 +40,9 @@ PROTOCOL_NOTES = (
     "fishermask runs the true Fisher (row weight sqrt_p, seeded step A sample); "
     "fishermask_reference runs the published code (row weight none, parity rounding, step A "
     "on the first pool images in storage order).",
+    "The pool is sorted by class (pool_order class), as in the published code, so that "
+    "fishermask_reference's step A sample holds only the first classes, as there (a bug of "
+    "the reference, kept so that its row reproduces it; pool_order dataset is the fix).",
     "Images are standardised with the pool's own per-channel mean and std, not the "
     "reference's fixed constants; crop_flip pads with zeros after that (the mean colour).",
     "Embeddings and the Fisher diagonal are computed on the untransformed pool images (the "
@@ -84,6 +87,7 @@ def preset_config(name, scale="full"):
     names = strategies.available()
     return dict(
         dataset=dataset, imbalance=",".join(f"{c}:{n}" for c, n in sorted(pool.items())),
+        pool_order="class",
         test_size=SMALL_TEST_SIZE if small else None,
         model="small_cnn" if small else "resnet18_narrow",
         strategies=names,

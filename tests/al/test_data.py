@@ -1,10 +1,8 @@
 """Dataset loaders on small files in the standard formats, written here; the imbalance spec."""
-import pickle
-
 import numpy as np
 import pytest
 import torch
-from testing import write_idx
+from testing import write_cifar10, write_idx
 
 from fishermask_ext.al import data
 
@@ -56,15 +54,10 @@ def test_idx_reader_rejects_bad_files(tmp_path):
 
 
 def test_cifar10_reader(tmp_path):
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
     rng = np.random.default_rng(1)
-    batches = {}
-    for name in data.CIFAR10_FILES:
-        batches[name] = (rng.integers(0, 256, (3, 3072), dtype=np.uint8),
-                         rng.integers(0, 10, 3).tolist())
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": batches[name][0], b"labels": batches[name][1]}, f)
+    batches = {name: (rng.integers(0, 256, (3, 3072), dtype=np.uint8),
+                      rng.integers(0, 10, 3).tolist()) for name in data.CIFAR10_FILES}
+    write_cifar10(tmp_path, batches)
     x, y, tx, ty = data.load("cifar10", data_dir=str(tmp_path))
     assert x.shape == (15, 3, 32, 32) and tx.shape == (3, 3, 32, 32)
     raw = np.concatenate([batches[n][0] for n in data.CIFAR10_FILES[:5]])
@@ -106,6 +99,20 @@ def test_imbalanced_digits():
     assert len(ty) == int(sum((full[3] == c).sum() for c in (2, 5, 7)))
     with pytest.raises(ValueError, match=r"classes \[12\] that the data does not have"):
         data.load("digits", imbalance="1:5,12:5")
+
+
+@pytest.mark.parametrize("opts", [{}, {"imbalance": "2:10,5:100,7:30", "pool_size": 90}])
+def test_class_pool_order_sorts_the_same_images_by_label(opts):
+    x, y, tx, ty = data.load("digits", **opts)
+    cx, cy, ctx, cty = data.load("digits", pool_order="class", **opts)
+    assert torch.equal(ctx, tx) and torch.equal(cty, ty)           # the test set is untouched
+    order = torch.argsort(y, stable=True)
+    assert torch.equal(cy, y[order])
+    # Same images; the pool's mean and std, summed in another order, may round differently.
+    torch.testing.assert_close(cx, x[order])
+    assert not torch.equal(cy, y)                  # the source's order was not sorted already
+    with pytest.raises(ValueError, match="pool_order must be one of dataset, class"):
+        data.load("digits", pool_order="sorted")
 
 
 def test_unknown_dataset_lists_valid_names():

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from testing import write_idx
+from testing import write_cifar10, write_idx
 
 from fishermask_ext.al import cli, config, data, presets, strategies
 
@@ -49,8 +49,10 @@ def test_full_presets_follow_the_reference_protocol():
         assert cfg["reset_weights"] and cfg["keep_batchnorm"]
         assert cfg["untrained_first_query"] == ALL_BUT_BAIT
         assert cfg["strategy_options"]["fishermask"] == {"pct_top": 0.002}
+        assert cfg["pool_order"] == "class"          # the reference's class-sorted pool
     small = presets.preset_config("cifar10-imbalanced", scale="small")
     assert small["imbalance"] == "0:25,1:500,2:25,3:25" and small["model"] == "small_cnn"
+    assert small["pool_order"] == "class"
     assert (small["initial"], small["query"], small["seeds"]) == (25, 25, [0])
 
 
@@ -97,3 +99,31 @@ def test_preset_names_the_default_folder(fashion_dir, tmp_path, monkeypatch):
                      "--data-dir", str(fashion_dir), "--strategies", "random", "--rounds", "0",
                      "--test-size", "50", "--epochs", "1", "--no-progress"]) == 0
     assert os.path.isfile(tmp_path / "results" / "fashion-mnist-balanced-small" / "summary.md")
+
+
+def test_small_cifar10_imbalanced_preset_runs(tmp_path, capsys):
+    # CIFAR-10-format files with the small preset's counts (25 / 500 / 25 / 25 of classes 0-3,
+    # plus images of the classes it drops): the preset's whole path, crop_flip included.
+    rng = np.random.default_rng(0)
+    patterns = rng.integers(0, 200, (10, 3072))
+    labels = np.repeat(np.arange(10), [30, 505, 30, 30, 5, 5, 5, 5, 5, 5])
+    rng.shuffle(labels)
+    parts = np.array_split(labels, 5)
+
+    def rows(y):
+        return (patterns[y] + rng.integers(0, 56, (len(y), 3072))).astype(np.uint8), y
+    batches = {name: rows(y) for name, y in zip(data.CIFAR10_FILES, parts)}
+    batches["test_batch"] = rows(np.repeat(np.arange(10), 10))
+    write_cifar10(tmp_path, batches)
+    out = str(tmp_path / "run")
+    assert cli.main(["run", "--preset", "cifar10-imbalanced", "--scale", "small", "--data-dir",
+                     str(tmp_path), "--strategies", "random,fishermask,fishermask_reference",
+                     "--rounds", "1", "--epochs", "2", "--set", "fishermask.n_samples=32",
+                     "--set", "fishermask_reference.n_samples=32", "--no-progress",
+                     "--out", out]) == 0
+    saved = json.load(open(os.path.join(out, "config.json")))
+    assert (saved["dataset"], saved["imbalance"], saved["augment"]) == \
+        ("cifar10", "0:25,1:500,2:25,3:25", "crop_flip")
+    curves = json.load(open(os.path.join(out, "curves.json")))["curves"]
+    assert all(c["n_labeled"] == [25, 50] for c in curves.values())
+    assert "| fishermask_reference |" in capsys.readouterr().out

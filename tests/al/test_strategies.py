@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from fishermask_ext import MLP, select_batch
+from fishermask_ext import MLP, ResNet18Narrow, select_batch
 from fishermask_ext.al import strategies
 from fishermask_ext.al.strategies.fisher import auto_pct
 
@@ -145,6 +145,16 @@ def test_fishermask_auto_pct_reaches_past_the_classifier(setup):
     assert int(auto_pct(model) * total) == n_last + round(0.1 * n_last)
 
 
+@pytest.mark.parametrize("classes, d", [(10, 1402), (4, 1401)])
+def test_fishermask_auto_pct_is_the_papers_on_the_narrow_resnet(classes, d):
+    # REFERENCE-PROTOCOL's D at pct 0.002 (1,280 + 122 and 512 + 889): 0.002 already reaches
+    # past the classifier there, so pct_top=None must not raise it (at C = 10 the 10 % body
+    # share would have given 1,408 and both variants would have differed from the code).
+    model = ResNet18Narrow(num_classes=classes)
+    total = sum(p.numel() for p in model.parameters())
+    assert auto_pct(model) == 0.002 and int(auto_pct(model) * total) == d
+
+
 def test_bait_rejects_mask_options():
     with pytest.raises(TypeError, match="do not apply"):
         strategies.get("bait", pct_top=0.01)
@@ -237,6 +247,22 @@ def test_fishermask_explicit_options_override_the_variant():
         strategies.get("fishermask_reference", variant="default")
     with pytest.raises(TypeError, match="variant do not apply"):
         strategies.get("bait", variant="reference")
+
+
+# Picks of strategies.get("fishermask", n_samples=N, seed=5, **options) on `setup` at 9b3f8d6,
+# the commit before the variants (row weight "none" was its default; parity=True gave the same
+# picks there). Written down then, so a change in steps A-E that moves both sides of the test
+# below still fails here.
+PICKS_BEFORE_THE_VARIANTS = [({}, [10, 46, 32, 3, 50, 14]),
+                             ({"lamb": 0.1}, [30, 10, 25, 32, 54, 29]),
+                             ({"pct_top": 0.5}, [10, 46, 47, 50, 54, 28])]
+
+
+@pytest.mark.parametrize("options, picks", PICKS_BEFORE_THE_VARIANTS)
+def test_fishermask_reference_variant_equals_the_picks_before_the_variants(setup, options,
+                                                                             picks):
+    ref = strategies.get("fishermask", variant="reference", n_samples=N, seed=5, **options)
+    assert ref.select(*setup, 6).tolist() == picks
 
 
 def test_fishermask_reference_variant_equals_todays_picks(setup):

@@ -120,9 +120,10 @@ def test_conv2d_is_the_per_sample_weight_gradient():
             torch.testing.assert_close(out[s, c], g.flatten(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", ["masked_linear_grad", "masked_conv2d_grad"])
-def test_opcheck(name):
-    require_native("cpu", name)
+def test_opcheck(name, device):
+    require_native(device, name)
     if name == "masked_linear_grad":
         gen = torch.Generator().manual_seed(0)
         args = (torch.randn(3, 2, 5, generator=gen), torch.randn(4, 3, 2, 6, generator=gen),
@@ -130,6 +131,7 @@ def test_opcheck(name):
     else:
         args = tuple(_conv_inputs(2, 4, 7, 6, 6, 3, 9, (3, 2), (2, 1), (1, 1), (1, 2), 2,
                                   torch.float32, 0))
+    args = tuple(a.to(device) if torch.is_tensor(a) else a for a in args)
     torch.library.opcheck(getattr(torch.ops.fishermask_ext, name).default, args)
 
 

@@ -149,10 +149,12 @@ def _opcheck_args(name):
     return (torch.randn(3, 4, 5, 6, generator=gen), torch.randn(4, 5, 6, generator=gen))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", OPS)
-def test_opcheck(name):
-    require_native("cpu", name)
-    torch.library.opcheck(getattr(torch.ops.fishermask_ext, name).default, _opcheck_args(name))
+def test_opcheck(name, device):
+    require_native(device, name)
+    args = tuple(a.to(device) if torch.is_tensor(a) else a for a in _opcheck_args(name))
+    torch.library.opcheck(getattr(torch.ops.fishermask_ext, name).default, args)
 
 
 def _bad_inputs():

@@ -17,8 +17,8 @@ from .base import Strategy
 __all__ = ["FisherMask", "ReferenceFisherMask", "Bait", "VARIANTS", "auto_pct"]
 
 PCT_TOP = 0.002       # the paper's and the reference code's mask fraction
-BODY_SHARE = 0.1      # the paper's proportion: the body adds 10 % of the classifier's entries
-                      # (narrow ResNet-18 at PCT_TOP: D = 1,280 + 122 after rounding)
+BODY_SHARE = 0.1      # where PCT_TOP does not reach past the classifier, the body adds about
+                      # the paper's share (narrow ResNet-18 at PCT_TOP: 122 of 1,280 entries)
 
 
 # The two variants of FisherMask and the switches they set; nothing else differs between them.
@@ -39,9 +39,9 @@ class FisherMask(Strategy):
     A mask of the pct_top most informative parameters (Fisher diagonal on n_samples pool points),
     masked per-class gradient embeddings of every pool point, then the greedy Fisher
     trace-ratio batch with the labeled points' Fisher. λ = 1, no backward steps.
-    pct_top=None means 0.002, raised where that does not reach past the classifier layer (small
-    models) to the fraction that adds 10 % of the classifier's entries from the body, the
-    paper's proportion (narrow ResNet-18 at 0.002: D = 1,280 + 122).
+    pct_top=None means 0.002 (narrow ResNet-18: D = 1,280 + 122, the published code's mask),
+    raised only where 0.002 does not reach past the classifier layer (small models) to the
+    fraction that adds 10 % of the classifier's entries from the body (auto_pct).
 
     variant picks three switches at once (VARIANTS); an explicit option overrides its variant:
     - "default", the true Fisher: weighting="sqrt_p", parity=False, reference_order=False;
@@ -208,12 +208,17 @@ def _last_linear_weight(model):
 
 
 def auto_pct(model):
-    """The pct_top of FisherMask(pct_top=None): PCT_TOP, or more where that would not reach
-    past the classifier layer, so that the mask adds BODY_SHARE of the classifier's entries (at
-    least one) from the rest of the network."""
+    """The pct_top of FisherMask(pct_top=None): PCT_TOP wherever its mask reaches past the
+    classifier layer (the paper's models: narrow ResNet-18, D = 1,402 at C = 10), else the
+    fraction whose mask adds BODY_SHARE of the classifier's entries (at least one) from the rest
+    of the network (small models, where PCT_TOP would not even cover the classifier)."""
     total = sum(p.numel() for p in model.parameters())
     last = _last_linear_weight(model)[1]
     n_last = sum(p.numel() for p in last.parameters())
+    if int(PCT_TOP * total) > n_last:
+        # Kept as it is even when the body's share is below BODY_SHARE (ResNet at C = 10: 122
+        # of 1,280): raising it there would make pct_top=None differ from the published code.
+        return PCT_TOP
     n_top = n_last + max(1, round(BODY_SHARE * n_last))
     # Half an entry above n_top / total: int(pct * total) then gives n_top despite rounding.
-    return min(1.0, max(PCT_TOP, (n_top + 0.5) / total))
+    return min(1.0, (n_top + 0.5) / total)
