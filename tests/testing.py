@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import torch
 from torch import nn
+from torch._C._profiler import _EventType
 
 from fishermask_ext.testing import DEVICES, DTYPES, needs_native, require_native  # noqa: F401
 
@@ -21,6 +22,24 @@ def run_under_narrower_isas(script):
     for isa in ("base", "v3"):
         env = dict(os.environ, FISHERMASK_CPU_ISA=isa)
         subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
+
+
+def peak_bytes(fn):
+    """Peak growth of the bytes torch's CPU allocator holds while fn() runs (the profiler's
+    allocation events, which see the native kernels' ATen allocations too)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as prof:
+        fn()
+    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        e = stack.pop()
+        stack.extend(e.children)
+        if e.tag == _EventType.Allocation:
+            events.append((e.start_time_ns, e.extra_fields.alloc_size,
+                           e.extra_fields.total_allocated))
+    events.sort()
+    before = events[0][2] - events[0][1]
+    return max(total for _, _, total in events) - before
 
 
 def write_idx(path, array):

@@ -10,7 +10,7 @@ from fishermask_ext.nn.hooks import class_seeds, fisher_seeds
 from fishermask_ext.testing import (batch_fisher_diagonal, derived_tolerance,
                                     loop_fisher_diagonal, max_error, require_native)
 
-from testing import ReuseNet
+from testing import ReuseNet, peak_bytes
 
 
 class ConvTwice(nn.Module):
@@ -151,3 +151,22 @@ def test_step_a_with_probabilities_that_underflow(bias):
     for n in expected:
         assert torch.isfinite(got[n]).all(), n
     _assert_equal(got, expected)
+
+
+def test_step_a_memory_is_bounded_by_rows_not_the_batch():
+    """Whole step A (forward, seeded backward passes, the fused ops): the peak of torch's CPU
+    allocator is the same for batches of 16 and 64 images at rows=4, grows with rows, and is far
+    below the per-sample gradients of a batch (what the previous path held)."""
+    require_native("cpu", "fisher_conv2d_sq")
+    torch.manual_seed(0)
+    model = SmallCNN(in_channels=1, input_size=8, num_classes=10)
+    data = torch.randn(64, 1, 8, 8)
+
+    def peak(batch_size, rows):
+        return peak_bytes(lambda: fisher_diagonal(model, data, n_samples=64,
+                                                  batch_size=batch_size, rows=rows))
+    small, large = peak(16, 4), peak(64, 4)
+    assert small == large, (small, large)
+    assert peak(64, 16) > 1.5 * large                      # rows is what sizes the passes
+    grads = 64 * sum(p.numel() for p in model.parameters()) * 4    # float32, one class
+    assert large < grads / 4, (large, grads)

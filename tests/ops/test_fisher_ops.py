@@ -9,13 +9,12 @@ against the float64 twin may be at most twice the float32 twin's (derived_tolera
 import pytest
 import torch
 import torch.nn.functional as F
-from torch._C._profiler import _EventType
 
 from fishermask_ext.ops import reference
 from fishermask_ext.testing import (DEVICES, DTYPES, F64_TOL, derived_tolerance, max_error,
                                     needs_native, require_native)
 
-from testing import run_under_narrower_isas
+from testing import peak_bytes, run_under_narrower_isas
 
 OPS = ["fisher_linear_sq", "fisher_conv2d_sq", "fisher_channel_sq"]
 
@@ -181,24 +180,6 @@ def test_bad_inputs_raise(name, args, message):
         getattr(torch.ops.fishermask_ext, name)(*args)
 
 
-def _peak_bytes(fn):
-    """Peak growth of the bytes torch's CPU allocator holds while fn() runs (the profiler's
-    allocation events, which see the native kernels' ATen allocations too)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                profile_memory=True) as prof:
-        fn()
-    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        e = stack.pop()
-        stack.extend(e.children)
-        if e.tag == _EventType.Allocation:
-            events.append((e.start_time_ns, e.extra_fields.alloc_size,
-                           e.extra_fields.total_allocated))
-    events.sort()
-    before = events[0][2] - events[0][1]
-    return max(total for _, _, total in events) - before
-
-
 @pytest.mark.parametrize("name", ["fisher_linear_sq", "fisher_conv2d_sq"])
 def test_memory_is_bounded_by_the_chunk_not_the_batch(name):
     """The op's working set (a chunk's patches, and per-sample gradients where they are formed:
@@ -215,7 +196,7 @@ def test_memory_is_bounded_by_the_chunk_not_the_batch(name):
 
     op = getattr(torch.ops.fishermask_ext, name)
     small, large = inputs(32), inputs(256)
-    peak = {(n, chunk): _peak_bytes(lambda: op(*args, chunk))
+    peak = {(n, chunk): peak_bytes(lambda: op(*args, chunk))
             for n, args in ((32, small), (256, large)) for chunk in (4, 16)}
     per_sample_grads = 4 * 4 * (30 * 40 if name == "fisher_linear_sq" else 8 * 72)
     assert peak[(256, 4)] == peak[(32, 4)] and peak[(256, 16)] == peak[(32, 16)], peak
