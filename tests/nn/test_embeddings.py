@@ -161,7 +161,9 @@ def test_data_kinds_and_batch_sizes_agree():
 
 def test_out_is_filled_and_returned(tmp_path):
     model, x, mask = _case("mlp")
-    expected = masked_grad_embeddings(model, x, mask)
+    # The same batch size on both sides: another one blocks the products differently, which
+    # may round the last bit differently on some CPUs, and this test asks for equality.
+    expected = masked_grad_embeddings(model, x, mask, batch_size=3)
     shape = expected.shape
     path = str(tmp_path / "emb.bin")
     out = torch.from_file(path, shared=True, size=shape.numel(), dtype=torch.float64).view(shape)
