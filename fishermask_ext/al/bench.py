@@ -21,7 +21,7 @@ import time
 
 from . import bench_report
 
-__all__ = ["add_arguments", "run", "collect", "estimate_minutes", "run_child"]
+__all__ = ["add_arguments", "run", "collect", "estimate_minutes", "run_child", "group_running"]
 
 USAGE = """Runs benchmarks/ (a source checkout) with pytest-benchmark: full sizes by default,
 the smoke sizes of the CI pass with --quick. Every argument this command does not know goes to
@@ -212,34 +212,71 @@ def _on_sigterm(signum, frame):
 
 def run_child(cmd, cwd, env=None):
     """Run `cmd` in a new process group and return its exit status. On SIGTERM or Ctrl-C of
-    this process the whole group gets SIGTERM (SIGKILL after GRACE_S), is reaped, and the
-    status is 128 + the signal: no benchmark keeps running after its parent is gone."""
+    this process the whole group gets SIGTERM (SIGKILL after GRACE_S) and this returns only
+    once nothing of the group runs, with status 128 + the signal: no benchmark keeps running
+    after its parent is gone."""
     # process_group=0: the child leads a group of its own, so one killpg reaches pytest and
     # every process its benchmarks started, and no other process of the caller's group.
     child = subprocess.Popen(cmd, cwd=cwd, env=env, process_group=0)
     print(f"[bench] pytest running as pid {child.pid}", file=sys.stderr, flush=True)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    status = None
     try:
-        return child.wait()
+        status = child.wait()
     except KeyboardInterrupt:
-        return 128 + signal.SIGINT
+        status = 128 + signal.SIGINT
     except _Stop:
-        return 128 + signal.SIGTERM
+        status = 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if child.poll() is None:
-            _stop_group(child)
+        # A signal, any other way out before pytest ended, or a pytest killed by a signal:
+        # stop what is left of its group. A pytest that exited by itself cleaned up after itself.
+        if status is None or not 0 <= status < 128 or child.poll() is None:
+            _stop_group(child.pid, child)
+    return status
 
 
-def _stop_group(child):
-    """SIGTERM to the child's process group, SIGKILL after GRACE_S, then reap the child."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGTERM)
+def group_running(pgid):
+    """Whether a process of group `pgid` still runs. Zombies do not count: they hold no CPU or
+    memory, and reaping the orphans among them is up to init (some containers' never does)."""
     try:
-        child.wait(timeout=GRACE_S)
-    except subprocess.TimeoutExpired:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    if not os.path.isdir("/proc"):      # no /proc to tell zombies apart: the group exists
+        return True
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                # after the ")" that ends the command name: state, ppid, pgrp, ...
+                state, _, pgrp = f.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):   # the process ended while we read
+            continue
+        if int(pgrp) == pgid and state != "Z":
+            return True
+    return False
+
+
+def _wait_for_group(pgid, child, timeout):
+    """Reap `child` and wait until nothing of its group runs; False if `timeout` s pass first."""
+    deadline = time.monotonic() + timeout
+    while child.poll() is None or group_running(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _stop_group(pgid, child):
+    """SIGTERM to the child's process group, SIGKILL to what is left of it after GRACE_S; the
+    leader is reaped before it returns. Its children, orphaned when the leader exits first,
+    stay in the group, so the group (not the leader) is what is waited for."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    if not _wait_for_group(pgid, child, GRACE_S):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
+            os.killpg(pgid, signal.SIGKILL)
+        # SIGKILL cannot be caught: only a process stuck in the kernel outlives this bound
+        _wait_for_group(pgid, child, GRACE_S)
     print(f"[bench] stopped pytest (pid {child.pid}) and its process group", file=sys.stderr,
           flush=True)

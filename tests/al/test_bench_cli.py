@@ -125,8 +125,10 @@ def test_signal_stops_the_pytest_child(tmp_path, sig):
         while _alive(child) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _alive(child), f"pytest child {child} survived its parent"
-        with pytest.raises(ProcessLookupError):
-            os.killpg(child, 0)         # nothing left of its process group either
+        # nothing of its process group runs either (zombies, left for init to reap, hold nothing)
+        while bench.group_running(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not bench.group_running(child), f"process group {child} survived its parent"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -160,3 +162,15 @@ def test_report_table_and_plot_from_benchmark_json(tmp_path):
     os.remove(paths["plot"])
     assert "plot" not in bench_report.write(str(path), str(tmp_path))
     assert not os.path.exists(paths["plot"])
+
+
+def test_group_running_sees_a_group_until_it_ends():
+    """group_running is what run_child waits on: true while a process of the group runs, false
+    once the group's only process is killed and reaped."""
+    proc = subprocess.Popen(["sleep", "60"], process_group=0)
+    try:
+        assert bench.group_running(proc.pid)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)     # the group this test created
+        proc.wait()
+    assert not bench.group_running(proc.pid)
