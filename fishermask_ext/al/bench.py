@@ -231,8 +231,8 @@ def run_child(cmd, cwd, env=None):
         signal.signal(signal.SIGTERM, previous)
         # A signal, any other way out before pytest ended, or a pytest killed by a signal:
         # stop what is left of its group. A pytest that exited by itself cleaned up after itself.
-        if status is None or not 0 <= status < 128 or child.poll() is None:
-            _stop_group(child.pid, child)
+        if status is None or not 0 <= status < 128:
+            _stop_group(child)
     return status
 
 
@@ -257,26 +257,26 @@ def group_running(pgid):
     return False
 
 
-def _wait_for_group(pgid, child, timeout):
+def _wait_for_group(child, timeout):
     """Reap `child` and wait until nothing of its group runs; False if `timeout` s pass first."""
     deadline = time.monotonic() + timeout
-    while child.poll() is None or group_running(pgid):
+    while child.poll() is None or group_running(child.pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
     return True
 
 
-def _stop_group(pgid, child):
+def _stop_group(child):
     """SIGTERM to the child's process group, SIGKILL to what is left of it after GRACE_S; the
     leader is reaped before it returns. Its children, orphaned when the leader exits first,
     stay in the group, so the group (not the leader) is what is waited for."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    if not _wait_for_group(pgid, child, GRACE_S):
+        os.killpg(child.pid, signal.SIGTERM)
+    if not _wait_for_group(child, GRACE_S):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(child.pid, signal.SIGKILL)
         # SIGKILL cannot be caught: only a process stuck in the kernel outlives this bound
-        _wait_for_group(pgid, child, GRACE_S)
+        _wait_for_group(child, GRACE_S)
     print(f"[bench] stopped pytest (pid {child.pid}) and its process group", file=sys.stderr,
           flush=True)
