@@ -30,9 +30,10 @@ def check_bool(value, name):
 def check_budget(budget, available, what):
     """`budget` as an int in 1..available; `what` names the points it is drawn from (the
     error says how many are left, so the caller sees why a budget that fit earlier fails)."""
-    budget = check_int(budget, "budget", minimum=1)
-    if budget > available:
-        raise ValueError(f"budget {budget} exceeds the {available} {what}")
+    budget = check_int(budget, "budget")
+    if not 1 <= budget <= available:
+        raise ValueError(f"budget must be between 1 and the {available} {what}, got {budget}"
+                         + (f"; ask for at most {available}" if available >= 1 else ""))
     return budget
 
 

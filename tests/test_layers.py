@@ -69,7 +69,8 @@ def test_check_bool_and_budget():
     with pytest.raises(TypeError, match="flag must be True or False, got 1"):
         check_bool(1, "flag")
     assert check_budget(4, 4, "points") == 4
-    with pytest.raises(ValueError, match="budget 5 exceeds the 4 points"):
+    with pytest.raises(ValueError,
+                       match="budget must be between 1 and the 4 points, got 5; ask for at most 4"):
         check_budget(5, 4, "points")
-    with pytest.raises(ValueError, match="budget must be an int >= 1"):
+    with pytest.raises(ValueError, match="budget must be between 1 and the 4 points, got 0"):
         check_budget(0, 4, "points")

@@ -11,19 +11,16 @@ import torch
 import torch.distributed as dist
 
 from .._checks import check_int
-from ..ops.loop import greedy_loop
-from ..ops.sizes import BLOCK, chunk_rows
-from ..select.checks import check_embeddings, check_finite, check_fisher
+from ..select.checks import check_embeddings
+from ..select.core import check_options, given_labeled_fisher, make_plan
 from ..select.fisher import checked_sums
-from ..select.greedy import (check_options, given_labeled_fisher, initial_inverse, loop_ops,
-                             progress_bar)
 from .comm import agree, comm_device, guarded, require_group, step_exchange
 
 __all__ = ["select_batch", "LAST_EXCHANGE"]
 
 LAST_EXCHANGE = dict(seconds=0.0, steps=0)
 
-_AGREED = ("C", "D", "dtype", "budget", "lamb", "backward_steps", "backend", "parity",
+_AGREED = ("C", "D", "factored", "dtype", "budget", "lamb", "backward_steps", "backend", "parity",
            "return_gains", "has_labeled", "has_labeled_fisher", "n_labeled", "has_pool_fisher",
            "device_type")
 
@@ -46,16 +43,19 @@ def select_batch(local_unlabeled, budget, *, labeled=None, labeled_fisher=None, 
     def check_local():
         U = check_embeddings(local_unlabeled, "local_unlabeled", allow_empty=True)
         L = None if labeled is None else check_embeddings(labeled, "labeled", allow_empty=True)
-        if L is not None and (L.shape[1:] != U.shape[1:] or L.dtype != U.dtype):
+        if L is not None and (L.shape[1:] != U.shape[1:] or L.dtype != U.dtype
+                              or L.factored != U.factored):
             raise ValueError(f"labeled is [*, {L.shape[1]}, {L.shape[2]}] {L.dtype} but "
                              f"local_unlabeled is [*, {U.shape[1]}, {U.shape[2]}] {U.dtype}; "
-                             f"embed both with the same mask and dtype")
+                             f"embed both with the same mask, dtype and layout (dense or "
+                             f"factored)")
         return U, L, check_int(budget, "budget"), check_options(
-            lamb, backward_steps, parity, progress, return_gains)
+            lamb, backward_steps, parity, progress, return_gains, backend)
 
     U, L, K, opts = guarded(check_local, group, "checking its inputs")
     N_r, C, D = U.shape
-    metas = agree(dict(C=C, D=D, dtype=str(U.dtype), budget=K, lamb=opts["lamb"],
+    metas = agree(dict(C=C, D=D, factored=U.factored, dtype=str(U.dtype), budget=K,
+                       lamb=opts["lamb"],
                        backward_steps=opts["backward_steps"], backend=backend,
                        parity=parity, return_gains=return_gains, has_labeled=L is not None,
                        has_labeled_fisher=labeled_fisher is not None, n_labeled=n_labeled,
@@ -65,44 +65,38 @@ def select_batch(local_unlabeled, budget, *, labeled=None, labeled_fisher=None, 
     N = sum(sizes)
     if N == 0:
         raise ValueError("the global pool is empty: every rank's local_unlabeled has 0 rows")
-    if not 1 <= K <= N:
-        raise ValueError(f"budget must be between 1 and the global pool size N={N} "
-                         f"(shards {sizes}), got {K}")
+    plan = make_plan(U, K, available=N, what=f"candidates of the global pool (shards {sizes})",
+                     opts=opts, sharded=True)
     dev = U.device
 
     def local_sums():
-        F_L, n_L = given_labeled_fisher(labeled_fisher, n_labeled, D, dev)
+        F_L, n_L = given_labeled_fisher(labeled_fisher, n_labeled, U)
         sums = torch.zeros(2, D, D, dtype=torch.float64, device=dev)
         if pool_fisher is None:
             sums[0] = checked_sums(U, "local_unlabeled", [None])[0]
         else:
-            check_finite(U, "local_unlabeled")
+            U.check_finite("local_unlabeled")
         if L is not None:
-            sums[1] = checked_sums(L, "labeled", [None])[0]
-        F = None if pool_fisher is None else check_fisher(pool_fisher, "pool_fisher", D, dev)
-        return sums, F_L, n_L, F
+            sums[1] = U.to_working(L.from_working(checked_sums(L, "labeled", [None])[0]))
+        return sums, F_L, n_L
 
-    sums, F_L, n_L, F = guarded(local_sums, group, "forming its Fisher sums")
+    sums, F_L, n_L = guarded(local_sums, group, "forming its Fisher sums")
     wire = sums.to(comm_device(group))
     dist.all_reduce(wire, group=group)       # Σ over every rank's rows of X_iᵀX_i
     sums = wire.to(dev)
-    replicated = [F_L] + ([F] if F is not None else [])
+    replicated = [F_L] + ([pool_fisher.to(dev, torch.float64)]
+                          if isinstance(pool_fisher, torch.Tensor) else [])
     _check_replicated(replicated, group, "labeled_fisher / pool_fisher")
     if L is not None:
         n_L = sum(m["n_L"] for m in metas)
         F_L = sums[1] / max(n_L, 1)
-    if F is None:
-        F = (sums[0] + F_L * n_L) / (N + n_L)
-    P0, scale = initial_inverse(F_L, n_L, K, opts["lamb"], D, dev)
-    n_forward = min((opts["backward_steps"] + 1) * K, N)
+    guarded(lambda: plan.mix_fisher(sums[0], N, F_L, n_L, pool_fisher), group,
+            "checking pool_fisher")
     blocks = U.blocks()
     for blk in blocks:                       # global positions: shards in rank order
         blk.start += sum(sizes[:rank])
     exchange = step_exchange(group, C, D)
-    with progress_bar(progress and rank == 0, 2 * n_forward - K, "picks") as on_step:
-        picks, gains = greedy_loop(blocks, P0, F, scale, K, n_forward, chunk_rows(C, D), BLOCK,
-                                   parity, ops=loop_ops(dev, backend), exchange=exchange,
-                                   on_step=on_step)
+    picks, gains = plan.run(blocks, exchange=exchange, show_progress=rank == 0)
     # For benchmarks/bench_scale.py: seconds in the per-step collectives, and their count.
     LAST_EXCHANGE.update(seconds=exchange.seconds, steps=exchange.steps)
     return U.give_back(picks, gains) if return_gains else U.give_back(picks)[0]

@@ -13,7 +13,29 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["Block", "Best", "greedy_loop"]
+__all__ = ["Block", "Best", "Kernels", "greedy_loop", "first_best"]
+
+
+@dataclass
+class Kernels:
+    """What the loop runs on a block's rows X (whatever their layout, select.rows): `init(X,
+    P0, F, scale)` -> (A, B); `step(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores)`
+    -> (scores, best), the update and scores of trace_ratio_step; `row(X, j)` -> x_j [C, D]
+    f64; `commit`, commit_direction."""
+    init: Callable
+    step: Callable
+    row: Callable
+    commit: Callable
+
+
+def first_best(scores, eligible):
+    """Index [] int64 of the first maximal score; the first eligible index if all are -inf;
+    -1 if nothing is eligible (the rule of every step kernel)."""
+    if not bool(eligible.any()):
+        return torch.full((), -1, dtype=torch.long, device=scores.device)
+    if bool(torch.isneginf(scores).all()):
+        return eligible.nonzero()[0, 0]
+    return scores.argmax()   # documented to return the first of equal maxima
 
 
 @dataclass
@@ -53,7 +75,7 @@ def _eligible(blk, forward):
     return free if blk.candidates is None else free & blk.candidates
 
 
-def _score_blocks(blocks, ops, UV, scale, S, Q, forward, round_scores):
+def _score_blocks(blocks, kernels, UV, scale, S, Q, forward, round_scores):
     """One trace_ratio_step per block; the best of them, with its row, A_j and B_j."""
     best = NONE
     sigma = 1.0 if forward else -1.0
@@ -63,26 +85,25 @@ def _score_blocks(blocks, ops, UV, scale, S, Q, forward, round_scores):
         X = blk.load()
         if UV is None:                   # the first scoring: no update, S and Q unused
             S = Q = torch.eye(blk.A.shape[1], dtype=torch.float64, device=blk.A.device)
-        scores, j = ops.trace_ratio_step(blk.A, blk.B, X, UV, scale, S, Q,
-                                         _eligible(blk, forward), sigma, round_scores)
+        scores, j = kernels.step(blk.A, blk.B, X, UV, scale, S, Q, _eligible(blk, forward),
+                                 sigma, round_scores)
         j = int(j)
         if j < 0:
             continue
         cand = Best(float(scores[j]), blk.start + j)
         if cand > best:
             # Kept now: the next step updates A and B in place, and X may not stay resident.
-            cand.payload = (X[j].to(torch.float64), blk.A[j].clone(), blk.B[j].clone())
+            cand.payload = (kernels.row(X, j), blk.A[j].clone(), blk.B[j].clone())
             best = cand
     return best
 
 
-def greedy_loop(blocks, P0, F, scale, budget, n_forward, chunk, block, round_scores, *, ops,
+def greedy_loop(blocks, P0, F, scale, budget, n_forward, round_scores, *, kernels,
                 exchange=None, on_step=None):
     """Step E over `blocks` (see Block). Returns (picks [budget] int64 global indices in pick
     order, gains [budget] float64: each pick's score when it was picked).
 
-    ops: a namespace with trace_ratio_init, trace_ratio_step and commit_direction (native ops
-    or twins). exchange(score) -> Best: `score()` scores this process's blocks and returns its
+    kernels: the Kernels of the blocks' layout (native ops or twins). exchange(score) -> Best: `score()` scores this process's blocks and returns its
     best candidate; exchange turns it into the global one (in one process, just score(); across
     ranks, a collective in fishermask_ext.distributed, which also tells every rank when one of
     them failed inside score()). The winner's payload must be filled on return. on_step(t, n_steps): progress, called per commit.
@@ -92,9 +113,9 @@ def greedy_loop(blocks, P0, F, scale, budget, n_forward, chunk, block, round_sco
     def first():
         for blk in blocks:
             if blk.n:
-                blk.A, blk.B = ops.trace_ratio_init(blk.load(), P0, F, scale, chunk, block)
+                blk.A, blk.B = kernels.init(blk.load(), P0, F, scale)
             blk.selected = torch.zeros(blk.n, dtype=torch.bool, device=dev)
-        return _score_blocks(blocks, ops, None, scale, None, None, True, round_scores)
+        return _score_blocks(blocks, kernels, None, scale, None, None, True, round_scores)
 
     exchange = exchange or (lambda score: score())
     P = P0.clone(memory_format=torch.contiguous_format)   # updated in place by the commit
@@ -128,8 +149,8 @@ def greedy_loop(blocks, P0, F, scale, budget, n_forward, chunk, block, round_sco
         S = torch.linalg.inv(sigma * eye + A_j)
         S = (S + S.T) / 2
         Q = (B_j + B_j.T) / 2
-        UV = ops.commit_direction(P, F, x_j * scale, S)
-        best = exchange(lambda: _score_blocks(blocks, ops, UV, scale, S, Q, t + 1 < n_forward,
+        UV = kernels.commit(P, F, x_j * scale, S)
+        best = exchange(lambda: _score_blocks(blocks, kernels, UV, scale, S, Q, t + 1 < n_forward,
                                               round_scores))
     keep = [i for i, j in enumerate(order) if j in kept]
     return (torch.tensor([order[i] for i in keep], dtype=torch.long, device=dev),

@@ -3,14 +3,13 @@
 They are the fallback when the compiled extension is missing (or lacks a kernel for a device)
 and the oracle of every native-op test. Shapes follow csrc/ops.cpp.
 """
-import sys
-
 import torch
 
 from . import loop
 from .sizes import chunk_rows
 
-__all__ = ["trace_ratio_step", "commit_direction", "trace_ratio_init", "greedy_select",
+__all__ = ["trace_ratio_step", "trace_ratio_update", "commit_direction", "trace_ratio_init",
+           "greedy_select", "factored_times", "factored_gram", "factored_init",
            "masked_linear_grad", "masked_conv2d_grad", "fisher_linear_sq", "fisher_conv2d_sq",
            "fisher_channel_sq", "conv2d_sample_grads"]
 
@@ -22,10 +21,16 @@ def trace_ratio_step(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores=Fal
     A, B: [N, C, C] f64 (any layout); X: [N, C, D] f32/f64; UV: [D, 2C] f64 or None;
     S, Q: [C, C] f64; eligible: [N] bool. Returns (scores [N] f64, best [] int64).
     """
-    N, C, D = X.shape
-    if UV is not None:
-        WZ = _times(X, UV) * scale                   # [N, C, 2C] f64
-        W, Z = WZ[..., :C], WZ[..., C:]
+    WZ = None if UV is None else _times(X, UV)                  # [N, C, 2C] f64
+    return trace_ratio_update(A, B, WZ, scale, S, Q, eligible, sigma, round_scores)
+
+
+def trace_ratio_update(A, B, WZ, scale, S, Q, eligible, sigma, round_scores=False):
+    """trace_ratio_step with the products already taken: WZ [N, C, 2C] f64 holds X_i·[u v]
+    (unscaled; None: no update, score only), however it was produced (dense or factored)."""
+    C = A.shape[1]
+    if WZ is not None:
+        W, Z = WZ[..., :C] * scale, WZ[..., C:] * scale
         WS = W @ S                                   # [N, C, C]; S, Q symmetric
         A.sub_(WS @ W.mT)
         E = WS @ (Z - 0.5 * (WS @ Q)).mT             # E + Eᵀ = WS Zᵀ + Z S Wᵀ - WS Q (WS)ᵀ
@@ -41,7 +46,7 @@ def trace_ratio_step(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores=Fal
     if round_scores:
         scores = scores.float().double()
     scores = scores.masked_fill(~eligible, float("-inf"))
-    return scores, _first_best(scores, eligible)
+    return scores, loop.first_best(scores, eligible)
 
 
 def _times(X, M):
@@ -52,15 +57,6 @@ def _times(X, M):
     for s in range(0, N, rows):
         out[s:s + rows] = X[s:s + rows].to(torch.float64) @ M
     return out
-
-
-def _first_best(scores, eligible):
-    """Index of the first maximal score; the first eligible index if all are -inf; -1 if none."""
-    if not bool(eligible.any()):
-        return torch.full((), -1, dtype=torch.long, device=scores.device)
-    if bool(torch.isneginf(scores).all()):
-        return eligible.nonzero()[0, 0]
-    return scores.argmax()   # documented to return the first of equal maxima
 
 
 def commit_direction(P, F, xt, S):
@@ -83,8 +79,11 @@ def greedy_select(X, P0, F, scale, budget, n_forward, chunk, block, round_scores
     Returns (picks [budget] int64 in pick order, gains [budget] f64).
     """
     blocks = [loop.Block(lambda: X, 0, X.shape[0], candidates)]
-    return loop.greedy_loop(blocks, P0, F, scale, budget, n_forward, chunk, block, round_scores,
-                            ops=sys.modules[__name__])
+    kernels = loop.Kernels(
+        init=lambda X, P0, F, scale: trace_ratio_init(X, P0, F, scale, chunk, block),
+        step=trace_ratio_step, row=lambda X, j: X[j].to(torch.float64), commit=commit_direction)
+    return loop.greedy_loop(blocks, P0, F, scale, budget, n_forward, round_scores,
+                            kernels=kernels)
 
 
 def trace_ratio_init(X, P0, F, scale, chunk, block):
@@ -167,3 +166,71 @@ def fisher_channel_sq(delta, a):
     """delta: [C, n, O, L]; a: [n, O, L] or None -> [O]: Σ_{c,n} (Σ_l δ·a)², or (Σ_l δ)²."""
     g = (delta * a).sum(-1) if a is not None else delta.sum(-1)             # [C, n, O]
     return g.square().sum((0, 1))
+
+
+# ---- factored embeddings X_i = [G_i ⊗ h̄_iᵀ | R_i] (fishermask_ext.FactoredEmbeddings) ----
+# Columns in natural order: the classifier block k-major (column k·d̄ + m is G_i[:, k]·h̄_i[m]),
+# then R's D_r columns. G: [n, C, C]; H: [n, d̄]; R: [n, C, D_r] or None; all f32/f64, every
+# product in float64.
+
+def factored_times(G, H, R, M):
+    """X_i M for every candidate, [n, C, k] f64, M [D, k] f64, without forming X:
+    X_i M = G_i·U_i + R_i·M_R with U_i[k', j] = Σ_m h̄_i[m] M[k'·d̄ + m, j]."""
+    n, C, _ = G.shape
+    d = H.shape[1]
+    U = (H.to(torch.float64) @ M[:C * d].reshape(C, d, -1).transpose(0, 1).reshape(d, -1))
+    out = G.to(torch.float64) @ U.view(n, C, -1)
+    if R is not None:
+        out += R.to(torch.float64) @ M[C * d:]
+    return out
+
+
+def factored_gram(G, H, R):
+    """Σ_i X_iᵀ X_i, [D, D] f64, through the factors: the classifier block is
+    Σ_i (G_iᵀG_i) ⊗ (h̄_i h̄_iᵀ), the cross block Σ_i h̄_i ⊗ (G_iᵀR_i), then Σ_i R_iᵀR_i."""
+    n, C, _ = G.shape
+    d = H.shape[1]
+    G64, H64 = G.to(torch.float64), H.to(torch.float64)
+    V = G64.mT @ G64                                                       # [n, C, C]
+    hh = torch.einsum("nab,nm,nq->ambq", V, H64, H64).reshape(C * d, C * d)
+    if R is None:
+        return hh
+    R64 = R.to(torch.float64)
+    hr = torch.einsum("nm,nar->amr", H64, G64.mT @ R64).reshape(C * d, -1)   # [C·d̄, D_r]
+    R2 = R64.reshape(-1, R64.shape[2])
+    return torch.cat([torch.cat([hh, hr], 1), torch.cat([hr.T, R2.T @ R2], 1)], 0)
+
+
+def factored_sandwich(G, H, R, M):
+    """X_i M X_iᵀ for a symmetric M [D, D] f64, [n, C, C] f64, through the factors:
+    G_i T_i G_iᵀ + G_i Y_i R_iᵀ + R_i Y_iᵀ G_iᵀ + R_i M_RR R_iᵀ, with T_i[k, k'] =
+    h̄_iᵀ M_kk' h̄_i over the d̄×d̄ blocks of the classifier block and Y_i = h̄_iᵀ M_hR."""
+    n, C, _ = G.shape
+    d = H.shape[1]
+    G64, H64 = G.to(torch.float64), H.to(torch.float64)
+    Mhh = M[:C * d, :C * d].reshape(C, d, C, d).permute(1, 0, 2, 3).reshape(d, -1)
+    E = (H64 @ Mhh).view(n, C, C, d)                                       # [n, k, k', m']
+    T = (E * H64[:, None, None, :]).sum(-1)
+    out = G64 @ T @ G64.mT
+    if R is not None:
+        R64 = R.to(torch.float64)
+        Y = (H64 @ M[:C * d, C * d:].reshape(C, d, -1).transpose(0, 1).reshape(d, -1))
+        cross = G64 @ Y.view(n, C, -1) @ R64.mT
+        out += cross + cross.mT + R64 @ M[C * d:, C * d:] @ R64.mT
+    return out
+
+
+def factored_init(G, H, R, P0, F, scale, chunk):
+    """trace_ratio_init through the factors: A_i = X̃_i P0 X̃_iᵀ, B_i = X̃_i P0 F P0 X̃_iᵀ
+    (X̃ = scale·X), [n, C, C] f64 each, `chunk` candidates at a time."""
+    n, C, _ = G.shape
+    A = torch.empty(n, C, C, dtype=torch.float64, device=G.device)
+    B = torch.empty_like(A)
+    Q = P0 @ F @ P0
+    Q = (Q + Q.T) / 2
+    s2 = scale * scale
+    for s in range(0, n, chunk):
+        part = (G[s:s + chunk], H[s:s + chunk], None if R is None else R[s:s + chunk])
+        A[s:s + chunk] = factored_sandwich(*part, P0) * s2
+        B[s:s + chunk] = factored_sandwich(*part, Q) * s2
+    return A, B

@@ -3,14 +3,14 @@ import torch
 
 from .rows import as_rows
 
-__all__ = ["check_embeddings", "check_finite", "check_fisher", "check_mask"]
+__all__ = ["check_embeddings", "check_fisher", "check_mask"]
 
 
 def check_embeddings(x, name, allow_empty=False):
     """Rows over `x` after the type and shape checks of an [N, C, D] embedding pool. (NaN/Inf
     are found for free by the Fisher diagonal, select.fisher.checked_sums, where it is formed.)"""
     rows = as_rows(x, name)
-    if getattr(x, "requires_grad", False):
+    if rows.tensor is not None and rows.tensor.requires_grad:
         raise ValueError(f"{name} requires grad: selection is not differentiable and reads "
                          f"the values only; pass {name}.detach()")
     shape, dtype = rows.shape, rows.dtype
@@ -29,16 +29,6 @@ def check_embeddings(x, name, allow_empty=False):
     if shape[1] == 0 or shape[2] == 0:
         raise ValueError(f"{name} has C = {shape[1]} and D = {shape[2]}; both must be >= 1")
     return rows
-
-
-def check_finite(rows, name):
-    """ValueError naming the first rows of `rows` (a select.rows.Rows) with NaN or Inf."""
-    for s, X in rows.chunks():                  # chunked: no N·C·D-sized temporary
-        finite = torch.isfinite(X).flatten(1).all(1)
-        if not bool(finite.all()):
-            bad = ((~finite).nonzero().flatten()[:5] + s).tolist()
-            raise ValueError(f"{name} contains NaN or Inf (first bad rows: {bad}); "
-                             f"recompute or drop those embeddings")
 
 
 def check_fisher(F, name, D, device):

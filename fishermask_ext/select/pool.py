@@ -1,11 +1,8 @@
 """Selection from a whole pool with a labeled mask, reading the pool in place (no copies of the
 labeled or unlabeled rows)."""
-import torch
-
-from .._checks import check_int
-from .checks import check_embeddings, check_finite, check_fisher, check_mask
+from .checks import check_embeddings, check_mask
+from .core import check_options, given_labeled_fisher, make_plan
 from .fisher import checked_sums
-from .greedy import check_options, given_labeled_fisher, run_greedy
 
 __all__ = ["select_from_pool"]
 
@@ -17,7 +14,7 @@ def select_from_pool(pool_emb, budget, labeled_mask, *, labeled_fisher=None, n_l
 
     Args:
         pool_emb: [N, C, D] float32/float64 embeddings of every pool point: a torch tensor, a
-            numpy array, or an embedding store (read chunk by chunk).
+            numpy array, FactoredEmbeddings, or an embedding store (read chunk by chunk).
         budget: K, 1 <= K <= the number of unlabeled points.
         labeled_mask: [N] bool (tensor or array), True where the point is labeled. The labeled
             Fisher F_L is the mean of X_iᵀX_i over those rows, formed in place;
@@ -32,30 +29,26 @@ def select_from_pool(pool_emb, budget, labeled_mask, *, labeled_fisher=None, n_l
     time are added to memory (labeled rows get scores too but are never eligible).
     """
     P = check_embeddings(pool_emb, "pool_emb")
-    N, C, D = P.shape
+    N = P.shape[0]
     mask = check_mask(labeled_mask, N, P.device)
     unlabeled = ~mask
     n_U = int(unlabeled.sum())
     if n_U == 0:
         raise ValueError(f"every one of the {N} pool points is labeled (labeled_mask is all "
                          f"True): there is nothing to select from")
-    K = check_int(budget, "budget")
-    if not 1 <= K <= n_U:
-        raise ValueError(f"budget must be between 1 and the {n_U} unlabeled points of the pool, "
-                         f"got {K}; ask for at most {n_U}")
-    opts = check_options(lamb, backward_steps, parity, progress, return_gains)
+    opts = check_options(lamb, backward_steps, parity, progress, return_gains, backend)
+    plan = make_plan(P, budget, available=n_U, what=f"unlabeled points of the pool of {N}",
+                     opts=opts, candidates=unlabeled)
     given = labeled_fisher is not None or n_labeled is not None
-    F_L, n_L = given_labeled_fisher(labeled_fisher, n_labeled, D, P.device)
+    F_L, n_L = given_labeled_fisher(labeled_fisher, n_labeled, P)
     # One pass forms the sums still needed; each is also the NaN/Inf check of its rows.
     masks = ([unlabeled] if pool_fisher is None else []) + ([] if given else [mask])
     sums = checked_sums(P, "pool_emb", masks) if masks else []
     if not given:
         n_L = N - n_U
         F_L = sums[-1] / max(n_L, 1)
-    if pool_fisher is None:
-        F = (sums[0] + F_L * n_L) / (n_U + n_L)
-    else:
-        F = check_fisher(pool_fisher, "pool_fisher", D, P.device)
-        check_finite(P, "pool_emb")            # the candidates were not covered by a sum
-    picks, gains = run_greedy(P, unlabeled, n_U, F, F_L, n_L, K, backend=backend, **opts)
+    if pool_fisher is not None:
+        P.check_finite("pool_emb")            # the candidates were not covered by a sum
+    plan.mix_fisher(sums[0] if pool_fisher is None else None, n_U, F_L, n_L, pool_fisher)
+    picks, gains = plan.run()
     return P.give_back(picks, gains) if return_gains else P.give_back(picks)[0]

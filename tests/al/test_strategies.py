@@ -43,7 +43,7 @@ def test_picks_valid_unique_unlabeled_deterministic(setup, name):
 def test_budget_checks(setup, name):
     model, pool, labeled = setup
     s = strategies.get(name, **_opts(name))
-    with pytest.raises(ValueError, match="exceeds the 50 unlabeled"):
+    with pytest.raises(ValueError, match="between 1 and the 50 unlabeled"):
         s.select(model, pool, labeled, 51)
     with pytest.raises(ValueError, match="budget"):
         s.select(model, pool, labeled, 0)

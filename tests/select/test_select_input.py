@@ -10,7 +10,7 @@ X0 = torch.randn(6, 2, 3, dtype=torch.float64)
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(unlabeled=X0, budget=0), "budget must be between 1"),
-    (dict(unlabeled=X0, budget=7), "budget must be between 1 and the pool size N=6"),
+    (dict(unlabeled=X0, budget=7), "budget must be between 1 and the 6 candidates in unlabeled, got 7"),
     (dict(unlabeled=X0, budget=2.5), "budget must be an int"),
     (dict(unlabeled=X0[:0], budget=1), "empty"),
     (dict(unlabeled=X0[0], budget=1), r"\[N, C, D\]"),

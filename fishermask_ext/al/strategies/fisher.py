@@ -9,9 +9,8 @@ from ... import distributed
 from ...distributed import sharded_world
 from ...nn import ParamMask, batches, fisher_mask, masked_grad_embeddings
 from ...nn.hooks import WEIGHTINGS
-from ...ops import BACKENDS
 from ...select import fisher_matrix, select_from_pool
-from ...select.greedy import check_options
+from ...select.core import check_options
 from .base import Strategy
 
 __all__ = ["FisherMask", "ReferenceFisherMask", "Bait", "VARIANTS", "auto_pct"]
@@ -79,9 +78,7 @@ class FisherMask(Strategy):
         if chosen["weighting"] not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got "
                              f"{chosen['weighting']!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        check_options(lamb, backward_steps, chosen["parity"], False, False)
+        check_options(lamb, backward_steps, chosen["parity"], False, False, backend)
         check_int(n_samples, "n_samples", minimum=1)
         self.variant = variant
         self.pct_top, self.weighting, self.lamb = pct_top, chosen["weighting"], lamb
