@@ -17,10 +17,12 @@ import importlib
 from .ops import native_available
 from .nn import (MLP, ParamMask, ResNet18Narrow, SmallCNN, fisher_diagonal, fisher_mask,
                  get_model, masked_grad_embeddings, random_mask)
-from .select import EmbeddingStore, fisher_matrix, open_store, select_batch, select_from_pool
+from .select import (EmbeddingStore, FactoredEmbeddings, fisher_matrix, open_store, select_batch,
+                     select_from_pool)
 
 __version__ = "0.1.0"
 __all__ = ["select_batch", "select_from_pool", "fisher_matrix", "native_available",
+           "FactoredEmbeddings",
            "EmbeddingStore", "open_store",
            "ParamMask", "random_mask", "fisher_diagonal", "fisher_mask",
            "masked_grad_embeddings", "get_model", "MLP", "SmallCNN", "ResNet18Narrow"]

@@ -107,6 +107,22 @@ class FactoredEmbeddings:
     def detach(self):
         return self._like(*(None if t is None else t.detach() for t in (self.G, self.H, self.R)))
 
+    @staticmethod
+    def cat(parts):
+        """The rows of several FactoredEmbeddings of one layout (same d̄, D_r, columns), in
+        order, as one."""
+        parts = list(parts)
+        if not parts:
+            raise ValueError("cat needs at least one FactoredEmbeddings")
+        first = parts[0]
+        for p in parts[1:]:
+            if (p.shape[1:] != first.shape[1:] or p.d_bar != first.d_bar
+                    or not _same_columns(p.columns, first.columns)):
+                raise ValueError(f"cannot concatenate {p!r} to {first!r}: the layouts differ")
+        R = None if first.R is None else torch.cat([p.R for p in parts])
+        return FactoredEmbeddings(torch.cat([p.G for p in parts]), torch.cat([p.H for p in parts]),
+                                  R, columns=first.columns)
+
     def _like(self, G, H, R):
         return FactoredEmbeddings(G, H, R, columns=self.columns)
 
@@ -144,6 +160,10 @@ class FactoredEmbeddings:
         out = torch.empty_like(F)
         out[cols[:, None], cols[None, :]] = F
         return out
+
+
+def _same_columns(a, b):
+    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
 
 
 def _check_factors(G, H, R):
