@@ -15,7 +15,7 @@ import torch
 from ..ops import resolve
 from ..ops.loop import Block, Kernels
 from ..ops.sizes import BLOCK, chunk_rows, factored_init_rows, factored_rows
-from .factored import FactoredEmbeddings
+from .factored import FactoredEmbeddings, from_natural, to_natural
 
 __all__ = ["Rows", "FactoredRows", "RowRange", "as_rows"]
 
@@ -172,10 +172,10 @@ class FactoredRows(Rows):
                     if t.numel()), default=0.0)
 
     def to_working(self, F):
-        return FactoredEmbeddings.to_natural(self, F)
+        return to_natural(F, self.columns)
 
     def from_working(self, F):
-        return FactoredEmbeddings.from_natural(self, F)
+        return from_natural(F, self.columns)
 
     def kernels(self, backend):
         dev = self.device
