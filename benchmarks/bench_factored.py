@@ -4,7 +4,8 @@ factors and on the dense matrix, and a pool of 10⁶ candidates on one machine.
     python -m pytest benchmarks/bench_factored.py --benchmark-enable -s   # full sizes
     python -m pytest benchmarks/bench_factored.py                        # smoke pass (CI)
 
-- dense vs factored, N = 20,000, C = 10, K = 200, float32, the two real mask shapes:
+- dense vs factored, N = 20,000 (FISHERMASK_FACTORED_N to change it), C = 10, K = 200,
+  float32, the two real mask shapes:
   FisherMask on the narrow ResNet-18 (d̄ = 128, D_r = 122, D = 1,402) and BAIT on a 512-wide
   penultimate layer (d̄ = 512, D_r = 0, D = 5,120). Same picks checked; the ratio, and the
   factored step's GFLOP/s and GB/s against this machine's float64 GEMM rate and copy rate.
@@ -29,7 +30,7 @@ from fishermask_ext import FactoredEmbeddings
 from fishermask_ext.testing import subprocess_env
 
 SHAPES = {"fishermask": dict(d=128, Dr=122), "bait": dict(d=512, Dr=0)}
-FULL = dict(N=20000, C=10, K=200)
+FULL = dict(N=int(os.environ.get("FISHERMASK_FACTORED_N", 20000)), C=10, K=200)
 SMOKE = dict(N=60, C=3, K=5)
 SMOKE_SHAPES = {"fishermask": dict(d=6, Dr=5), "bait": dict(d=9, Dr=0)}
 
