@@ -53,6 +53,15 @@ inline void check_trace_ratio_step(const at::Tensor& A, const at::Tensor& B, con
   }
 }
 
+// trace_ratio_update: trace_ratio_step's A, B, S, Q, eligible; WZ [N, C, 2C] f64.
+inline void check_trace_ratio_update(const at::Tensor& A, const at::Tensor& B,
+                                     const at::Tensor& WZ, const at::Tensor& S,
+                                     const at::Tensor& Q, const at::Tensor& eligible) {
+  check_trace_ratio_step(A, B, WZ, c10::nullopt, S, Q, eligible);   // WZ as an X with D = 2C
+  TORCH_CHECK(WZ.scalar_type() == at::kDouble && WZ.size(2) == 2 * A.size(1),
+              "WZ must be [N, C, 2C] float64, got ", WZ.sizes(), " ", WZ.scalar_type());
+}
+
 // commit_direction: P, F [D, D] f64; xt [C, D] f64 with C >= 1; S [C, C] f64.
 inline void check_commit_direction(const at::Tensor& P, const at::Tensor& F, const at::Tensor& xt,
                                    const at::Tensor& S) {

@@ -30,6 +30,7 @@ TORCH_LIBRARY(fishermask_ext, m) {
   m.def("trace_ratio_step(Tensor(a!) A, Tensor(b!) B, Tensor X, Tensor? UV, float scale, "
         "Tensor S, Tensor Q, Tensor eligible, float sigma, bool round_scores=False) -> "
         "(Tensor, Tensor)");
+  m.def("trace_ratio_update(Tensor(a!) A, Tensor(b!) B, Tensor WZ, float scale, Tensor S, Tensor Q, Tensor eligible, float sigma, bool round_scores=False) -> (Tensor, Tensor)");
   // The commit of one pick x̃ (sign σ folded into S = (σI + A_j)⁻¹):
   //   u = P x̃ᵀ,  v = P F u,  P -= u S uᵀ (in place).  Returns [u v].
   // P, F: [D, D] f64 symmetric; xt: [C, D] f64; S: [C, C] f64 symmetric. -> [D, 2C] f64
