@@ -1,5 +1,6 @@
 // The one schema file: every fishermask_ext op is declared here; csrc/cpu/*.cpp and
-// csrc/cuda/*.cu register the device kernels, fishermask_ext/_ops.py the fake (meta) kernels.
+// csrc/cuda/*.cu register the device kernels, fishermask_ext/ops/fakes.py the fake (meta)
+// kernels.
 #include <Python.h>
 #include <torch/library.h>
 

@@ -1,6 +1,6 @@
 // CUDA kernels of the step-C embedding ops (docs/ALGORITHM.md): per-sample masked weight gradients of
 // Linear and Conv2d layers for all C class seeds at once. Schemas and exact math: csrc/ops.cpp;
-// validation and index decoding are shared with the CPU kernels through csrc/embed.h.
+// validation and index decoding are shared with the CPU kernels through csrc/masked_grad.h.
 // Linear: one thread per (sample, masked entry) pair (the sum over S is short, usually S = 1).
 // Conv2d: one warp per pair, lanes split the Ho·Wo output positions and reduce by shuffles.
 // Both keep kClassTile class sums in registers, so an activation is read once per tile of classes
