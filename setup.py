@@ -43,9 +43,16 @@ def _use_cuda():
     return torch.version.cuda is not None and torch.cuda.is_available()
 
 
+def nvcc_flags(kind):
+    """csrc/cuda/nvcc_flags.txt's "all" flags and those of `kind` (release or debug)."""
+    lines = open(os.path.join(HERE, "csrc", "cuda", "nvcc_flags.txt")).read().splitlines()
+    table = dict(line.split(":", 1) for line in lines if line.strip() and not line.startswith("#"))
+    return table["all"].split() + table[kind].split()
+
+
 def _extension():
     debug = _flag("FISHERMASK_DEBUG")
-    opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
+    opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]   # g++ only: nvcc has no -g0
     # -Wno-psabi: the CPU kernels pass AVX-512-wide vectors between always-inlined functions,
     # which GCC flags as an ABI note although no such call survives inlining.
     cxx = opt + ["-std=c++20", "-fopenmp", "-Wno-psabi"]
@@ -55,7 +62,7 @@ def _extension():
                   py_limited_api=True)
     if _use_cuda():
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-        nvcc = opt + ["-std=c++20", "--expt-relaxed-constexpr"]
+        nvcc = nvcc_flags("debug" if debug else "release")
         return CUDAExtension("fishermask_ext._C", sources,
                              extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)
     return CppExtension("fishermask_ext._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)

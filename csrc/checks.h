@@ -28,6 +28,7 @@ inline void check_trace_ratio_step(const at::Tensor& A, const at::Tensor& B, con
                                    const at::Tensor& Q, const at::Tensor& eligible) {
   TORCH_CHECK(A.dim() == 3 && A.size(1) == A.size(2), "A must be [N, C, C], got ", A.sizes());
   const int64_t N = A.size(0), C = A.size(1);
+  TORCH_CHECK(C >= 1, "A must be [N, C, C] with C >= 1, got ", A.sizes());   // C = 0: no scores
   TORCH_CHECK(A.scalar_type() == at::kDouble && B.scalar_type() == at::kDouble &&
                   S.scalar_type() == at::kDouble && Q.scalar_type() == at::kDouble,
               "A, B, S and Q must be float64");

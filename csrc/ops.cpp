@@ -1,5 +1,6 @@
 // The one schema file: every fishermask_ext op is declared here; csrc/cpu/*.cpp and
-// csrc/cuda/*.cu register the device kernels, fishermask_ext/_ops.py the fake (meta) kernels.
+// csrc/cuda/*.cu register the device kernels, fishermask_ext/ops/fakes.py the fake (meta)
+// kernels.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -91,8 +92,10 @@ TORCH_LIBRARY(fishermask_ext, m) {
 
   // ---- Fisher diagonal (docs/ALGORITHM.md, step A) ----
   // Sums over samples n and class seeds c of squared per-sample gradients, formed `chunk`
-  // samples at a time (memory grows with chunk, never with n); a float32 input is summed in
-  // float32 per chunk. Each output is in the parameter's own layout.
+  // samples at a time (memory grows with chunk, never with n). The products that form a chunk
+  // run in the input's dtype (TF32 off on CUDA); the kernels sum squares in float64 on every
+  // device, and each chunk's sum is added to the output in its dtype. Each output is in the
+  // parameter's own layout.
   // out[o, i] = sum_{c,n} (sum_s delta[c, n, s, o] * a[n, s, i])^2.
   // a: [n, S, I]; delta: [C, n, S, O]. -> [O, I]
   m.def("fisher_linear_sq(Tensor a, Tensor delta, int chunk) -> Tensor");

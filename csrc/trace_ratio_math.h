@@ -5,6 +5,12 @@
 // reached through M (a V* or a strided view, anything with operator[](int) -> V&).
 //
 // kC is C when it is known at compile time (the loops then unroll), 0 for a run-time C.
+//
+// Share says which rows (or columns) of each C×C product the caller computes: all of them
+// (Serial, the default: a CPU lane group, or one CUDA thread), or one lane's share of a group of
+// CUDA lanes working on one candidate together (csrc/cuda/trace_ratio_kernels.cuh), with the
+// matrices in the group's shared memory and share.sync() between the stages that read what
+// other lanes wrote. Every lane computes the same values in the same order as Serial does.
 #pragma once
 #include <cmath>
 #include <limits>
@@ -41,36 +47,46 @@ struct LaneOps<double> {
 template <int kC>
 FM_HD int dim(int c_runtime) { return kC > 0 ? kC : c_runtime; }
 
+// Rows first, first + step, ... of every product; sync() orders the stages.
+struct Serial {
+  FM_HD int first() const { return 0; }
+  FM_HD int step() const { return 1; }
+  FM_HD void sync() const {}
+};
+
 // The rank-C commit update of one candidate, for the symmetric C×C S and Q of the commit:
 //   A -= W S Wᵀ;   B -= W S Zᵀ + Z S Wᵀ - W S Q S Wᵀ
 // as four products: T = W S; A -= T Wᵀ; G = Z - ½ T Q (in place of Z); B -= T Gᵀ + G Tᵀ.
 // (T Gᵀ + G Tᵀ = T Zᵀ + Z Tᵀ - T Q Tᵀ, and T Zᵀ = W S Zᵀ, Z Tᵀ = Z S Wᵀ since S = Sᵀ.)
 // a, b: the candidate's A_i, B_i (updated); w, z: its W_i = X̃_i u, Z_i = X̃_i v (z is
 // overwritten with G); t: C·C values of scratch (left holding T).
-template <int kC, typename V, typename M>
+template <int kC, typename V, typename M, typename Share = Serial>
 FM_HD void commit_update(int c_runtime, M a, M b, M w, M z, M t, const double* S,
-                         const double* Q) {
+                         const double* Q, Share share = {}) {
   const int C = dim<kC>(c_runtime);
-  for (int r = 0; r < C; ++r)
+  for (int r = share.first(); r < C; r += share.step())
     for (int c = 0; c < C; ++c) {
       V s = w[r * C] * S[c];
       for (int k = 1; k < C; ++k) s += w[r * C + k] * S[k * C + c];
       t[r * C + c] = s;                                                  // T = W S
     }
-  for (int r = 0; r < C; ++r)
+  share.sync();
+  for (int r = share.first(); r < C; r += share.step())
     for (int c = 0; c < C; ++c) {
       V s = t[r * C] * w[c * C];
       for (int k = 1; k < C; ++k) s += t[r * C + k] * w[c * C + k];
       a[r * C + c] -= s;                                                 // A -= T Wᵀ
     }
-  for (int r = 0; r < C; ++r)
+  for (int r = share.first(); r < C; r += share.step())
     for (int c = 0; c < C; ++c) {
       V s = t[r * C] * Q[c];
       for (int k = 1; k < C; ++k) s += t[r * C + k] * Q[k * C + c];
       z[r * C + c] -= 0.5 * s;                                           // G = Z - ½ T Q
     }
-  // B stays exactly symmetric: each (r, c), c >= r, is computed once and mirrored.
-  for (int r = 0; r < C; ++r)
+  share.sync();
+  // B stays exactly symmetric: each (r, c), c >= r, is computed once and mirrored (by the
+  // owner of row r: no other lane touches row r's columns >= r or column r's rows > r).
+  for (int r = share.first(); r < C; r += share.step())
     for (int c = r; c < C; ++c) {
       V s = t[r * C] * z[c * C] + z[r * C] * t[c * C];
       for (int k = 1; k < C; ++k) s += t[r * C + k] * z[c * C + k] + z[r * C + k] * t[c * C + k];
@@ -78,13 +94,17 @@ FM_HD void commit_update(int c_runtime, M a, M b, M w, M z, M t, const double* S
       b[r * C + c] = v;
       b[c * C + r] = v;
     }
+  share.sync();
 }
 
 // In place lower Cholesky of l (its upper triangle is left as is). Lanes whose matrix is not
 // positive definite are cleared in `ok` and carried on with unit pivots, so every lane stays
 // finite. inv_diag[j] = 1 / L[j, j].
-template <int kC, typename V, typename M>
-FM_HD void cholesky(int c_runtime, M l, M inv_diag, typename LaneOps<V>::Mask& ok) {
+// Every lane computes each pivot (so all hold `ok`); the owner of row j stores it, and each lane
+// updates its own rows below.
+template <int kC, typename V, typename M, typename Share = Serial>
+FM_HD void cholesky(int c_runtime, M l, M inv_diag, typename LaneOps<V>::Mask& ok,
+                    Share share = {}) {
   using Ops = LaneOps<V>;
   const int C = dim<kC>(c_runtime);
   for (int j = 0; j < C; ++j) {
@@ -93,26 +113,33 @@ FM_HD void cholesky(int c_runtime, M l, M inv_diag, typename LaneOps<V>::Mask& o
     const auto pos = Ops::positive(d);
     ok = Ops::both(ok, pos);
     d = Ops::sqrt(Ops::pick(pos, d, Ops::splat(1.0)));
-    l[j * C + j] = d;
-    inv_diag[j] = 1.0 / d;
-    for (int i = j + 1; i < C; ++i) {
+    const V inv = 1.0 / d;
+    share.sync();                                  // every lane has read l[j, j]
+    if (j >= share.first() && (j - share.first()) % share.step() == 0) {
+      l[j * C + j] = d;
+      inv_diag[j] = inv;
+    }
+    for (int i = share.first(); i < C; i += share.step()) {
+      if (i <= j) continue;
       V s = l[i * C + j];
       for (int k = 0; k < j; ++k) s -= l[i * C + k] * l[j * C + k];
-      l[i * C + j] = s * inv_diag[j];
+      l[i * C + j] = s * inv;
     }
+    share.sync();
   }
 }
 
-// In place y = L⁻¹ y for every column of y (L from cholesky()).
-template <int kC, typename V, typename M>
-FM_HD void solve_lower(int c_runtime, M l, M inv_diag, M y) {
+// In place y = L⁻¹ y for every column of y (L from cholesky()); a lane solves its columns.
+template <int kC, typename V, typename M, typename Share = Serial>
+FM_HD void solve_lower(int c_runtime, M l, M inv_diag, M y, Share share = {}) {
   const int C = dim<kC>(c_runtime);
-  for (int c = 0; c < C; ++c)
+  for (int c = share.first(); c < C; c += share.step())
     for (int r = 0; r < C; ++r) {
       V s = y[r * C + c];
       for (int k = 0; k < r; ++k) s -= l[r * C + k] * y[k * C + c];
       y[r * C + c] = s * inv_diag[r];
     }
+  share.sync();
 }
 
 // score = σ · tr((I + σA)⁻¹ B), the trace-ratio gain of adding (σ = +1) or the loss of removing
@@ -120,19 +147,27 @@ FM_HD void solve_lower(int c_runtime, M l, M inv_diag, M y) {
 // tr((L Lᵀ)⁻¹ B) = tr(L⁻¹ B L⁻ᵀ), two triangular solves. Lanes where I + σA is not positive
 // definite, or where the trace is NaN, get -inf: they can never be picked.
 // l, y, yt: C·C values of scratch each; inv_diag: C values.
-template <int kC, typename V, typename M>
-FM_HD V trace_ratio_score(int c_runtime, M a, M b, double sigma, M l, M y, M yt, M inv_diag) {
+// With a Share of several lanes, every lane returns the score.
+template <int kC, typename V, typename M, typename Share = Serial>
+FM_HD V trace_ratio_score(int c_runtime, M a, M b, double sigma, M l, M y, M yt, M inv_diag,
+                          Share share = {}) {
   using Ops = LaneOps<V>;
   const int C = dim<kC>(c_runtime);
-  for (int q = 0; q < C * C; ++q) l[q] = sigma * a[q];
-  for (int j = 0; j < C; ++j) l[j * C + j] += 1.0;
+  for (int r = share.first(); r < C; r += share.step()) {
+    for (int c = 0; c < C; ++c) {
+      l[r * C + c] = sigma * a[r * C + c];
+      y[r * C + c] = b[r * C + c];
+    }
+    l[r * C + r] += 1.0;
+  }
+  share.sync();
   auto ok = Ops::all_lanes();
-  cholesky<kC, V>(C, l, inv_diag, ok);
-  for (int q = 0; q < C * C; ++q) y[q] = b[q];
-  solve_lower<kC, V>(C, l, inv_diag, y);                               // L⁻¹ B
-  for (int r = 0; r < C; ++r)
+  cholesky<kC, V>(C, l, inv_diag, ok, share);
+  solve_lower<kC, V>(C, l, inv_diag, y, share);                        // L⁻¹ B
+  for (int r = share.first(); r < C; r += share.step())
     for (int c = 0; c < C; ++c) yt[r * C + c] = y[c * C + r];          // (L⁻¹ B)ᵀ
-  solve_lower<kC, V>(C, l, inv_diag, yt);                              // L⁻¹ B L⁻ᵀ (its trace)
+  share.sync();
+  solve_lower<kC, V>(C, l, inv_diag, yt, share);                       // L⁻¹ B L⁻ᵀ (its trace)
   V tr = yt[0];
   for (int j = 1; j < C; ++j) tr += yt[j * C + j];
   tr = sigma * tr;

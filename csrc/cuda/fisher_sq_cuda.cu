@@ -1,11 +1,12 @@
 // CUDA kernels of the step-A ops (docs/ALGORITHM.md): sums over samples and class seeds of
-// squared per-sample gradients. Schemas and exact math: csrc/ops.cpp; the chunk loops (cuBLAS
+// squared per-sample gradients, summed in float64 as on the CPU. Schemas and exact math: csrc/ops.cpp; the chunk loops (cuBLAS
 // batched GEMMs through ATen) and the arithmetic are csrc/fisher_sq.h, shared with the CPU.
 // im2col: one thread per patch entry. square_sum: one thread per gradient entry, its loads coalesced across the warp.
 // channel: one block per output channel, threads split the (class, sample) pairs, then a
 // fixed-order tree sum in shared memory (deterministic, no atomics).
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>
+#include <ATen/Context.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -25,7 +26,7 @@ template <typename scalar_t>
 __global__ void square_sum_kernel(const scalar_t* __restrict__ G,  // [P, Gr, C, R]
                                   scalar_t* __restrict__ out,      // [Gr, R]
                                   int64_t P, int64_t Gr, int64_t C, int64_t R) {
-  using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
+  using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;   // float64, as on the CPU
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < Gr * R;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t g = t / R, r = t % R;
@@ -77,7 +78,7 @@ __global__ void channel_sq_kernel(const scalar_t* __restrict__ delta,  // [C, n,
                                   const scalar_t* __restrict__ a,      // [n, O, L] or null
                                   scalar_t* __restrict__ out,          // [O]
                                   int64_t C, int64_t n, int64_t O, int64_t L) {
-  using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
+  using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;   // float64, as on the CPU
   __shared__ acc_t part[kThreads];
   const int64_t o = blockIdx.x;
   part[threadIdx.x] = channel_squares<acc_t>(delta, sc, sn, a, n, O, L, C, o, threadIdx.x,
@@ -94,6 +95,7 @@ at::Tensor fisher_linear_sq_cuda(const at::Tensor& a,      // [n, S, I]
                                  const at::Tensor& delta,  // [C, n, S, O]
                                  int64_t chunk) {
   const c10::cuda::CUDAGuard guard(a.device());
+  const at::NoTF32Guard no_tf32;   // the float32 products stay float32, whatever the global flag
   return fisher_linear_sq_impl(a, delta, chunk, square_sum_cuda);
 }
 
@@ -103,6 +105,7 @@ at::Tensor fisher_conv2d_sq_cuda(const at::Tensor& x,      // [n, Cin, H, W]
                                  at::IntArrayRef padding, at::IntArrayRef dilation,
                                  int64_t groups, int64_t chunk) {
   const c10::cuda::CUDAGuard guard(x.device());
+  const at::NoTF32Guard no_tf32;
   return fisher_conv2d_sq_impl(x, delta, kernel_size, stride, padding, dilation, groups, chunk,
                                square_sum_cuda, im2col_cuda);
 }

@@ -1,6 +1,6 @@
 // CUDA kernels of the step-C embedding ops (docs/ALGORITHM.md): per-sample masked weight gradients of
 // Linear and Conv2d layers for all C class seeds at once. Schemas and exact math: csrc/ops.cpp;
-// validation and index decoding are shared with the CPU kernels through csrc/embed.h.
+// validation and index decoding are shared with the CPU kernels through csrc/masked_grad.h.
 // Linear: one thread per (sample, masked entry) pair (the sum over S is short, usually S = 1).
 // Conv2d: one warp per pair, lanes split the Ho·Wo output positions and reduce by shuffles.
 // Both keep kClassTile class sums in registers, so an activation is read once per tile of classes
@@ -41,7 +41,7 @@ __global__ void masked_linear_grad_kernel(const scalar_t* __restrict__ a,      /
                                           scalar_t* __restrict__ out,          // [n, C, m]
                                           int64_t n, int64_t S, int64_t I, int64_t C, int64_t O,
                                           int64_t m) {
-  using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
+  using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;   // float64, as on the CPU
   const int64_t class_stride = n * S * O;
   // k varies fastest across threads: neighbours share the sample (and often o).
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < n * m;
@@ -73,7 +73,7 @@ __global__ void masked_conv2d_grad_kernel(const scalar_t* __restrict__ x,      /
                                           const int64_t* __restrict__ index,   // [m]
                                           scalar_t* __restrict__ out,          // [n, C, m]
                                           ConvGeometry g) {
-  using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
+  using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;   // float64, as on the CPU
   const int lane = threadIdx.x;
   const int64_t L = g.Ho * g.Wo, class_stride = g.n * g.O * L;
   // p is uniform across a warp, so every lane reaches the shuffles together.

@@ -4,7 +4,7 @@ import hashlib
 
 import torch
 
-__all__ = ["eval_mode", "eval_with_grad", "model_device", "logits_of", "model_fingerprint"]
+__all__ = ["eval_mode", "eval_with_grad", "no_tf32", "model_device", "logits_of", "model_fingerprint"]
 
 
 @contextlib.contextmanager
@@ -21,10 +21,26 @@ def eval_mode(model):
 
 
 @contextlib.contextmanager
+def no_tf32():
+    """TF32 off for cuBLAS and cuDNN inside the block, the caller's switches restored after.
+
+    On CUDA, cuDNN convolutions default to TF32 (torch.backends.cudnn.allow_tf32 is True) and a
+    user may turn it on for cuBLAS too; either would round the float32 inputs of the captured
+    passes to 10 mantissa bits, and steps A and C would then differ by GPU generation. The
+    native fisher ops pin it off in C++ (at::NoTF32Guard) for their own products."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+@contextlib.contextmanager
 def eval_with_grad(model):
     """eval_mode with autograd on inside the block, even within a caller's no_grad or
-    inference_mode block."""
-    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+    inference_mode block, and TF32 off (no_tf32): the passes that steps A and C capture."""
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad(), no_tf32():
         yield
 
 

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 import torch
-from baal.active import ActiveLearningDataset, ActiveLearningLoop
-from baal.modelwrapper import ModelWrapper, TrainingArgs
+pytest.importorskip("baal", reason="needs baal (the baal extra)")
+from baal.active import ActiveLearningDataset, ActiveLearningLoop  # noqa: E402
+from baal.modelwrapper import ModelWrapper, TrainingArgs  # noqa: E402
 from torch import nn
 from torch.utils.data import TensorDataset
 

@@ -1,7 +1,8 @@
 """modAL: bait_query / fishermask_query inside a real ActiveLearner, three rounds on digits."""
 import numpy as np
 import pytest
-from modAL.models import ActiveLearner
+pytest.importorskip("modAL", reason="needs modAL-python (the modal extra)")
+from modAL.models import ActiveLearner  # noqa: E402
 from sklearn.linear_model import LogisticRegression
 
 from conftest import check_picks

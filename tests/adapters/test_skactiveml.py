@@ -1,6 +1,7 @@
 """scikit-activeml: Bait / FisherMask as SingleAnnotatorPoolQueryStrategy, three rounds on digits."""
 import numpy as np
 import pytest
+pytest.importorskip("skactiveml", reason="needs scikit-activeml (the skactiveml extra)")
 from skactiveml.base import SingleAnnotatorPoolQueryStrategy
 from skactiveml.classifier import SklearnClassifier
 from skactiveml.utils import MISSING_LABEL

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 skorch = pytest.importorskip("skorch", reason="needs skorch >= 1.2 (the skactiveml extra)")
+pytest.importorskip("modAL", reason="needs modAL-python (the modal extra)")
+pytest.importorskip("skactiveml", reason="needs scikit-activeml (the skactiveml extra)")
 from modAL.models import ActiveLearner                      # noqa: E402
 from skactiveml.classifier import SkorchClassifier          # noqa: E402
 from skactiveml.utils import MISSING_LABEL                  # noqa: E402

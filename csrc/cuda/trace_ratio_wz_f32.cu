@@ -1,0 +1,9 @@
+// The W/Z producer for float storage of X (see trace_ratio_kernels.cuh): one translation unit per
+// storage type, so the kernels of both compile in parallel.
+#include "cuda/trace_ratio_kernels.cuh"
+
+namespace fishermask_ext {
+
+void launch_wz_f32(const cuda_kernels::WZArgs<float>& p, int C) { cuda_kernels::launch_wz<float>(p, C); }
+
+}  // namespace fishermask_ext

@@ -1,0 +1,165 @@
+// Runs the unmodified kernels of csrc/cuda on the CPU, so CI executes every __global__ function
+// without a GPU (tests/cuda_on_cpu; the sources pass through csrc/testing/cuda_to_host.py,
+// which rewrites the <<<>>> launches and `extern __shared__` declarations, nothing else).
+//
+// - The threads of a block are fibers (ucontext) on the calling OS thread; the blocks of a
+//   launch run one after another, so `__shared__` can be `static`. A fiber runs until it reaches
+//   a barrier; the scheduler (cuda_on_cpu.cpp) releases a barrier when every thread it concerns
+//   waits at the same call (file and line). Any other state (some threads at another barrier,
+//   or finished) is a divergent barrier: the launch fails with a message instead of hanging.
+// - Shuffles and __syncwarp are warp barriers: all 32 lanes must arrive (full masks only).
+// - Launch limits are checked as the driver does; dynamic shared memory is poisoned with NaN
+//   bytes before each block, so a read before a write shows in the results.
+// - A fiber schedule runs the threads in one order only, so it cannot show a missing barrier
+//   between two writers: that needs real threads (a race detector), not this shim.
+// Every translation unit of a shim build includes this header first, with the same settings.
+#pragma once
+#include <torch/library.h>
+
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+using cudaStream_t = struct cuda_on_cpu_stream*;
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+using cudaError_t = int;
+constexpr int warpSize = 32;
+
+// The running thread's coordinates: set by the scheduler before it resumes a fiber.
+extern thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+namespace cuda_on_cpu {
+
+struct Site {
+  const char* file;
+  int line;
+};
+
+void block_barrier(Site site);
+// Waits for the 32 lanes of the warp at `site`; the lanes' `value`s are exchanged through it:
+// returns the value of lane `src` (a lane outside the warp gets its own value back).
+uint64_t warp_exchange(Site site, unsigned mask, uint64_t value, int src);
+void* dynamic_shared_memory();
+void set_max_dynamic_shared(const void* kernel, int bytes);
+// Runs body() as every thread of every block of the launch; a failure is kept for
+// C10_CUDA_KERNEL_LAUNCH_CHECK (as the CUDA runtime keeps it for cudaGetLastError).
+void run_launch(dim3 grid, dim3 block, size_t shared_bytes, const void* kernel,
+                void (*body)(void*), void* context);
+void check_last_launch(const char* file, int line);
+
+template <typename... P>
+struct Launcher {
+  void (*kernel)(P...);
+  dim3 grid, block;
+  size_t shared;
+  template <typename... A>
+  void operator()(A&&... args) const {
+    // Arguments convert to the parameter types once, as the runtime copies them.
+    std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
+    struct Context {
+      void (*kernel)(P...);
+      std::tuple<std::decay_t<P>...>* params;
+    } context{kernel, &params};
+    run_launch(grid, block, shared, reinterpret_cast<const void*>(kernel),
+               [](void* c) {
+                 auto* ctx = static_cast<Context*>(c);
+                 std::apply(ctx->kernel, *ctx->params);
+               },
+               &context);
+  }
+};
+
+// kernel<<<grid, block, shared, stream>>>(args) becomes launch(kernel, grid, block, shared,
+// stream)(args).
+template <typename... P>
+Launcher<P...> launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shared = 0,
+                      cudaStream_t = nullptr) {
+  return {kernel, grid, block, shared};
+}
+
+template <typename T>
+T* dynamic_shared() {
+  return static_cast<T*>(dynamic_shared_memory());
+}
+
+template <typename T>
+T shuffle(Site site, unsigned mask, T v, int src) {
+  static_assert(sizeof(T) <= sizeof(uint64_t) && std::is_trivially_copyable_v<T>);
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  bits = warp_exchange(site, mask, bits, src);
+  std::memcpy(&v, &bits, sizeof(T));
+  return v;
+}
+
+inline int lane_id() {
+  const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  return static_cast<int>(t % 32);
+}
+
+}  // namespace cuda_on_cpu
+
+#define FM_SITE ::cuda_on_cpu::Site{__builtin_FILE(), __builtin_LINE()}
+
+inline void __syncthreads(::cuda_on_cpu::Site site = FM_SITE) {
+  ::cuda_on_cpu::block_barrier(site);
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu, ::cuda_on_cpu::Site site = FM_SITE) {
+  ::cuda_on_cpu::warp_exchange(site, mask, 0, 0);
+}
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32,
+                  ::cuda_on_cpu::Site site = FM_SITE) {
+  const int lane = ::cuda_on_cpu::lane_id();
+  return ::cuda_on_cpu::shuffle(site, mask, v, width == 32 ? lane ^ lane_mask : -1);
+}
+template <typename T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32,
+                   ::cuda_on_cpu::Site site = FM_SITE) {
+  const int lane = ::cuda_on_cpu::lane_id();
+  const int src = lane + static_cast<int>(delta);
+  return ::cuda_on_cpu::shuffle(site, mask, v, width == 32 && src < 32 ? src : lane);
+}
+template <typename T>
+T __shfl_sync(unsigned mask, T v, int src, int width = 32, ::cuda_on_cpu::Site site = FM_SITE) {
+  return ::cuda_on_cpu::shuffle(site, mask, v, width == 32 ? src % 32 : -1);
+}
+// One OS thread runs every CUDA thread, so plain memory operations are atomic and ordered.
+template <typename T>
+T atomicAdd(T* p, T v) {
+  const T old = *p;
+  *p = old + v;
+  return old;
+}
+inline void __threadfence() {}
+template <typename T>
+T __ldcg(const T* p) {
+  return *p;
+}
+template <typename F>
+cudaError_t cudaFuncSetAttribute(F* kernel, cudaFuncAttribute, int value) {
+  ::cuda_on_cpu::set_max_dynamic_shared(reinterpret_cast<const void*>(kernel), value);
+  return 0;
+}
+
+// The kernels' CUDA registrations become CPU registrations in the test namespace
+// (FM_SHIM_NAMESPACE, default fishermask_ext_cuda_on_cpu), where the tests call them as ops.
+#ifndef FM_SHIM_NAMESPACE
+#define FM_SHIM_NAMESPACE fishermask_ext_cuda_on_cpu
+#endif
+#define FM_SHIM_IMPL(ns, m) _TORCH_LIBRARY_IMPL(ns, CPU, m, C10_UID)
+#undef TORCH_LIBRARY_IMPL
+#define TORCH_LIBRARY_IMPL(ns, k, m) FM_SHIM_IMPL(FM_SHIM_NAMESPACE, m)
