@@ -27,7 +27,12 @@ FIELDS = ("strategy", "seed", "round", "n_labeled", "accuracy", "train_accuracy"
 def load_rows(out_dir):
     """(config, rows, skipped): one row per completed round of every readable run under
     `out_dir`/runs, and {path: reason} of the state files that could not be read."""
-    config = read_json(os.path.join(out_dir, "config.json"))
+    path = os.path.join(out_dir, "config.json")
+    if not os.path.isfile(path):
+        what = "is not a folder" if not os.path.isdir(out_dir) else "has no config.json"
+        raise FileNotFoundError(f"{out_dir} {what}: it is not a results folder; pass the "
+                                f"folder `fishermask run` wrote (e.g. results/digits-mlp)")
+    config = read_json(path)
     rows, skipped = [], {}
     for path in sorted(glob.glob(os.path.join(out_dir, "runs", "*", "state.json"))):
         try:

@@ -47,6 +47,8 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
     plans = _plans(model, mask, owners, device)
     capture = hooks.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
     N = batches.num_samples(data)
+    if N == 0:      # else an empty batch runs, and fails in a reshape
+        raise ValueError("masked_grad_embeddings: data holds no samples; pass a non-empty pool")
     chunks, start = [], 0
     show = progress if progress is not None else (N or 0) > PROGRESS_MIN and sys.stderr.isatty()
     bar = _progress_bar(N, show)
@@ -209,6 +211,9 @@ class _NoBar:
         return False
 
     def update(self, n):
+        pass
+
+    def refresh(self):
         pass
 
 
