@@ -188,8 +188,8 @@ def _interrupted(args, argv):
         rounds = sum(len(read_json(p)["history"]) for p in states)
         if not rounds:
             return "no round was completed, nothing saved; run the command again"
-        return (f"{rounds} completed rounds of {len(states)} runs are saved in {args.out} (an "
-                f"interrupted round is redone); continue with: {again}")
+        return (f"{rounds} completed round(s) of {len(states)} run(s) are saved in "
+                f"{args.out} (an interrupted round is redone); continue with: {again}")
     if args.command == "embed":
         return (f"the chunks completed so far are saved in {args.out}; continue with: {again}")
     return "nothing was written"
