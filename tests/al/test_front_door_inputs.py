@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from testing import cli_fails
 
 from fishermask_ext.al import cli, embed_cmd
 from fishermask_ext.nn import ParamMask, get_model
@@ -16,14 +17,7 @@ TINY = ["--pool-size", "80", "--test-size", "40", "--model-option", "hidden=[8]"
 POOL = ["--dataset", "digits", "--pool-size", "150", "--no-progress"]
 
 
-def _fails(capsys, argv, *needles):
-    """main(argv) returns 2 with one line on stderr holding every needle, no traceback."""
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
+_fails = cli_fails
 
 
 def _usage_error(capsys, argv, *needles):
