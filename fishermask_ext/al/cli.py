@@ -39,7 +39,7 @@ def _run_parser(sub):
     r.add_argument("--out", default=None, help="results folder (default ./results/<name>)")
     r.add_argument("--name", default=None, help="default: <dataset>-<model>[-imbalanced]")
     r.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run(args):
@@ -66,7 +66,8 @@ def _run(args):
 def _report_parser(sub):
     rep = sub.add_parser("report", help="(re)write the curves, plot and summary of a results "
                                         "folder, also of an unfinished one")
-    rep.add_argument("folder")
+    rep.add_argument("folder", help="a results folder of `fishermask run` (it holds config.json "
+                                    "and runs/)")
 
 
 def _report(args):
@@ -102,7 +103,9 @@ def _select_parser(sub):
                    help="pick (b+1)·K forward, prune back to K (default 0)")
     s.add_argument("--parity", action="store_true",
                    help="round scores to float32 before each argmax, as the reference code")
-    s.add_argument("--backend", choices=BACKENDS, default="auto")
+    s.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="native kernels, the PyTorch twins (torch), or auto: native where "
+                        "built (default: auto)")
     s.add_argument("--gains", action="store_true",
                    help="also write each pick's trace-ratio decrease (text: 'index gain')")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -62,7 +62,8 @@ class ActiveLearningLoop:
             g = torch.Generator().manual_seed(seed_for(seed, "initial"))
             first = torch.randperm(n, generator=g)[:config["initial"]].sort().values
             self.state = dict(strategy=strategy, seed=self.seed, config=config, history=[],
-                              labeled=first.tolist(), checkpoint=None, done=False)
+                              labeled=first.tolist(), checkpoint=None, done=False,
+                              sizes=dict(pool=n, test=len(self.test_y)))
 
     @property
     def done(self):
