@@ -187,7 +187,8 @@ def _interrupted(args, argv):
     if args.command == "run":
         from .loop import completed_runs
         from .io import read_json
-        states = completed_runs(getattr(args, "out", None) or "")
+        out = getattr(args, "out", None)           # None: stopped before it was known
+        states = completed_runs(out) if out else []
         rounds = sum(len(read_json(p)["history"]) for p in states)
         if not rounds:
             return "no round was completed, nothing saved; run the command again"
