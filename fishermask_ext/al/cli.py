@@ -196,7 +196,8 @@ def _interrupted(args, argv):
                 f"{args.out} (an interrupted round is redone); continue with: {again}")
     if args.command == "embed":
         return (f"the chunks completed so far are saved in {args.out}; continue with: {again}")
-    return "nothing was written"
+    # report writes each file atomically, select its picks at the end: nothing is half-written
+    return "no file was left half-written; run the command again"
 
 
 def main(argv=None):
