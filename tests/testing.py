@@ -73,3 +73,15 @@ class ReuseNet(nn.Module):
     def forward(self, x):  # x: [n, 2, 9]
         h = torch.relu(self.bn(self.conv(x))).transpose(1, 2)    # [n, 4, 3]
         return self.linear(torch.tanh(self.proj(torch.tanh(self.proj(h)))).mean(1))
+
+
+def cli_fails(capsys, argv, *needles):
+    """`fishermask` main(argv) returns 2 with one line on stderr holding every needle and no
+    traceback; returns that line."""
+    from fishermask_ext.al import cli
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err

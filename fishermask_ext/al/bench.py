@@ -190,16 +190,32 @@ def run(args):
     if code >= 128:
         # pytest-benchmark opens its JSON file when the session starts: a stopped run leaves
         # it empty or partial, so there is no table to write.
-        print(f"[bench] stopped: no table written ({out} keeps what pytest left)", flush=True)
+        kept = "removed it, empty" if _drop_if_empty(out, raw) else "it keeps what pytest left"
+        print(f"[bench] stopped: no table written ({out}: {kept})", flush=True)
         return code
     try:
         paths = bench_report.write(raw, out, command=["fishermask", "bench", *sys.argv[2:]],
                                    quick=args.quick)
     except (OSError, ValueError) as exc:     # pytest failed before it wrote the JSON
-        print(f"[bench] no table written: {exc}", flush=True)
+        if _drop_if_empty(out, raw):
+            print(f"[bench] nothing was measured (pytest status {code}); removed the empty "
+                  f"folder {out}", flush=True)
+        else:
+            print(f"[bench] no table written: {exc}", flush=True)
     else:
         print("[bench] wrote " + ", ".join(paths.values()))
     return code
+
+
+def _drop_if_empty(out, raw):
+    """Remove `out` (True) when it holds nothing but the empty JSON file pytest-benchmark opens
+    at the start of a session: a failed run must not leave an empty results folder."""
+    if os.path.isfile(raw) and os.path.getsize(raw) == 0:
+        os.remove(raw)
+    if os.listdir(out):
+        return False
+    os.rmdir(out)
+    return True
 
 
 class _Stop(Exception):

@@ -15,6 +15,10 @@ __all__ = ["rows", "markdown", "write", "plot"]
 
 PLOT_KEYS = ("method", "dtype", "pool_size")
 COLORS = {"native": "C0", "twin": "C1", "direct": "C2"}   # one colour per method, any dtype
+# One look per dtype, apart in line, marker and fill: the two dtypes' lines often overlap.
+DTYPE_STYLES = {"float32": dict(linestyle="-", marker="o"),
+                "float64": dict(linestyle="--", marker="s", markerfacecolor="none",
+                                markersize=9)}
 
 
 def rows(raw):
@@ -64,9 +68,8 @@ def plot(table, path, title):
     import matplotlib.ticker
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
     for (method, dtype), points in lines.items():
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                color=COLORS.get(method), linestyle="-" if dtype == "float32" else "--",
-                label=f"{method} {dtype}")
+        ax.plot([p[0] for p in points], [p[1] for p in points], color=COLORS.get(method),
+                label=f"{method} {dtype}", **DTYPE_STYLES.get(dtype, dict(marker="^")))
     shapes = sorted({f"C={e['C']} D={e['D']} K={e['K']}" for pts in lines.values()
                      for _, _, e in pts if all(k in e for k in "CDK")})
     ax.set_xscale("log")

@@ -13,8 +13,10 @@ it. Bad input is one line on stderr naming the input and the fix, exit status 2,
 written.
 """
 import argparse
+import difflib
 import os
 import re
+import shlex
 import sys
 
 from ..ops import BACKENDS
@@ -37,7 +39,7 @@ def _run_parser(sub):
     r.add_argument("--out", default=None, help="results folder (default ./results/<name>)")
     r.add_argument("--name", default=None, help="default: <dataset>-<model>[-imbalanced]")
     r.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run(args):
@@ -47,7 +49,7 @@ def _run(args):
     config = schema.default_config(**schema.from_args(args))
     name = args.name or re.sub(r"[^\w.-]+", "-", f"{args.dataset}-{args.model}" +
                                ("-imbalanced" if args.imbalance else ""))
-    out = args.out or os.path.join("results", name)
+    out = args.out = args.out or os.path.join("results", name)    # args.out: for Ctrl-C
     rank = torchrun_rank(config["device"])       # None outside torchrun (al/launch.py)
     with results_folder(out, rank, args.resume) as folder:
         run_experiment(config, folder, resume=args.resume,
@@ -64,7 +66,8 @@ def _run(args):
 def _report_parser(sub):
     rep = sub.add_parser("report", help="(re)write the curves, plot and summary of a results "
                                         "folder, also of an unfinished one")
-    rep.add_argument("folder")
+    rep.add_argument("folder", help="a results folder of `fishermask run` (it holds config.json "
+                                    "and runs/)")
 
 
 def _report(args):
@@ -100,7 +103,9 @@ def _select_parser(sub):
                    help="pick (b+1)·K forward, prune back to K (default 0)")
     s.add_argument("--parity", action="store_true",
                    help="round scores to float32 before each argmax, as the reference code")
-    s.add_argument("--backend", choices=BACKENDS, default="auto")
+    s.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="native kernels, the PyTorch twins (torch), or auto: native where "
+                        "built (default: auto)")
     s.add_argument("--gains", action="store_true",
                    help="also write each pick's trace-ratio decrease (text: 'index gain')")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -157,25 +162,62 @@ COMMANDS = {"run": (_run_parser, _run), "report": (_report_parser, _report),
 
 
 def _parser():
+    """(the `fishermask` parser, {command: its subparser})."""
     p = argparse.ArgumentParser(prog="fishermask", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)
-    return p
+    return p, sub.choices
+
+
+def _unrecognized(parser, extra):
+    """argparse's message for unknown arguments, with the closest flag of `parser` for each
+    (argparse suggests them itself only from Python 3.14)."""
+    flags = [f for action in parser._actions for f in action.option_strings]
+    hints = []
+    for arg in extra:
+        close = difflib.get_close_matches(arg.split("=")[0], flags, n=1) if arg[:1] == "-" else []
+        hints.append(f"{arg} (did you mean {close[0]}?)" if close else arg)
+    return f"unrecognized arguments: {' '.join(hints)}"
+
+
+def _interrupted(args, argv):
+    """What a Ctrl-C leaves behind, and the command that continues from there."""
+    again = shlex.join(["fishermask", *argv] + ([] if "--resume" in argv else ["--resume"]))
+    if args.command == "run":
+        from .loop import completed_runs
+        from .io import read_json
+        out = getattr(args, "out", None)           # None: stopped before it was known
+        states = completed_runs(out) if out else []
+        rounds = sum(len(read_json(p)["history"]) for p in states)
+        if not rounds:
+            return "no round was completed, nothing saved; run the command again"
+        return (f"{rounds} completed round(s) of {len(states)} run(s) are saved in "
+                f"{args.out} (an interrupted round is redone); continue with: {again}")
+    if args.command == "embed":
+        return (f"the chunks completed so far are saved in {args.out}; continue with: {again}")
+    # report writes each file atomically, select its picks at the end: nothing is half-written
+    return "no file was left half-written; run the command again"
 
 
 def main(argv=None):
     """Entry point of the `fishermask` console script; returns the exit status."""
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, commands = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "bench":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        commands[args.command].error(_unrecognized(commands[args.command], extra))
     args.pytest_args = extra
     try:
         return COMMANDS[args.command][1](args)
     except USER_ERRORS as exc:
         print(f"fishermask {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # 130 = 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C.
+        print(f"\nfishermask {args.command}: interrupted (Ctrl-C); {_interrupted(args, argv)}",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

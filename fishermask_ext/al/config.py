@@ -4,7 +4,9 @@ It feeds the three places a config appears: `default_config` (what run_experimen
 as config.json), the `fishermask run` flags (`add_arguments`, `from_args`) and the saved-config
 comparison of --resume (`UNCHECKED`). A new setting is one `Option` here and nothing else.
 """
+import argparse
 import json
+import math
 import numbers
 from typing import NamedTuple
 
@@ -23,10 +25,12 @@ class Option(NamedTuple):
     default: object
     help: str
     optional: bool = False       # None allowed (and the default means "not set")
-    minimum: int = None          # for "int" and "ints"
+    minimum: int = None          # for "int", "ints" and "float"
     choices: tuple = ()
     flag: str = None             # default: --key-with-dashes
     positive: bool = False       # for "float": must be > 0
+    maximum: float = None        # for "float": must be <= this
+    nonempty: bool = False       # for "names" and "ints": at least one item
 
 
 SCHEMA = (
@@ -44,19 +48,21 @@ SCHEMA = (
     Option("model", "str", "mlp", "mlp | small_cnn | resnet18_narrow"),
     Option("model_options", "options", {}, "model constructor option (repeatable)",
            flag="--model-option"),
-    Option("strategies", "names", ["fishermask", "bait", "entropy", "random"], "comma list"),
+    Option("strategies", "names", ["fishermask", "bait", "entropy", "random"], "comma list",
+           nonempty=True),
     Option("strategy_options", "nested", {}, "strategy option, e.g. fishermask.pct_top=0.01 "
            "(repeatable)", flag="--set"),
     Option("initial", "int", 20, "initial labels", minimum=1),
     Option("query", "int", 20, "labels queried per round", minimum=1),
     Option("rounds", "int", 6, "query rounds", minimum=0),
-    Option("seeds", "ints", [0, 1], "comma list of seeds"),
-    Option("epochs", "int", 60, "epochs (max epochs with --train-accuracy)", minimum=0),
-    Option("train_accuracy", "float", None, "train each round until this training accuracy",
-           optional=True),
+    Option("seeds", "ints", [0, 1], "comma list of seeds", nonempty=True),
+    # At least one epoch: with 0 every round evaluates an untrained model, a flat curve.
+    Option("epochs", "int", 60, "epochs (max epochs with --train-accuracy)", minimum=1),
+    Option("train_accuracy", "float", None, "train each round until this training accuracy, "
+           "a fraction in [0, 1]", optional=True, minimum=0, maximum=1.0),
     Option("optimizer", "str", "adam", "the optimizer", choices=("adam", "sgd")),
-    Option("lr", "float", 1e-3, "learning rate"),
-    Option("weight_decay", "float", 0.0, "the optimizer's weight decay"),
+    Option("lr", "float", 1e-3, "learning rate", positive=True),
+    Option("weight_decay", "float", 0.0, "the optimizer's weight decay", minimum=0),
     Option("batch_size", "int", 32, "training batch size", minimum=1),
     Option("reset_weights", "bool", True, "continue training across rounds instead of "
            "resetting the weights", flag="--keep-weights"),
@@ -98,18 +104,24 @@ def _check(opt, value, name=None):
     if opt.kind == "int":
         check_int(value, name, minimum=opt.minimum)
     elif opt.kind == "ints":
-        _check_list(value, name)
+        _check_list(value, name, opt.nonempty)
         for v in value:
             check_int(v, f"every item of {name}", minimum=opt.minimum)
     elif opt.kind == "float":
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(value):     # NaN passes every comparison below
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
         if opt.positive and not value > 0:
             raise ValueError(f"{name} must be > 0, got {value!r}")
+        if opt.minimum is not None and value < opt.minimum:
+            raise ValueError(f"{name} must be >= {opt.minimum}, got {value!r}")
+        if opt.maximum is not None and value > opt.maximum:
+            raise ValueError(f"{name} must be <= {opt.maximum:g} (a fraction), got {value!r}")
     elif opt.kind == "bool":
         check_bool(value, name)
     elif opt.kind == "names":
-        _check_list(value, name)
+        _check_list(value, name, opt.nonempty)
         if not all(isinstance(v, str) for v in value):
             raise TypeError(f"{name} must be a list of names, got {value!r}")
     elif opt.kind in ("options", "nested"):
@@ -121,9 +133,11 @@ def _check(opt, value, name=None):
         raise ValueError(f"{name} must be one of {', '.join(opt.choices)}, got {value!r}")
 
 
-def _check_list(value, name):
+def _check_list(value, name, nonempty=False):
     if not isinstance(value, list):
         raise TypeError(f"{name} must be a list, got {value!r}")
+    if nonempty and not value:
+        raise ValueError(f"{name} is empty; give at least one (a comma list)")
     repeated = sorted({v for v in value if value.count(v) > 1}, key=str)
     if repeated:   # "--seeds 0,0" would run and report the same seed twice as two seeds
         raise ValueError(f"{name} lists {', '.join(map(str, repeated))} more than once; "
@@ -145,8 +159,7 @@ def add_arguments(parser, keys=None):
             kw.update(type=_PARSERS[opt.kind], default=opt.default)
             if opt.choices:
                 kw.update(choices=opt.choices)
-            else:
-                kw["help"] += f" (default: {_shown(opt.default)})"
+            kw["help"] += f" (default: {_shown(opt.default)})"
         parser.add_argument(flag, **kw)
 
 
@@ -202,6 +215,17 @@ def _options(pairs, nested):
     return out
 
 
-_PARSERS = {"str": str, "int": int, "float": float,
-            "ints": lambda text: [int(v) for v in text.split(",") if v.strip()],
-            "names": lambda text: [v.strip() for v in text.split(",") if v.strip()]}
+def _ints(text):
+    """A comma list of integers; argparse shows the message with the flag's name."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers such as 0,1,2, "
+                                         f"got {text!r}") from None
+
+
+def _names(text):
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+_PARSERS = {"str": str, "int": int, "float": float, "ints": _ints, "names": _names}

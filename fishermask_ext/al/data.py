@@ -64,8 +64,11 @@ def load(name, *, data_dir=None, split_seed=0, imbalance=None, pool_size=None, t
         train_x, train_y, test_x, test_y = apply_imbalance(
             train_x, train_y, test_x, test_y, spec, split_seed)
     rng = np.random.default_rng(split_seed)
-    train_x, train_y = _subset(train_x, train_y, pool_size, rng)
-    test_x, test_y = _subset(test_x, test_y, test_size, rng)
+    kept = f" in the classes of imbalance {imbalance!r}" if imbalance else ""
+    train_x, train_y = _subset(train_x, train_y, pool_size, rng, "pool_size (--pool-size)",
+                               f"training images of {name}{kept}")
+    test_x, test_y = _subset(test_x, test_y, test_size, rng, "test_size (--test-size)",
+                             f"test images of {name}{kept}")
     if pool_order == "class":
         # Last, so the subsets above draw the same images in either order.
         order = np.argsort(train_y, kind="stable")
@@ -137,17 +140,24 @@ def _digits(data_dir, split_seed):
 
 
 def _fashion_mnist(data_dir, split_seed):
-    dirs = ([data_dir, os.path.join(data_dir, "fashion-mnist")] if data_dir else [])
-    dirs.append(FASHION_MNIST_DIR)
+    # A data_dir given is the only place looked at: falling back to the system copy would run
+    # other data than the folder named (and its whole 60,000-image pool).
+    dirs = [data_dir, os.path.join(data_dir, "fashion-mnist")] if data_dir else [FASHION_MNIST_DIR]
     for d in dirs:
         if all(os.path.isfile(os.path.join(d, f)) for f in FASHION_MNIST_FILES):
             tr_x, tr_y, te_x, te_y = (read_idx(os.path.join(d, f)) for f in FASHION_MNIST_FILES)
             return (tr_x[:, None] / np.float32(255), tr_y.astype(np.int64),
                     te_x[:, None] / np.float32(255), te_y.astype(np.int64))
+    if data_dir:
+        raise FileNotFoundError(
+            f"--data-dir {data_dir} does not hold Fashion-MNIST: it should contain "
+            f"{', '.join(FASHION_MNIST_FILES)} (directly or in a fashion-mnist subfolder); "
+            f"pass the folder that holds them, or leave --data-dir out to use "
+            f"{FASHION_MNIST_DIR}")
     raise FileNotFoundError(
         f"Fashion-MNIST not found: looked for {', '.join(FASHION_MNIST_FILES)} in "
-        f"{', '.join(dirs)}. Install Debian's package (apt-get install dataset-fashion-mnist) "
-        f"or pass --data-dir with those four files")
+        f"{FASHION_MNIST_DIR}. Install Debian's package (apt-get install "
+        f"dataset-fashion-mnist) or pass --data-dir with those four files")
 
 
 def _cifar10(data_dir, split_seed):
@@ -194,8 +204,13 @@ def _torchvision(name, data_dir):
     return tuple(out)
 
 
-def _subset(x, y, n, rng):
-    if n is None or n >= len(y):
+def _subset(x, y, n, rng, name, what):
+    """A seeded random subset of n of the points; a size above what there is is an error (it
+    would run on all of them while config.json records the size asked for)."""
+    if n is not None and n > len(y):
+        raise ValueError(f"{name} is {n}, but there are only {len(y):,} {what}; pass at most "
+                         f"{len(y)}, or leave it out to use them all")
+    if n is None or n == len(y):
         return x, y
     keep = np.sort(rng.permutation(len(y))[:n])
     return x[keep], y[keep]

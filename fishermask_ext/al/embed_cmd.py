@@ -24,6 +24,7 @@ from ..select.store import MANIFEST
 from . import config as schema
 from . import data as datasets
 from . import strategies
+from .io import read_json, write_json
 from .training import build_model
 from .strategies.base import PoolView
 
@@ -34,6 +35,11 @@ DATA_KEYS = ("dataset", "data_dir", "imbalance", "pool_size", "pool_order", "spl
              "model", "model_options", "device")
 MASKS = ("fishermask", "bait")      # strategies whose mask `embed` can build
 MASK_FILE = "mask.pt"
+# The mask flags a store was started with: a resume that contradicts them is refused.
+OPTIONS_FILE = "embed.json"
+MASK_FLAGS = {"mask": "--mask", "pct_top": "--pct-top", "n_samples": "--n-samples",
+              "seed": "--seed", "weighting": "--weighting"}
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def save_checkpoint(path, model, name, num_classes, model_options=None):
@@ -46,7 +52,7 @@ def save_checkpoint(path, model, name, num_classes, model_options=None):
 def load_checkpoint(path, sample_shape, *, name, num_classes, model_options):
     """The model of checkpoint `path`; `name`, `num_classes` and `model_options` describe a
     bare state_dict (a save_checkpoint file carries its own)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = _load(path)
     if isinstance(saved, dict) and saved.get("format") == CHECKPOINT_FORMAT:
         name, num_classes = saved["model"], saved["num_classes"]
         model_options, state = saved["model_options"], saved["state_dict"]
@@ -65,6 +71,24 @@ def load_checkpoint(path, sample_shape, *, name, num_classes, model_options):
     return model
 
 
+def _load(path):
+    """torch.load of a checkpoint, or a ValueError saying what the file is instead (torch's
+    unpickler fails on other files with messages such as `KeyError: 101`)."""
+    with open(path, "rb") as f:               # a missing file: FileNotFoundError, as it is
+        head = f.read(len(NPY_MAGIC))
+    if head == NPY_MAGIC:
+        raise ValueError(f"{path} is a numpy array (.npy), not a model checkpoint; `fishermask "
+                         f"embed` takes a save_checkpoint file or a state_dict (embeddings "
+                         f"saved as .npy go to `fishermask select`)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:    # noqa: BLE001 - the unpickler raises anything on a foreign file
+        raise ValueError(f"{path} is not a model checkpoint torch can load "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                         f"); pass a save_checkpoint file or a state_dict saved with torch.save"
+                         ) from None
+
+
 def add_parser(subparsers):
     """The `embed` subcommand on the `fishermask` parser's subparsers."""
     p = subparsers.add_parser("embed", help="embed a pool into an on-disk store (resumable)")
@@ -72,20 +96,25 @@ def add_parser(subparsers):
                                       "--model and --model-option say what it is)")
     p.add_argument("--out", required=True, help="the store folder")
     schema.add_arguments(p, DATA_KEYS)
-    p.add_argument("--mask", default="fishermask",
-                   help="fishermask (step A-B, default) | bait (the last Linear weight) | a "
+    # Mask flags default to None, "not given": a resume compares only those given.
+    p.add_argument("--mask", default=None,
+                   help="fishermask (step A-B, the default) | bait (the last Linear weight) | a "
                         "ParamMask.save file")
     p.add_argument("--pct-top", type=float, default=None, help="fishermask's mask fraction "
                                                                "(default: its own)")
-    p.add_argument("--n-samples", type=int, default=None, help="fishermask's step A samples")
-    p.add_argument("--seed", type=int, default=0, help="seeds step A's sample")
+    p.add_argument("--n-samples", type=int, default=None,
+                   help="fishermask's step A samples (default: its own)")
+    p.add_argument("--seed", type=int, default=None, help="seeds step A's sample (default: 0)")
     p.add_argument("--weighting", choices=WEIGHTINGS, default=None,
                    help="row weights (default: the mask strategy's; none for a mask file)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--chunk-rows", type=int, default=None, help="rows per chunk of a new store")
-    p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
+    p.add_argument("--chunk-rows", type=int, default=None,
+                   help="rows per chunk of a new store (default: about 32 MiB of rows)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="native kernels, the PyTorch twins (torch), or auto: native where "
+                        "built (default: auto)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted store")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -101,32 +130,74 @@ def run(args):
                             num_classes=int(max(train_y.max(), test_y.max())) + 1,
                             model_options=opts["model_options"]).to(opts["device"])
     mask, weighting = _mask(args, model, pool, opts["device"])
+    weighting = args.weighting or weighting
     if not store.defined:
         _save_mask(mask, os.path.join(args.out, MASK_FILE))
+        write_json(os.path.join(args.out, OPTIONS_FILE), _started(args, weighting))
     before = len(store.completed) if store.defined else 0
-    masked_grad_embeddings(model, pool, mask, weighting=args.weighting or weighting,
-                           batch_size=args.batch_size, device=opts["device"], out=store,
-                           backend=args.backend, progress=not args.no_progress)
+    masked_grad_embeddings(model, pool, mask, weighting=weighting, batch_size=args.batch_size,
+                           device=opts["device"], out=store, backend=args.backend,
+                           progress=not args.no_progress)
     N, C, D = store.shape
     print(f"{store.path}: {N} x {C} x {D} {str(store.dtype).replace('torch.', '')}, "
           f"{store.n_chunks - before} of {store.n_chunks} chunks computed now; {mask}")
     return 0
 
 
+def _started(args, weighting):
+    """The mask options of a new store as embed.json keeps them: every flag resolved (None:
+    the strategy's own default)."""
+    return dict(mask=_mask_name(args), pct_top=args.pct_top, n_samples=args.n_samples,
+                seed=args.seed or 0, weighting=weighting)
+
+
+def _mask_name(args):
+    """fishermask, bait, or "file" (a mask file is compared by content, not by path)."""
+    name = args.mask or "fishermask"
+    return name if name in MASKS else "file"
+
+
+def _check_resume(args, model, saved):
+    """Refuse to mix: a mask flag given on --resume that contradicts the options the store was
+    started with (embed.json), or a mask file other than its mask.pt; returns the store's
+    weighting (None for a store from before embed.json). --weighting is left to the store's
+    own fingerprint check."""
+    path = os.path.join(args.out, OPTIONS_FILE)
+    started = read_json(path) if os.path.isfile(path) else {}
+    differ = []
+    for key in ("mask", "pct_top", "n_samples", "seed"):
+        given = _mask_name(args) if key == "mask" and args.mask else getattr(args, key)
+        if given is not None and key in started and started[key] != given:
+            was = "the default" if started[key] is None else started[key]
+            differ.append(f"{MASK_FLAGS[key]} {getattr(args, key)} (the store: {was})")
+    if _mask_name(args) == "file" and ParamMask.load(args.mask, model) != saved:
+        differ.append(f"--mask {args.mask} (another mask than the store's {MASK_FILE})")
+    if differ:
+        raise ValueError(f"refuse to mix: the store at {args.out} was started with other mask "
+                         f"options; given now: {'; '.join(differ)}. Resume without those flags "
+                         f"(the store keeps its own), or embed into another --out")
+    return started.get("weighting")
+
+
 def _mask(args, model, pool, device):
     """(ParamMask, default weighting): the store's own mask.pt on --resume, a mask file, or
     the mask of strategy fishermask / bait on this pool."""
     saved = os.path.join(args.out, MASK_FILE)
-    if args.mask not in MASKS:
+    if args.resume and os.path.isfile(saved):
+        mask = ParamMask.load(saved, model)
+        weighting = _check_resume(args, model, mask)
+        if weighting is None:                    # an older store: its strategy's, as before
+            weighting = "none" if _mask_name(args) == "file" else strategies.get(
+                args.mask or "fishermask").weighting
+        return mask, weighting
+    if _mask_name(args) == "file":
         return ParamMask.load(args.mask, model), "none"
     extra = {k: v for k, v in (("pct_top", args.pct_top), ("n_samples", args.n_samples))
              if v is not None}
-    strategy = strategies.get(args.mask, seed=args.seed, batch_size=args.batch_size,
-                              device=device, **extra)
-    if args.resume and os.path.isfile(saved):
-        return ParamMask.load(saved, model), strategy.weighting
+    strategy = strategies.get(args.mask or "fishermask", seed=args.seed or 0,
+                              batch_size=args.batch_size, device=device, **extra)
     unlabeled = torch.zeros(len(pool), dtype=torch.bool)
-    view = PoolView(model, pool, unlabeled, args.seed, args.batch_size, torch.device(device))
+    view = PoolView(model, pool, unlabeled, args.seed or 0, args.batch_size, torch.device(device))
     return strategy.mask(view), strategy.weighting
 
 

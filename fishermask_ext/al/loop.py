@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from . import data as datasets
 from . import preflight, strategies
+from .lock import check_free, folder_lock
 from .config import DEFAULTS, UNCHECKED, default_config
 from .io import read_json, write_json
 from .training import build_model, evaluate, reset_conv_linear, train_model
@@ -61,7 +62,8 @@ class ActiveLearningLoop:
             g = torch.Generator().manual_seed(seed_for(seed, "initial"))
             first = torch.randperm(n, generator=g)[:config["initial"]].sort().values
             self.state = dict(strategy=strategy, seed=self.seed, config=config, history=[],
-                              labeled=first.tolist(), checkpoint=None, done=False)
+                              labeled=first.tolist(), checkpoint=None, done=False,
+                              sizes=dict(pool=n, test=len(self.test_y)))
 
     @property
     def done(self):
@@ -158,6 +160,9 @@ def check_folder(out_dir, config, resume):
     start that failed or was stopped early holds nothing that could be lost, and refusing it
     would block the corrected retry), or it holds this very experiment and `resume` is set."""
     path = os.path.join(out_dir, "config.json")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FileExistsError(f"the results folder {out_dir} (--out) is an existing file, not "
+                              f"a folder; choose a folder path")
     if completed_runs(out_dir):
         saved = read_json(path)
         # A key the saved config lacks was added later with a default that keeps the old
@@ -196,9 +201,18 @@ def run_experiment(config, out_dir, resume=False, progress=True):
                            pool_size=config["pool_size"], test_size=config["test_size"],
                            pool_order=config["pool_order"])
     check_schedule(config, len(arrays[1]))
+    check_free(out_dir)         # another run writing there now: its pid, before other verdicts
     check_folder(out_dir, config, resume)
     preflight.warm_up(config, arrays)
-    prepare_folder(out_dir, config, resume)
+    with folder_lock(out_dir):
+        # Checked again under the lock: another run may have written rounds since.
+        prepare_folder(out_dir, config, resume)
+        _run_all(config, arrays, out_dir, resume, progress)
+    return out_dir
+
+
+def _run_all(config, arrays, out_dir, resume, progress):
+    """Every (strategy, seed) run of `config`, one after the other, with one progress bar."""
     runs = [(s, seed) for seed in config["seeds"] for s in config["strategies"]]
     with tqdm(total=len(runs) * (config["rounds"] + 1), disable=not progress,
               desc=os.path.basename(os.path.normpath(out_dir))) as bar:
@@ -212,4 +226,3 @@ def run_experiment(config, out_dir, resume=False, progress=True):
                 bar.set_postfix_str(f"{name} seed {seed}: {last['n_labeled']} labels, "
                                     f"acc {last['accuracy']:.3f}")
                 bar.update(1)
-    return out_dir

@@ -119,7 +119,8 @@ def add_arguments(parser):
     parser.add_argument("--preset", default=None, help="a reference experiment: "
                         + ", ".join(available()) + " (flags given here override it)")
     parser.add_argument("--scale", default=None, choices=SCALES,
-                        help="full (the protocol; wants a GPU) or small (fits a CPU)")
+                        help="full (the protocol; wants a GPU) or small (fits a CPU) "
+                             "(default: full)")
     parser.set_defaults(**{o.key: _UNSET for o in schema.SCHEMA if o.kind not in _LISTS})
 
 

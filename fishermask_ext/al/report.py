@@ -27,12 +27,18 @@ FIELDS = ("strategy", "seed", "round", "n_labeled", "accuracy", "train_accuracy"
 def load_rows(out_dir):
     """(config, rows, skipped): one row per completed round of every readable run under
     `out_dir`/runs, and {path: reason} of the state files that could not be read."""
-    config = read_json(os.path.join(out_dir, "config.json"))
+    path = os.path.join(out_dir, "config.json")
+    if not os.path.isfile(path):
+        what = "is not a folder" if not os.path.isdir(out_dir) else "has no config.json"
+        raise FileNotFoundError(f"{out_dir} {what}: it is not a results folder; pass the "
+                                f"folder `fishermask run` wrote (e.g. results/digits-mlp)")
+    config = read_json(path)
     rows, skipped = [], {}
     for path in sorted(glob.glob(os.path.join(out_dir, "runs", "*", "state.json"))):
         try:
             state = read_json(path)
             rows += [dict(strategy=state["strategy"], seed=state["seed"],
+                          sizes=state.get("sizes"),     # absent in runs from before it
                           **{k: h[k] for k in FIELDS[2:]}) for h in state["history"]]
         except (ValueError, KeyError, TypeError) as exc:   # cut off, edited, or not a state
             skipped[path] = (f"{exc}" if isinstance(exc, ValueError) else
@@ -82,7 +88,7 @@ def aggregate(rows, order=None, rounds=None):
 
 def _csv(rows):
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(sorted(rows, key=lambda r: (r["strategy"], r["seed"], r["round"])))
     return buf.getvalue()
@@ -107,7 +113,9 @@ def _plot(curves, title, path, planned):
             ax.plot([c["n_labeled"][i] for i in few], [c["mean"][i] for i in few], "o",
                     markerfacecolor="white", color=line.get_color())
     ax.set_xlabel("number of labeled examples")
-    ax.set_ylabel("test accuracy (mean ± std over seeds)")
+    # No spread from one seed: the band would claim one.
+    ax.set_ylabel("test accuracy" + (f" (mean ± std over {planned} seeds)" if planned > 1 else
+                                     ", one seed"))
     if partial:
         title += f" - PARTIAL: hollow points have fewer than {planned} seeds"
     ax.set_title("\n".join(textwrap.wrap(title, 75)), fontsize=9)
@@ -120,9 +128,19 @@ def _plot(curves, title, path, planned):
 
 
 def _title(config):
-    extra = f", imbalance {config['imbalance']}" if config.get("imbalance") else ""
-    return (f"{config['dataset']}{extra}, {config['model']}, "
+    return (f"{config['dataset']}{_classes(config.get('imbalance'))}, {config['model']}, "
             f"{len(config['seeds'])} seed(s), +{config['query']} per round")
+
+
+def _classes(spec):
+    """', imbalance 0:25,1:500' or, for equal counts (a balanced preset), ', 10 classes x 58'."""
+    if not spec:
+        return ""
+    from .data import parse_imbalance
+    counts = parse_imbalance(spec) if isinstance(spec, str) else dict(spec)
+    if len(set(counts.values())) == 1:
+        return f", balanced: {len(counts)} classes x {next(iter(counts.values()))}"
+    return f", imbalance {spec}"
 
 
 def _cell(mean, std, n, planned):
@@ -139,15 +157,18 @@ def summary_markdown(curves, config, rows=None, skipped=None):
     counts = sorted({n for c in curves.values() for n in c["n_labeled"]})
     head = ["strategy", "AULC"] + [f"acc@{n}" for n in counts] + ["select s/round",
                                                                   "train s/round"]
-    lines = [f"# {_title(config)}", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    sizes = next((r["sizes"] for r in rows or [] if r.get("sizes")), None)
+    lines = [f"# {_title(config)}", ""]
+    if sizes:
+        lines += [f"Pool: {sizes['pool']:,} images; test set: {sizes['test']:,} images.", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, c in curves.items():
         acc = dict(zip(c["n_labeled"], zip(c["mean"], c["std"], c["n_seeds"])))
         aulc = ("n/a (no seed finished)" if c["aulc"] is None else
                 _cell(c["aulc"], c["aulc_std"], c["aulc_seeds"], planned))
         cells = [name, aulc] + [_cell(*acc[n], planned) if n in acc else "" for n in counts]
-        cells += [f"{c['select_s']:.3g}" if c["select_s"] is not None else "",
-                  f"{c['train_s']:.3g}"]
+        cells += [f"{c['select_s']:.2f}" if c["select_s"] is not None else "",
+                  f"{c['train_s']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "AULC: area under the accuracy curve / label range, per finished seed, mean ± "
               "std over seeds; acc@n: test accuracy with n labels, mean ± std over seeds."]

@@ -2,7 +2,9 @@
 the pieces of the reference training rule that torch has no batch form of: the per-image random
 crop and flip, and the round-to-round reset of Conv and Linear layers that keeps BatchNorm."""
 import inspect
+import json
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -18,12 +20,45 @@ SGD_MOMENTUM = 0.9
 
 
 def build_model(name, sample_shape, num_classes, options=None):
-    """nn.get_model(name) with the input shape and class count filled in where it takes them."""
+    """nn.get_model(name) with the input shape and class count filled in where it takes them;
+    a ValueError naming --model-option when an option's value cannot build the model."""
     auto = dict(in_features=math.prod(sample_shape), in_channels=sample_shape[0],
                 input_size=sample_shape[-1], num_classes=num_classes)
     params = inspect.signature(MODELS[name]).parameters if name in MODELS else {}
-    return get_model(name, **{**{k: v for k, v in auto.items() if k in params},
-                              **(options or {})})
+    for key, value in (options or {}).items():
+        if key in params:
+            _check_option(name, key, value, params[key].default)
+    kwargs = {**{k: v for k, v in auto.items() if k in params}, **(options or {})}
+    try:
+        return get_model(name, **kwargs)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        if str(exc).startswith(("unknown model", f"model {name!r}")):    # already says so
+            raise
+        raise ValueError(f"model {name!r} cannot be built with options {options or {}} "
+                         f"({str(exc).splitlines()[0]}); fix --model-option") from None
+
+
+def _check_option(name, key, value, default):
+    """TypeError unless `value` has the kind of the constructor's default (a list of ints for
+    a tuple of ints): the constructor's own error would be torch's, about tensor sizes."""
+    def kind(v):
+        if isinstance(v, bool) or v is None:
+            return type(v).__name__
+        if isinstance(v, numbers.Integral):
+            return "int"
+        if isinstance(v, numbers.Real):
+            return "number"
+        if isinstance(v, (list, tuple)):
+            return "list of " + (kind(v[0]) if v else "int") + "s"
+        return type(v).__name__
+    want = kind(default)
+    if default is inspect.Parameter.empty or default is None or kind(value) == want or (
+            want == "number" and kind(value) == "int"):
+        return
+    example = json.dumps(list(default) if isinstance(default, tuple) else default)
+    article = "an" if want[0] in "aeiou" else "a"
+    raise TypeError(f"model {name!r}: --model-option {key}={json.dumps(value)} must be "
+                    f"{article} {want} like its default, e.g. {key}={example}")
 
 
 def train_model(model, x, y, config, generator):

@@ -1,15 +1,12 @@
 """Step C of docs/ALGORITHM.md: per-sample masked gradient embeddings X [N, C, D]."""
-import sys
-
 import torch
 
 from . import batches, hooks, state, stored
+from .progress import progress_bar
 from ..ops import resolve
 from ..select.store import EmbeddingStore
 
 __all__ = ["masked_grad_embeddings"]
-
-PROGRESS_MIN = 10_000   # progress=None shows a bar from this many samples, on a terminal
 
 
 def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=256,
@@ -33,8 +30,8 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
         chunk on disk before the next; a store already holding chunks must have been written
         by this model, mask and weighting (else ValueError, "refuse to mix"), and only its
         missing chunks are computed. Data must have a length then.
-    progress: None (a tqdm bar when N > PROGRESS_MIN and stderr is a terminal), True or False;
-        no bar without tqdm, which only the `al` extra installs.
+    progress: None (a tqdm bar on a terminal once the call has run a few seconds), True or
+        False (nn/progress.py); no bar without tqdm, which only the `al` extra installs.
     Returns out (the store), or a new [N, C, D] tensor in the model's dtype on `device`.
     """
     if weighting not in hooks.WEIGHTINGS:
@@ -47,9 +44,10 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
     plans = _plans(model, mask, owners, device)
     capture = hooks.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
     N = batches.num_samples(data)
+    if N == 0:      # else an empty batch runs, and fails in a reshape
+        raise ValueError("masked_grad_embeddings: data holds no samples; pass a non-empty pool")
     chunks, start = [], 0
-    show = progress if progress is not None else (N or 0) > PROGRESS_MIN and sys.stderr.isatty()
-    bar = _progress_bar(N, show)
+    bar = progress_bar(N, progress, "embeddings", "img")
 
     def embed(x):   # [n, C, D] embeddings of one batch
         _check_input_dtype(x, dtype)
@@ -197,28 +195,3 @@ def _check_out(out, emb, start, N):
     if tuple(out.shape) != (rows, *emb.shape[1:]) or out.dtype != emb.dtype:
         raise ValueError(f"out must be a {emb.dtype} tensor of shape {(rows, *emb.shape[1:])} "
                          f"[N, C, D], got {out.dtype} {tuple(out.shape)}")
-
-
-class _NoBar:
-    """Stands in for a tqdm bar that is off or not installed."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, n):
-        pass
-
-
-def _progress_bar(total, show):
-    """A tqdm bar over `total` samples when `show` and tqdm imports, else a _NoBar: the backend
-    installs with torch alone, and a progress bar is no reason to need more."""
-    if show:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return _NoBar()
-        return tqdm(total=total, unit="img", desc="embeddings")
-    return _NoBar()

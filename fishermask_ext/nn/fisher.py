@@ -7,12 +7,13 @@ from .._checks import check_int
 from ..ops import reference, resolve, sizes
 from . import batches, hooks, state
 from .masks import ParamMask, split_flat
+from .progress import progress_bar
 
 __all__ = ["fisher_diagonal", "fisher_mask"]
 
 
 def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, device=None,
-                    reference_order=False, backend="auto", rows=None):
+                    reference_order=False, backend="auto", rows=None, progress=None):
     """{name: f [*param.shape]}, f_j = Σ_x Σ_c p_c(x) (∂ log p_c(x) / ∂θ_j)², in eval mode.
 
     The sum runs over min(n_samples, N) samples of `data` (see masked_grad_embeddings for the
@@ -29,7 +30,8 @@ def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, devi
     or "torch") then sum the squared per-sample gradients straight from the layer inputs and
     output gradients of all seeds at once, a chunk of samples at a time
     (ops.sizes.fisher_chunk). Memory is bounded by rows and the chunks, whatever batch_size is
-    (batch_size only sets how many samples are loaded at once).
+    (batch_size only sets how many samples are loaded at once). progress: None (a bar on a
+    terminal once the call has run a few seconds), True or False (nn/progress.py).
     """
     params = dict(model.named_parameters())
     owners = hooks.owners(model, params)
@@ -37,14 +39,16 @@ def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, devi
     capture = hooks.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
     if rows is not None:
         check_int(rows, "rows", minimum=1)
-    with state.eval_with_grad(model):
+    sample = _sample(data, n_samples, seed, reference_order)
+    with state.eval_with_grad(model), progress_bar(batches.num_samples(sample), progress,
+                                                   "Fisher diagonal", "img") as bar:
         fisher = {name: torch.zeros(p.numel(), dtype=p.dtype, device=device)
                   for name, p in params.items()}
-        for x in batches.iter_batches(_sample(data, n_samples, seed, reference_order), batch_size,
-                                  device):
+        for x in batches.iter_batches(sample, batch_size, device):
             rows = rows or _rows(capture, x)
             for part in x.split(rows):
                 _accumulate(capture, owners, part, fisher, backend)
+            bar.update(len(x))
     return {name: f.view(params[name].shape) for name, f in fisher.items()}
 
 
@@ -134,13 +138,14 @@ def _conv_squares(views, deltas, backend, itemsize):
 
 
 def fisher_mask(model, data, *, pct_top=0.002, n_samples=1024, seed=0, always_include=None,
-                batch_size=256, device=None, reference_order=False, diagonal=None):
+                batch_size=256, device=None, reference_order=False, diagonal=None,
+                progress=None):
     """Step B: the ParamMask of the n_top = int(pct_top · total parameters) entries.
 
     The tensors `always_include` (default: every parameter of the module that owns the last
     parameter, i.e. the classifier weight and its bias if any) are always in whole; the rest
     are the largest Fisher diagonal entries (fisher_diagonal with n_samples, seed, batch_size,
-    device, reference_order) over all other tensors, ties going to the lowest
+    device, reference_order, progress) over all other tensors, ties going to the lowest
     (tensor index, flat position). `diagonal`: a fisher_diagonal result to rank instead of
     computing one (fishermask_ext.distributed passes the all-reduced one; `data` is then unused).
     """
@@ -158,7 +163,7 @@ def fisher_mask(model, data, *, pct_top=0.002, n_samples=1024, seed=0, always_in
             f"pct_top that works is {_smallest_pct(n_always, total)!r}")
     fisher = diagonal if diagonal is not None else fisher_diagonal(
         model, data, n_samples=n_samples, seed=seed, batch_size=batch_size, device=device,
-        reference_order=reference_order)
+        reference_order=reference_order, progress=progress)
     others = [name for name in params if name not in always]
     scores = torch.cat([fisher[name].flatten().cpu() for name in others])
     top = torch.sort(scores, descending=True, stable=True).indices[:n_top - n_always]

@@ -31,7 +31,10 @@ def fill_store(store, data, embed, *, n, dim, dtype, fingerprints, batch_size, d
         store.begin((n, probe.shape[1], dim), probe.dtype, fingerprints, chunk_rows=rows)
     else:
         raise ValueError("data holds no samples")
-    bar.update(n - sum(b - a for a, b in map(store.chunk_bounds, store.missing)))
+    # The rows already there are where the bar starts, not work done now: as tqdm's `initial`
+    # they do not count in its rate (a complete store showed 1,915,161 img/s).
+    bar.initial = bar.n = n - sum(b - a for a, b in map(store.chunk_bounds, store.missing))
+    bar.refresh()
     for i in store.missing:
         start, stop = store.chunk_bounds(i)
         # One chunk resident, on the CPU whatever device the batches come from.

@@ -41,6 +41,7 @@ def check_fisher(F, name, D, device):
                          f"move it with .to({str(device)!r})")
     if F.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name} must be float32 or float64, got {F.dtype}")
+    eps = torch.finfo(F.dtype).eps          # of the caller's dtype: the rounding F was formed in
     F = F.to(torch.float64)
     if not bool(torch.isfinite(F).all()):
         raise ValueError(f"{name} contains NaN or Inf")
@@ -48,7 +49,30 @@ def check_fisher(F, name, D, device):
     if float((F - F.T).abs().max()) > tol:
         raise ValueError(f"{name} is not symmetric (max |F - Fᵀ| = "
                          f"{float((F - F.T).abs().max()):.3g}); pass (F + F.T) / 2")
-    return (F + F.T) / 2     # exactly symmetric: the greedy loop relies on it
+    F = (F + F.T) / 2        # exactly symmetric: the greedy loop relies on it
+    check_psd(F, name, eps)
+    return F
+
+
+PSD_SLACK = 10     # c of the tolerance c·D·eps·max|F| on F's smallest eigenvalue
+
+
+def check_psd(F, name, eps):
+    """ValueError unless the symmetric F has no eigenvalue below -PSD_SLACK·D·eps·max|F|: a
+    Fisher (a mean of XᵀX) is positive semi-definite, up to the rounding of the sums that
+    formed it (D·eps·max|F| bounds it; eps of the dtype they ran in). The test is a Cholesky
+    factorisation of F + tol·I (D³/3 flops, far less than the selection); the eigenvalue is
+    computed only for the message."""
+    scale = float(F.abs().max())
+    if scale == 0:
+        return
+    tol = PSD_SLACK * F.shape[0] * eps * scale
+    eye = torch.eye(F.shape[0], dtype=F.dtype, device=F.device)
+    if int(torch.linalg.cholesky_ex(F + tol * eye).info) != 0:
+        low = float(torch.linalg.eigvalsh(F)[0])
+        raise ValueError(f"{name} must be positive semi-definite (a mean of XᵀX, as "
+                         f"fm.fisher_matrix forms it): its smallest eigenvalue is {low:.3g}, "
+                         f"below the rounding tolerance -{tol:.3g}")
 
 
 def check_mask(mask, N, device, name="labeled_mask"):

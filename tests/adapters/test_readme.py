@@ -1,17 +1,17 @@
-"""Every example of the README's "Use it from your AL library" section, run as written."""
+"""Every example of docs/USAGE.md's "Use it from your AL library" section, run as written."""
 import pathlib
 import re
 
 import numpy as np
 import pytest
 
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+README = pathlib.Path(__file__).resolve().parents[2] / "docs" / "USAGE.md"
 SECTION = "## Use it from your AL library"
 
 
 def _examples():
     text = README.read_text()
-    assert SECTION in text, f"README.md lost its section {SECTION!r}"
+    assert SECTION in text, f"docs/USAGE.md lost its section {SECTION!r}"
     body = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", body, flags=re.S)
 

@@ -42,7 +42,8 @@ def test_run_default_folder_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = TINY[:TINY.index("--strategies")] + ["--strategies", "random", "--rounds", "1",
                                                 "--seeds", "0", "--no-progress",
-                                                "--imbalance", "0:30,1:30,2:30"]
+                                                "--imbalance", "0:30,1:30,2:30",
+                                                "--pool-size", "90"]    # all 90 there are
     assert cli.main(["run", *args]) == 0
     assert os.path.isfile(tmp_path / "results" / "digits-mlp-imbalanced" / "summary.md")
 

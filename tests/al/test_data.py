@@ -37,11 +37,36 @@ def test_fashion_mnist_reader(fashion_dir):
 def test_fashion_mnist_missing_names_files_and_places(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "FASHION_MNIST_DIR", str(tmp_path / "system"))
     with pytest.raises(FileNotFoundError) as err:
-        data.load("fashion-mnist", data_dir=str(tmp_path / "mine"))
+        data.load("fashion-mnist")
     msg = str(err.value)
     assert "train-images-idx3-ubyte.gz" in msg and "t10k-labels-idx1-ubyte.gz" in msg
-    assert str(tmp_path / "mine") in msg and str(tmp_path / "system") in msg
+    assert str(tmp_path / "system") in msg
     assert "apt-get install dataset-fashion-mnist" in msg
+
+
+def test_a_data_dir_without_the_data_is_an_error_not_the_system_copy(fashion_dir, tmp_path,
+                                                                      monkeypatch):
+    """Issue 24, item 4: a given --data-dir that lacks the files no longer falls back to the
+    system copy (which then ran its whole 60,000-image pool)."""
+    system, _ = fashion_dir
+    monkeypatch.setattr(data, "FASHION_MNIST_DIR", str(system))   # the system copy is there
+    assert len(data.load("fashion-mnist")[1]) == 12
+    with pytest.raises(FileNotFoundError) as err:
+        data.load("fashion-mnist", data_dir=str(tmp_path / "nonexistent"))
+    msg = str(err.value)
+    assert f"--data-dir {tmp_path / 'nonexistent'} does not hold Fashion-MNIST" in msg
+    assert "train-images-idx3-ubyte.gz" in msg
+
+
+@pytest.mark.parametrize("key", ["pool_size", "test_size"])
+def test_a_subset_larger_than_the_data_is_an_error(key):
+    """Issue 24, item 3: --pool-size 100000 on digits (1,347 training images) ran on all of
+    them while config.json recorded 100000."""
+    n = len(data.load("digits")[1 if key == "pool_size" else 3])
+    assert len(data.load("digits", **{key: n})[1 if key == "pool_size" else 3]) == n
+    flag = "--" + key.replace("_", "-")
+    with pytest.raises(ValueError, match=f"{key} \\({flag}\\) is {n + 1}, but there are only"):
+        data.load("digits", **{key: n + 1})
 
 
 def test_idx_reader_rejects_bad_files(tmp_path):

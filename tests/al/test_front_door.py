@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from testing import cli_fails
 
 from fishermask_ext import select_batch
 from fishermask_ext.al import cli, preflight
@@ -17,14 +18,7 @@ TINY = ["--pool-size", "80", "--test-size", "40", "--model-option", "hidden=[8]"
         "--seeds", "0", "--epochs", "2", "--no-progress"]
 
 
-def _fails(capsys, argv, *needles):
-    """main(argv) returns 2 with one line on stderr holding every needle, no traceback."""
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
+_fails = cli_fails
 
 
 # Item 1: a failed start leaves nothing that blocks the corrected retry.

@@ -120,7 +120,7 @@ def test_small_cifar10_imbalanced_preset_runs(tmp_path, capsys):
                      str(tmp_path), "--strategies", "random,fishermask,fishermask_reference",
                      "--rounds", "1", "--epochs", "2", "--set", "fishermask.n_samples=32",
                      "--set", "fishermask_reference.n_samples=32", "--no-progress",
-                     "--out", out]) == 0
+                     "--test-size", "40", "--out", out]) == 0     # the 40 written above
     saved = json.load(open(os.path.join(out, "config.json")))
     assert (saved["dataset"], saved["imbalance"], saved["augment"]) == \
         ("cifar10", "0:25,1:500,2:25,3:25", "crop_flip")

@@ -82,3 +82,25 @@ def test_numpy_memmap_as_out(tmp_path):
     got = fm.masked_grad_embeddings(model, x, mask, out=torch.from_numpy(mm))
     torch.testing.assert_close(torch.from_numpy(np.asarray(mm)), got)
     torch.testing.assert_close(got, fm.masked_grad_embeddings(model, x, mask))
+
+
+@pytest.mark.parametrize("name", ["fishermask", "bait", "entropy", "badge", "coreset", "random"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.uint8, torch.int64])
+def test_strategy_select_names_a_pool_of_another_dtype(name, dtype):
+    """Issue 24, item 11: float64 or integer images into a float32 model gave torch's
+    "mat1 and mat2 must have the same dtype" (random accepted them without a look)."""
+    from fishermask_ext.al import strategies
+    model, pool = _mlp(), torch.randn(20, 12)
+    labeled = torch.arange(20) < 5
+    strategy = strategies.get(name, seed=0)
+    fix = r"pool.to\(torch.float32\)" + ("" if dtype.is_floating_point else " / 255")
+    with pytest.raises(TypeError, match=rf"pool is {dtype} but the model.* {fix}"):
+        strategy.select(model, (pool * 10).to(dtype), labeled, 3)
+    assert len(strategy.select(model, pool, labeled, 3)) == 3
+
+
+def test_embeddings_of_no_images():
+    """Issue 24, item 11: masked_grad_embeddings(model, imgs[:0], mask) was a reshape error."""
+    model = _mlp()
+    with pytest.raises(ValueError, match="masked_grad_embeddings: data holds no samples"):
+        fm.masked_grad_embeddings(model, torch.randn(4, 12)[:0], _mask(model))

@@ -82,3 +82,29 @@ def test_native_backend_missing_device_is_clear():
     with pytest.raises(RuntimeError, match="no compiled kernel for device"):
         from fishermask_ext.ops import resolve
         resolve("greedy_select", torch.device("cuda"), "native")
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+@pytest.mark.parametrize("arg", ["labeled_fisher", "pool_fisher"])
+def test_a_fisher_that_is_not_psd_is_refused_at_any_scale(arg, scale):
+    """Issue 24, item 7: labeled_fisher=-I was accepted (inflated gains), only -10·I caught;
+    the tolerance now follows the matrix's own scale."""
+    X = torch.randn(30, 10, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    F = -scale * torch.eye(20, dtype=torch.float64)
+    extra = dict(n_labeled=20) if arg == "labeled_fisher" else {}
+    with pytest.raises(ValueError, match=rf"{arg} must be positive semi-definite .*smallest "
+                                         rf"eigenvalue is -{scale:g}, below the rounding"):
+        fm.select_batch(X, 5, **{arg: F}, **extra)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_rank_deficient_fisher_formed_in_either_dtype_passes(dtype):
+    """The tolerance covers the rounding of a singular Fisher (3 points, D = 200), whose
+    smallest eigenvalues are zero only up to that rounding."""
+    g = torch.Generator().manual_seed(1)
+    L = torch.randn(3, 10, 200, dtype=dtype, generator=g)
+    F = torch.einsum("ncd,nce->de", L, L) / 3                  # in the caller's dtype
+    assert float(torch.linalg.eigvalsh(F.double())[0]) < 0     # rounding made it indefinite
+    X = torch.randn(30, 10, 200, dtype=dtype, generator=g)
+    picks = fm.select_batch(X, 4, labeled_fisher=F, n_labeled=3)
+    assert len(picks) == 4

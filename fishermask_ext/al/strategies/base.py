@@ -84,6 +84,7 @@ class Strategy:
                              f"point), got {tuple(labeled_mask.shape)}")
         budget = check_budget(budget, int((~labeled_mask).sum()),
                               f"unlabeled points left in the pool of {len(pool)}")
+        _check_pool_dtype(model, pool)
         device = self.device or next(model.parameters()).device
         view = PoolView(model, pool, labeled_mask, self.seed, self.batch_size, device)
         with eval_mode(model):
@@ -96,3 +97,19 @@ class Strategy:
     def choose(self, view, budget):
         """Return [budget] distinct int64 positions into `view.unlabeled`."""
         raise NotImplementedError
+
+
+def _check_pool_dtype(model, pool):
+    """TypeError unless a tensor pool fits the model's floating parameters: float images of
+    their dtype (torch's own error is about mat1 and mat2), integers only for a model that
+    embeds tokens (an nn.Embedding)."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if not isinstance(pool, torch.Tensor) or dtype is None or pool.dtype == dtype:
+        return
+    if pool.is_floating_point():
+        raise TypeError(f"pool is {pool.dtype} but the model's parameters are {dtype}; pass "
+                        f"pool.to({dtype}) (or the model in {pool.dtype})")
+    if not any(isinstance(m, nn.Embedding) for m in model.modules()):
+        raise TypeError(f"pool is {pool.dtype} but the model takes {dtype} inputs; convert the "
+                        f"images as for training, e.g. pool.to({dtype}) / 255 and the same "
+                        f"normalisation")
