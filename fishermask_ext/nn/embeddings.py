@@ -4,7 +4,9 @@ import sys
 import torch
 
 from . import batches, hooks, state, stored
+from . import factored as factored_nn
 from ..ops import resolve
+from ..select.factored import FactoredEmbeddings
 from ..select.store import EmbeddingStore
 
 __all__ = ["masked_grad_embeddings"]
@@ -13,7 +15,7 @@ PROGRESS_MIN = 10_000   # progress=None shows a bar from this many samples, on a
 
 
 def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=256,
-                           device=None, out=None, backend="auto", progress=None):
+                           device=None, out=None, backend="auto", progress=None, factored=False):
     """Per-sample gradients of log p_c, for every class c, restricted to `mask`.
 
     Row c of sample x is w_c(x) · ∇_θ log p_c(x) at the D masked entries, w_c = sqrt(p_c)
@@ -35,25 +37,50 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
         missing chunks are computed. Data must have a length then.
     progress: None (a tqdm bar when N > PROGRESS_MIN and stderr is a terminal), True or False;
         no bar without tqdm, which only the `al` extra installs.
-    Returns out (the store), or a new [N, C, D] tensor in the model's dtype on `device`.
+    factored: False (default): a dense tensor. True: a FactoredEmbeddings whose .dense() is
+        the dense result, column for column (nn/factored.py): the mask must hold a whole
+        nn.Linear classifier, the layer whose output is the logits, on a 2-D input [n, d],
+        run once per forward pass, with all its weight entries masked and its bias all or not
+        at all; else ValueError saying why. The classifier block then needs no backward pass
+        (a mask of the classifier only: one forward pass per batch). "auto": factored where
+        that holds, else (or with a preallocated tensor `out`) the dense tensor. A store `out`
+        then holds the factors (a resumed store must be of the same kind).
+    Returns out (the store), or a new [N, C, D] tensor (or FactoredEmbeddings) in the model's
+    dtype on `device`.
     """
     if weighting not in hooks.WEIGHTINGS:
         raise ValueError(f"weighting must be one of {hooks.WEIGHTINGS}, got {weighting!r}")
     _check_out_type(out)
+    factored = factored_nn.check_factored(factored)
+    if isinstance(out, torch.Tensor) and factored is True:
+        raise ValueError("out: a preallocated tensor holds dense [N, C, D] embeddings; with "
+                         "factored=True pass out=None (FactoredEmbeddings come back) or an "
+                         "EmbeddingStore")
     dtype = _model_dtype(model)
     mask.check(model)
     owners = hooks.owners(model, mask.names)
     device = state.model_device(model, device)
     plans = _plans(model, mask, owners, device)
     capture = hooks.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
+    fac = None
+    if factored and not isinstance(out, torch.Tensor):
+        fac = factored_nn.Factorer(model, mask, owners, capture, weighting=weighting,
+                                   backend=backend, device=device, make_plans=_plans,
+                                   blocks=masked_blocks)
+        if fac.reason is not None and factored is True:
+            raise ValueError(f"factored=True: {fac.reason}; {factored_nn.FIX}")
     N = batches.num_samples(data)
     chunks, start = [], 0
     show = progress if progress is not None else (N or 0) > PROGRESS_MIN and sys.stderr.isatty()
     bar = _progress_bar(N, show)
 
-    def embed(x):   # [n, C, D] embeddings of one batch
+    def embed(x):   # [n, C, D] embeddings (or their factors) of one batch
         _check_input_dtype(x, dtype)
-        return _embed_batch(capture, x, mask, plans, weighting, backend)
+        emb = fac.embed(x) if fac is not None else None
+        if emb is None and fac is not None and factored is True:
+            raise ValueError(f"factored=True: {fac.reason}; {factored_nn.FIX}")
+        return emb if emb is not None else _embed_batch(capture, x, mask, plans, weighting,
+                                                         backend)
 
     if isinstance(out, EmbeddingStore):
         fingerprints = dict(model=state.model_fingerprint(model), mask=mask.fingerprint(),
@@ -62,15 +89,15 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
             return stored.fill_store(
                 out, data, embed,
                 n=N, dim=len(mask), dtype=_embedding_dtype(model, mask), fingerprints=fingerprints,
-                batch_size=batch_size, device=device, bar=bar)
+                batch_size=batch_size, device=device, bar=bar, probe=bool(factored))
     with state.eval_with_grad(model), bar:
         for x in batches.iter_batches(data, batch_size, device):
             emb = embed(x)
-            if out is None and N is not None:
-                out = emb.new_empty((N, *emb.shape[1:]))
-            if out is None:
+            if isinstance(emb, FactoredEmbeddings) or (out is None and N is None):
                 chunks.append(emb)
             else:
+                if out is None:
+                    out = emb.new_empty((N, *emb.shape[1:]))
                 _check_out(out, emb, start, N)
                 out[start:start + len(emb)] = emb
             start += len(emb)
@@ -79,7 +106,10 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
         raise ValueError("data holds no samples")
     if out is not None and start != len(out):
         raise ValueError(f"data held {start} samples but out has {len(out)} rows")
-    return out if out is not None else torch.cat(chunks)
+    if out is not None:
+        return out
+    return (FactoredEmbeddings.cat(chunks) if isinstance(chunks[0], FactoredEmbeddings)
+            else torch.cat(chunks))
 
 
 def _plans(model, mask, owners, device):
@@ -105,7 +135,12 @@ def _plans(model, mask, owners, device):
 
 def _embed_batch(capture, x, mask, plans, weighting, backend):
     """[n, C, D] embeddings of the batch x [n, ...]."""
-    logits = capture.forward(x)
+    return masked_blocks(capture, capture.forward(x), mask, plans, weighting, backend)
+
+
+def masked_blocks(capture, logits, mask, plans, weighting, backend):
+    """[n, C, D]: the masked columns of `mask` from the calls `capture` recorded while it
+    computed `logits` (the factored path passes the calls of the other parameters only)."""
     n, C = logits.shape
     views = []
     for call in capture.calls:
