@@ -6,8 +6,9 @@
     rows = store.read_rows(0, 1000)                        # [1000, C, D] on the CPU
 
 A store folder holds `manifest.json` (format, shape, dtype, byte order, chunk_rows, the
-completed chunks, fingerprints of what wrote it) and `embeddings.bin` (N·C·D values of the
-dtype, row-major). Chunk i is rows [i·chunk_rows, (i+1)·chunk_rows). A writer writes a chunk,
+completed chunks, fingerprints of what wrote it, the layout) and its data: a dense store
+`embeddings.bin` (N·C·D values of the dtype, row-major), a factored one (FactoredEmbeddings) its
+factors `G.bin`, `H.bin` and `R.bin` (manifest.parts), read back as FactoredEmbeddings. Chunk i is rows [i·chunk_rows, (i+1)·chunk_rows). A writer writes a chunk,
 fsyncs it, then rewrites the manifest atomically, so after a crash the manifest lists only
 chunks that are on disk, and a resume (mode "a") redoes only the others.
 
@@ -22,15 +23,18 @@ import torch
 
 from .._checks import check_int
 from .._files import write_atomic
-from .manifest import DTYPES, new_manifest, ranges, read_manifest
+from .factored import FactoredEmbeddings
+from .manifest import DTYPES, parts, ranges, read_manifest
+from .store_io import describe, read_into, numel
+from .store_write import StoreWriter
 
 __all__ = ["EmbeddingStore", "open_store"]
 
-MANIFEST, DATA = "manifest.json", "embeddings.bin"
+MANIFEST = "manifest.json"
 MODES = ("r", "w", "a")
 
 
-def open_store(path, mode="r", *, chunk_rows=None):
+def open_store(path, mode="r", *, chunk_rows=None, factored=None):
     """The EmbeddingStore at `path` (its folder, or the manifest.json inside it).
 
     mode "r": read; the store must exist and be complete. "w": a new store, filled by
@@ -38,19 +42,26 @@ def open_store(path, mode="r", *, chunk_rows=None):
     continue (resume) the store there, or start a new one where there is none.
     chunk_rows: rows per chunk of a new store (default: the writer's, about 32 MiB of rows); an
     existing store keeps its own and refuses another.
+    factored: True or False to require a factored (or dense) store when reading; None: either.
     """
-    return EmbeddingStore(path, mode, chunk_rows=chunk_rows)
+    store = EmbeddingStore(path, mode, chunk_rows=chunk_rows)
+    if factored is not None and store.defined and store.factored != bool(factored):
+        have, want = ("factored", "dense") if store.factored else ("dense", "factored")
+        raise ValueError(f"the store at {store.path} holds {have} embeddings, not {want}; "
+                         f"open it with factored={store.factored}, or re-embed it")
+    return store
 
 
-class EmbeddingStore:
+class EmbeddingStore(StoreWriter):
     """An on-disk [N, C, D] float32/float64 embedding pool (see the module docstring).
 
-    The reader protocol selection uses: `shape` (N, C, D), `dtype` (a torch dtype) and
-    `read_rows(start, stop, out=None)`. Writers (`masked_grad_embeddings`) use `begin`,
-    `chunk_bounds`, `missing` and `write_chunk`.
+    The reader protocol selection uses: `shape` (N, C, D), `dtype` (a torch dtype),
+    `factored` (and then `d_bar`, `d_rest`, `columns`) and `read_rows(start, stop, out=None)`.
+    Writers (`masked_grad_embeddings`) use `begin`, `chunk_bounds`, `missing` and
+    `write_chunk`.
     """
 
-    _fd = None       # set before anything can raise, so __del__ always finds it
+    _fds = {}        # set before anything can raise, so __del__ always finds it
 
     def __init__(self, path, mode="r", *, chunk_rows=None):
         if mode not in MODES:
@@ -58,7 +69,7 @@ class EmbeddingStore:
                              f"got {mode!r}")
         path = os.fspath(path)
         self.path = os.path.dirname(path) if os.path.basename(path) == MANIFEST else path
-        self.mode, self._fd, self._m = mode, None, None
+        self.mode, self._fds, self._m = mode, {}, None
         exists = os.path.isfile(self._file(MANIFEST))
         if mode == "r" and not exists:
             raise FileNotFoundError(
@@ -95,6 +106,24 @@ class EmbeddingStore:
         return DTYPES[self._manifest()["dtype"]]
 
     @property
+    def factored(self):
+        """True when the store holds FactoredEmbeddings (read_rows returns them)."""
+        return self._layout()["kind"] == "factored"
+
+    @property
+    def d_bar(self):
+        return self._layout()["d_bar"]
+
+    @property
+    def d_rest(self):
+        return self._layout()["d_rest"]
+
+    @property
+    def columns(self):
+        cols = self._layout()["columns"]
+        return None if cols is None else torch.tensor(cols, dtype=torch.long)
+
+    @property
     def chunk_rows(self):
         return self._manifest()["chunk_rows"]
 
@@ -128,7 +157,8 @@ class EmbeddingStore:
     def __repr__(self):
         if not self.defined:
             return f"EmbeddingStore({self.path!r}, empty)"
-        return (f"EmbeddingStore({self.path!r}, shape={self.shape}, dtype={self.dtype}, "
+        return (f"EmbeddingStore({self.path!r}, {'factored' if self.factored else 'dense'}, "
+                f"shape={self.shape}, dtype={self.dtype}, "
                 f"{len(self.completed)}/{self.n_chunks} chunks)")
 
     def chunk_bounds(self, i):
@@ -138,86 +168,34 @@ class EmbeddingStore:
 
     # -- reading ---------------------------------------------------------------------------
     def read_rows(self, start, stop, out=None):
-        """Rows [start, stop) as a CPU tensor [stop - start, C, D] of the store's dtype, read
-        with pread into `out` (a contiguous CPU tensor of that shape and dtype) or a new one."""
+        """Rows [start, stop) as a CPU tensor [stop - start, C, D] of the store's dtype (a
+        factored store: FactoredEmbeddings), read with pread into `out` (a contiguous CPU
+        tensor of that shape and dtype; dense stores only) or a new one."""
         self._require_complete()
         N, C, D = self.shape
         start = check_int(start, "start", minimum=0, maximum=N)
         stop = check_int(stop, "stop", minimum=start, maximum=N)
         shape = (stop - start, C, D)
-        if out is None:
-            out = torch.empty(shape, dtype=self.dtype)
-        elif (not torch.is_tensor(out) or tuple(out.shape) != shape or out.dtype != self.dtype
-              or out.device.type != "cpu" or not out.is_contiguous()):
-            raise ValueError(f"out must be a contiguous CPU {self.dtype} tensor of shape {shape}, "
-                             f"got {_describe(out)}")
-        buf = _bytes_of(out)
-        offset, done = start * self._row_bytes(), 0
-        while done < len(buf):     # pread may return fewer bytes than asked; 0 only at EOF
-            n = os.preadv(self._fd, [buf[done:]], offset + done)
-            if n == 0:
-                raise ValueError(f"{self._file(DATA)} ended at byte {offset + done}, inside "
-                                 f"rows {start}-{stop}: the file was truncated after opening")
-            done += n
-        return out
-
-    # -- writing ---------------------------------------------------------------------------
-    def begin(self, shape, dtype, fingerprints, chunk_rows=None):
-        """Make the store hold `shape` (N, C, D) rows of `dtype` written by `fingerprints`
-        ({what: str}): create it if it is new, else refuse unless it holds exactly that.
-        chunk_rows: the writer's default for a new store, used unless open_store was given one."""
-        if self.mode == "r":
-            raise ValueError(f"the store at {self.path} is open for reading; open it with "
-                             f"mode='w' (new) or mode='a' (resume) to write it")
-        shape = tuple(int(s) for s in shape)
-        if dtype not in DTYPES.values():
-            raise TypeError(f"an embedding store holds float32 or float64, got {dtype}")
-        fingerprints = {str(k): str(v) for k, v in fingerprints.items()}
-        if self.defined:
-            self._check_same(shape, dtype, fingerprints)
-            return self
-        chunk_rows = self._chunk_rows or check_int(chunk_rows, "chunk_rows", minimum=1)
-        if len(shape) != 3 or min(shape) < 0:
-            raise ValueError(f"shape must be (N, C, D) of sizes >= 0, got {shape}")
-        os.makedirs(self.path, exist_ok=True)
-        # The data file first, sized (sparse) to N·C·D values: its manifest is what makes a
-        # store exist, so a crash in between leaves a folder that the next begin overwrites.
-        fd = os.open(self._file(DATA), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.ftruncate(fd, shape[0] * shape[1] * shape[2] * dtype.itemsize)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._m = new_manifest(shape, dtype, chunk_rows, fingerprints)
-        self._save()
-        self._open_data()
-        return self
-
-    def write_chunk(self, i, rows):
-        """Write chunk i (rows [chunk_rows, C, D], fewer for the last), fsync it, then record
-        it in the manifest: once this returns, the chunk survives any crash."""
-        start, stop = self.chunk_bounds(i)
-        if self.mode == "r":
-            raise ValueError(f"the store at {self.path} is open for reading")
-        if i in self._m["completed"]:
-            raise ValueError(f"chunk {i} of {self.path} is already written; a store's chunks "
-                             f"are written once")
-        shape = (stop - start, *self.shape[1:])
-        if not torch.is_tensor(rows) or tuple(rows.shape) != shape or rows.dtype != self.dtype:
-            raise ValueError(f"chunk {i} must be a {self.dtype} tensor of shape {shape}, "
-                             f"got {_describe(rows)}")
-        buf = _bytes_of(rows.detach().to("cpu").contiguous())
-        offset, done = start * self._row_bytes(), 0
-        while done < len(buf):
-            done += os.pwrite(self._fd, buf[done:], offset + done)
-        os.fsync(self._fd)      # the rows are on disk before the manifest says so
-        self._m["completed"] = sorted(self._m["completed"] + [i])
-        self._save()
+        if out is not None and (self.factored or not torch.is_tensor(out)
+                                or tuple(out.shape) != shape or out.dtype != self.dtype
+                                or out.device.type != "cpu" or not out.is_contiguous()):
+            raise ValueError(f"out must be a contiguous CPU {self.dtype} tensor of shape {shape}"
+                             f"{' (dense stores only)' if self.factored else ''}, got "
+                             f"{describe(out)}")
+        got = []
+        for name, row in parts(self._m):
+            buf = out if out is not None else torch.empty((stop - start, *row), dtype=self.dtype)
+            got.append(read_into(self._fds[name], buf, start * self._row_bytes(row),
+                                 self._file(name), f"rows {start}-{stop}"))
+        if not self.factored:
+            return got[0]
+        return FactoredEmbeddings(got[0], got[1], got[2] if len(got) > 2 else None,
+                                  columns=self.columns)
 
     def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
 
     def __enter__(self):
         return self
@@ -242,9 +220,11 @@ class EmbeddingStore:
                              f"masked_grad_embeddings(..., out=store) first")
         return self._m
 
-    def _row_bytes(self):
-        _, C, D = self.shape
-        return C * D * self.dtype.itemsize
+    def _layout(self):
+        return self._manifest().get("layout", dict(kind="dense"))
+
+    def _row_bytes(self, row):
+        return numel(row) * self.dtype.itemsize
 
     def _load(self):
         self._m = read_manifest(self._file(MANIFEST))
@@ -252,17 +232,20 @@ class EmbeddingStore:
 
     def _open_data(self):
         self.close()
-        path = self._file(DATA)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"the store at {self.path} has a manifest but no {DATA}")
-        self._fd = os.open(path, os.O_RDONLY if self.mode == "r" else os.O_RDWR)
-        N, C, D = self.shape
-        size, want = os.fstat(self._fd).st_size, N * self._row_bytes()
-        if size != want:
-            self.close()
-            raise ValueError(f"{path} holds {size} bytes, but a store of shape {(N, C, D)} "
-                             f"{self._m['dtype']} needs N·C·D·itemsize = {want}: the file is "
-                             f"truncated or not this store's (copy it again, or re-embed)")
+        N = self.shape[0]
+        for name, row in parts(self._m):
+            path = self._file(name)
+            if not os.path.isfile(path):
+                self.close()
+                raise FileNotFoundError(f"the store at {self.path} has a manifest but no {name}")
+            self._fds[name] = fd = os.open(path, os.O_RDONLY if self.mode == "r" else os.O_RDWR)
+            size, want = os.fstat(fd).st_size, N * self._row_bytes(row)
+            if size != want:
+                self.close()
+                raise ValueError(f"{path} holds {size} bytes, but a store of shape "
+                                 f"{self.shape} {self._m['dtype']} needs N·{list(row)}·itemsize "
+                                 f"= {want} there: the file is truncated or not this store's "
+                                 f"(copy it again, or re-embed)")
 
     def _require_complete(self):
         if self.missing:
@@ -272,32 +255,5 @@ class EmbeddingStore:
                 f"0-{self.n_chunks - 1} were never written; finish it with `fishermask embed "
                 f"... --resume` (masked_grad_embeddings(..., out=open_store(path, mode='a')))")
 
-    def _check_same(self, shape, dtype, fingerprints):
-        """Refuse to mix: a store is continued only by what wrote its first chunks."""
-        theirs = self.fingerprints
-        if self.shape != shape or self.dtype != dtype:
-            raise ValueError(f"refuse to mix: the store at {self.path} holds {self.dtype} rows "
-                             f"of shape {self.shape}, this run makes {dtype} {shape}; write "
-                             f"into a new store, or delete this one")
-        for key in sorted(set(theirs) | set(fingerprints)):
-            if theirs.get(key) != fingerprints.get(key):
-                raise ValueError(f"refuse to mix: the store at {self.path} was written with "
-                                 f"another {key} ({theirs.get(key)!r} there, "
-                                 f"{fingerprints.get(key)!r} here); write into a new store, or "
-                                 f"delete this one")
-
     def _save(self):
         write_atomic(self._file(MANIFEST), json.dumps(self._m, indent=1))
-
-
-def _bytes_of(t):
-    """A writable byte view of the memory of a contiguous CPU tensor (no copy)."""
-    return memoryview(t.view(-1).view(torch.uint8).numpy())
-
-
-def _describe(x):
-    if torch.is_tensor(x):
-        return f"{x.dtype} {tuple(x.shape)} on {x.device}" + \
-            ("" if x.is_contiguous() else " (not contiguous)")
-    return type(x).__name__
-
