@@ -103,7 +103,6 @@ class Factorer:
             for h in handles:
                 h.remove()
         head, reason = self._find_head(outputs, logits)
-        del outputs
         if self.head is None:
             if reason is not None:
                 self.reason = reason

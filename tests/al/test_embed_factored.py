@@ -4,26 +4,14 @@ kind is never resumed as the other."""
 import json
 import os
 
-import pytest
 import torch
 
 from fishermask_ext import (FactoredEmbeddings, masked_grad_embeddings, open_store,
                             select_batch, select_from_pool)
-from fishermask_ext.al import cli, data, embed_cmd
-from fishermask_ext.nn import ParamMask, get_model
+from fishermask_ext.al import cli
+from fishermask_ext.nn import ParamMask
 
 POOL = ["--dataset", "digits", "--pool-size", "150", "--no-progress"]
-
-
-@pytest.fixture
-def saved(tmp_path):
-    """(checkpoint path, model, pool): an untrained seeded MLP on 150 digits."""
-    pool = data.load("digits", pool_size=150)[0]
-    torch.manual_seed(0)
-    model = get_model("mlp", in_features=64, num_classes=10, hidden=[8])
-    path = str(tmp_path / "model.pt")
-    embed_cmd.save_checkpoint(path, model, "mlp", 10, {"hidden": [8]})
-    return path, model, pool
 
 
 def test_embed_factored_then_select(tmp_path, saved, capsys):
