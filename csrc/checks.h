@@ -52,6 +52,58 @@ inline void check_trace_ratio_step(const at::Tensor& A, const at::Tensor& B, con
   }
 }
 
+// trace_ratio_update: A, B [N, C, C] f64 (C >= 1) of one non-overlapping layout; WZ [N, C, 2C]
+// or [N, C, 0] f64; S, Q [C, C] f64; eligible [N] bool; all on A's device.
+inline void check_trace_ratio_update(const at::Tensor& A, const at::Tensor& B,
+                                     const at::Tensor& WZ, const at::Tensor& S,
+                                     const at::Tensor& Q, const at::Tensor& eligible) {
+  TORCH_CHECK(A.dim() == 3 && A.size(1) == A.size(2) && A.size(1) >= 1,
+              "A must be [N, C, C] with C >= 1, got ", A.sizes());
+  const int64_t N = A.size(0), C = A.size(1);
+  TORCH_CHECK(A.scalar_type() == at::kDouble && B.scalar_type() == at::kDouble &&
+                  WZ.scalar_type() == at::kDouble && S.scalar_type() == at::kDouble &&
+                  Q.scalar_type() == at::kDouble,
+              "A, B, WZ, S and Q must be float64");
+  check_shape(B, {N, C, C}, "B");
+  // Updated in place through one set of strides: no element may alias another.
+  TORCH_CHECK(A.is_non_overlapping_and_dense() && A.strides() == B.strides(),
+              "A and B must be dense, non-overlapping and share one layout, got strides ",
+              A.strides(), " and ", B.strides());
+  TORCH_CHECK(WZ.dim() == 3 && WZ.size(0) == N && WZ.size(1) == C &&
+                  (WZ.size(2) == 2 * C || WZ.size(2) == 0),
+              "WZ must be [N, C, 2C] = [", N, ", ", C, ", ", 2 * C, "] (or [N, C, 0]: no "
+              "update), got ", WZ.sizes());
+  check_shape(S, {C, C}, "S");
+  check_shape(Q, {C, C}, "Q");
+  check_shape(eligible, {N}, "eligible");
+  TORCH_CHECK(eligible.scalar_type() == at::kBool, "eligible must be bool");
+  for (const at::Tensor* t : {&B, &WZ, &S, &Q, &eligible})
+    check_same_device(A, *t, "A", "an argument");
+}
+
+// Factored embeddings: G [n, C, C] (C >= 1), H [n, d̄], R absent or [n, C, D_r], one f32/f64
+// dtype and device; returns D = C·d̄ + D_r.
+inline int64_t check_factors(const at::Tensor& G, const at::Tensor& H,
+                             const c10::optional<at::Tensor>& R) {
+  TORCH_CHECK(G.dim() == 3 && G.size(1) == G.size(2) && G.size(1) >= 1,
+              "G must be [n, C, C] with C >= 1, got ", G.sizes());
+  check_float(G, "G");
+  const int64_t n = G.size(0), C = G.size(1);
+  TORCH_CHECK(H.dim() == 2 && H.size(0) == n, "H must be [n, d] with n = ", n, ", got ",
+              H.sizes());
+  TORCH_CHECK(H.scalar_type() == G.scalar_type(), "G and H must have one dtype");
+  check_same_device(G, H, "G", "H");
+  int64_t D = C * H.size(1);
+  if (R.has_value()) {
+    TORCH_CHECK(R->dim() == 3 && R->size(0) == n && R->size(1) == C,
+                "R must be [n, C, D_r] = [", n, ", ", C, ", D_r], got ", R->sizes());
+    TORCH_CHECK(R->scalar_type() == G.scalar_type(), "G and R must have one dtype");
+    check_same_device(G, *R, "G", "R");
+    D += R->size(2);
+  }
+  return D;
+}
+
 // commit_direction: P, F [D, D] f64; xt [C, D] f64 with C >= 1; S [C, C] f64.
 inline void check_commit_direction(const at::Tensor& P, const at::Tensor& F, const at::Tensor& xt,
                                    const at::Tensor& S) {

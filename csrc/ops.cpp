@@ -30,6 +30,26 @@ TORCH_LIBRARY(fishermask_ext, m) {
   m.def("trace_ratio_step(Tensor(a!) A, Tensor(b!) B, Tensor X, Tensor? UV, float scale, "
         "Tensor S, Tensor Q, Tensor eligible, float sigma, bool round_scores=False) -> "
         "(Tensor, Tensor)");
+  // trace_ratio_step's update and scores with the products already taken, however they were
+  // produced (a dense X, or factored_times): WZ [N, C, 2C] f64 holds X_i·[u v] unscaled
+  // (W_i = scale·WZ[i, :, :C], Z_i = scale·WZ[i, :, C:]), or is [N, C, 0]: no update, scores
+  // only (the first step). A, B: [N, C, C] f64 with one non-overlapping layout; the rest and
+  // the result as trace_ratio_step.
+  m.def("trace_ratio_update(Tensor(a!) A, Tensor(b!) B, Tensor WZ, float scale, Tensor S, "
+        "Tensor Q, Tensor eligible, float sigma, bool round_scores=False) -> (Tensor, Tensor)");
+  // ---- factored embeddings X_i = [G_i ⊗ h̄_iᵀ | R_i] (fishermask_ext.FactoredEmbeddings) ----
+  // Natural column order: the classifier block k-major (column k·d̄ + m holds G_i[:, k]·h̄_i[m]),
+  // then R's D_r columns. G: [n, C, C]; H: [n, d̄]; R: [n, C, D_r] or None, one f32/f64 dtype;
+  // every product in float64 (f32 factors converted chunk by chunk), X never formed.
+  // X_i·M for every candidate: G_i·(h̄_iᵀ M_k) + R_i·M_R. M: [D, k] f64. -> [n, C, k] f64
+  m.def("factored_times(Tensor G, Tensor H, Tensor? R, Tensor M) -> Tensor");
+  // Σ_i X_iᵀ X_i: classifier block Σ (G_iᵀG_i) ⊗ (h̄_i h̄_iᵀ), cross block Σ h̄_i ⊗ (G_iᵀR_i),
+  // then Σ R_iᵀR_i. -> [D, D] f64
+  m.def("factored_gram(Tensor G, Tensor H, Tensor? R) -> Tensor");
+  // trace_ratio_init through the factors: A_i = X̃_i P0 X̃_iᵀ, B_i = X̃_i P0 F P0 X̃_iᵀ,
+  // X̃ = scale·X, `chunk` candidates at a time. P0, F: [D, D] f64. -> ([n, C, C] f64, same)
+  m.def("factored_init(Tensor G, Tensor H, Tensor? R, Tensor P0, Tensor F, float scale, "
+        "int chunk) -> (Tensor, Tensor)");
   // The commit of one pick x̃ (sign σ folded into S = (σI + A_j)⁻¹):
   //   u = P x̃ᵀ,  v = P F u,  P -= u S uᵀ (in place).  Returns [u v].
   // P, F: [D, D] f64 symmetric; xt: [C, D] f64; S: [C, C] f64 symmetric. -> [D, 2C] f64

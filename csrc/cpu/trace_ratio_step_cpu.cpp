@@ -113,6 +113,35 @@ FM_INLINE void step_range(int64_t begin, int64_t end, int C, int64_t D, const T*
   }
 }
 
+// trace_ratio_update: candidates [begin, end) with their products already in wz ([N, C, 2C]
+// f64, candidate-major), kGroup at a time through the same group_step.
+FM_INLINE void update_range(int64_t begin, int64_t end, int C, const double* wz, double scale,
+                            double* A, double* B, Layout3 ab, const double* S, const double* Q,
+                            const bool* eligible, double sigma, double* scores) {
+  const int64_t n_lanes = 5 * C * C + C;
+  std::vector<double> raw((n_lanes + 1) * kGroup);
+  void* base = raw.data();
+  size_t space = raw.size() * sizeof(double);
+  VG* lanes = static_cast<VG*>(std::align(sizeof(VG), n_lanes * sizeof(VG), base, space));
+  for (int64_t g = begin; g < end; g += kGroup) {
+    const int n = static_cast<int>(std::min<int64_t>(kGroup, end - g));
+    group_step(C, n, g, A, B, ab, wz ? wz + g * C * 2 * C : nullptr, 2 * C, scale, S, Q, sigma,
+               lanes, scores);
+    for (int k = 0; k < n; ++k)
+      if (!eligible[g + k]) scores[g + k] = -std::numeric_limits<double>::infinity();
+  }
+}
+
+#define FM_UPDATE_RANGE(TARGET, NAME)                                                         \
+  TARGET void NAME(int64_t b, int64_t e, int C, const double* wz, double scale, double* A,   \
+                   double* B, Layout3 ab, const double* S, const double* Q, const bool* el,  \
+                   double sigma, double* scores) {                                           \
+    update_range(b, e, C, wz, scale, A, B, ab, S, Q, el, sigma, scores);                     \
+  }
+FM_UPDATE_RANGE(FM_TARGET_V4, update_range_v4)
+FM_UPDATE_RANGE(FM_TARGET_V3, update_range_v3)
+FM_UPDATE_RANGE(, update_range_base)
+
 // One compiled copy per instruction set and storage type (see cpu_isa()).
 #define FM_STEP_RANGE(TARGET, NAME, BK, T)                                                    \
   TARGET void NAME(int64_t b, int64_t e, int C, int64_t D, const T* X, const double* uv,     \
@@ -145,6 +174,20 @@ int64_t first_best(const double* scores, const bool* eligible, int64_t N) {
   return best;
 }
 
+// Parity rounding (the argmax sees float32-rounded scores, as the reference code), then the
+// first best eligible index.
+std::tuple<at::Tensor, at::Tensor> finish_scores(at::Tensor& scores, const at::Tensor& eligible,
+                                                 bool round_scores) {
+  const int64_t N = scores.size(0);
+  if (round_scores) {
+    double* s = scores.data_ptr<double>();
+    for (int64_t i = 0; i < N; ++i) s[i] = static_cast<double>(static_cast<float>(s[i]));
+  }
+  const int64_t best = first_best(scores.const_data_ptr<double>(),
+                                  eligible.const_data_ptr<bool>(), N);
+  return {scores, at::scalar_tensor(best, scores.options().dtype(at::kLong))};
+}
+
 std::tuple<at::Tensor, at::Tensor> trace_ratio_step_cpu(
     at::Tensor& A, at::Tensor& B, const at::Tensor& X_, const c10::optional<at::Tensor>& UV,
     double scale, const at::Tensor& S_, const at::Tensor& Q_, const at::Tensor& eligible_,
@@ -168,13 +211,28 @@ std::tuple<at::Tensor, at::Tensor> trace_ratio_step_cpu(
                                scores.data_ptr<double>());
     });
   });
-  if (round_scores) {       // parity mode: the argmax sees float32-rounded scores
-    double* s = scores.data_ptr<double>();
-    for (int64_t i = 0; i < N; ++i) s[i] = static_cast<double>(static_cast<float>(s[i]));
-  }
-  const int64_t best = first_best(scores.const_data_ptr<double>(),
-                                  eligible.const_data_ptr<bool>(), N);
-  return {scores, at::scalar_tensor(best, A.options().dtype(at::kLong))};
+  return finish_scores(scores, eligible, round_scores);
+}
+
+std::tuple<at::Tensor, at::Tensor> trace_ratio_update_cpu(
+    at::Tensor& A, at::Tensor& B, const at::Tensor& WZ_, double scale, const at::Tensor& S_,
+    const at::Tensor& Q_, const at::Tensor& eligible_, double sigma, bool round_scores) {
+  check_trace_ratio_update(A, B, WZ_, S_, Q_, eligible_);
+  const int64_t N = A.size(0), C = A.size(1);
+  const auto WZ = WZ_.numel() ? WZ_.contiguous() : WZ_;
+  const auto S = S_.contiguous(), Q = Q_.contiguous(), eligible = eligible_.contiguous();
+  const Layout3 ab{A.stride(0), A.stride(1), A.stride(2)};
+  auto scores = at::empty({N}, A.options());
+  const double* wz = WZ.size(2) ? WZ.const_data_ptr<double>() : nullptr;
+  const Isa isa = cpu_isa();
+  at::parallel_for(0, N, 2 * kGroup, [&](int64_t b, int64_t e) {
+    auto run = isa == Isa::v4 ? update_range_v4 : isa == Isa::v3 ? update_range_v3
+                                                                   : update_range_base;
+    run(b, e, static_cast<int>(C), wz, scale, A.data_ptr<double>(), B.data_ptr<double>(), ab,
+        S.const_data_ptr<double>(), Q.const_data_ptr<double>(),
+        eligible.const_data_ptr<bool>(), sigma, scores.data_ptr<double>());
+  });
+  return finish_scores(scores, eligible, round_scores);
 }
 
 }  // namespace
@@ -182,6 +240,7 @@ std::tuple<at::Tensor, at::Tensor> trace_ratio_step_cpu(
 
 TORCH_LIBRARY_IMPL(fishermask_ext, CPU, m) {
   m.impl("trace_ratio_step", &cpu::trace_ratio_step_cpu);
+  m.impl("trace_ratio_update", &cpu::trace_ratio_update_cpu);
 }
 
 }  // namespace fishermask_ext

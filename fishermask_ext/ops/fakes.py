@@ -36,6 +36,63 @@ def _(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores=False):
         _check_shape(UV, (X.shape[2], 2 * C), "UV")
     return A.new_empty((N,)), A.new_empty((), dtype=torch.long)
 
+@torch.library.register_fake("fishermask_ext::trace_ratio_update")
+def _(A, B, WZ, scale, S, Q, eligible, sigma, round_scores=False):
+    torch._check(A.dim() == 3 and A.shape[1] == A.shape[2] and A.shape[1] >= 1,
+                 lambda: "A must be [N, C, C] with C >= 1")
+    N, C = A.shape[0], A.shape[1]
+    _check_f64(("A", A), ("B", B), ("WZ", WZ), ("S", S), ("Q", Q))
+    _check_shape(B, (N, C, C), "B")
+    torch._check(A.stride() == B.stride(), lambda: "A and B must share one layout")
+    torch._check(WZ.dim() == 3 and tuple(WZ.shape[:2]) == (N, C) and WZ.shape[2] in (0, 2 * C),
+                 lambda: f"WZ must be [N, C, 2C] = [{N}, {C}, {2 * C}] or [N, C, 0]")
+    _check_shape(S, (C, C), "S")
+    _check_shape(Q, (C, C), "Q")
+    _check_shape(eligible, (N,), "eligible")
+    torch._check(eligible.dtype == torch.bool, lambda: "eligible must be bool")
+    return A.new_empty((N,)), A.new_empty((), dtype=torch.long)
+
+
+def _check_factors(G, H, R):
+    """csrc/checks.h check_factors: -> D = C·d̄ + D_r."""
+    torch._check(G.dim() == 3 and G.shape[1] == G.shape[2] and G.shape[1] >= 1
+                 and G.dtype in _FLOAT, lambda: "G must be [n, C, C] f32/f64 with C >= 1")
+    n, C = G.shape[0], G.shape[1]
+    torch._check(H.dim() == 2 and H.shape[0] == n and H.dtype == G.dtype,
+                 lambda: f"H must be [n, d] with n = {n} and G's dtype")
+    D = C * H.shape[1]
+    if R is not None:
+        torch._check(R.dim() == 3 and tuple(R.shape[:2]) == (n, C) and R.dtype == G.dtype,
+                     lambda: f"R must be [n, C, D_r] = [{n}, {C}, D_r] with G's dtype")
+        D = D + R.shape[2]
+    return D
+
+
+@torch.library.register_fake("fishermask_ext::factored_times")
+def _(G, H, R, M):
+    D = _check_factors(G, H, R)
+    _check_f64(("M", M))
+    torch._check(M.dim() == 2 and M.shape[0] == D, lambda: f"M must be [D, k] with D = {D}")
+    return G.new_empty((G.shape[0], G.shape[1], M.shape[1]), dtype=torch.float64)
+
+
+@torch.library.register_fake("fishermask_ext::factored_gram")
+def _(G, H, R):
+    D = _check_factors(G, H, R)
+    return G.new_empty((D, D), dtype=torch.float64)
+
+
+@torch.library.register_fake("fishermask_ext::factored_init")
+def _(G, H, R, P0, F, scale, chunk):
+    D = _check_factors(G, H, R)
+    _check_f64(("P0", P0), ("F", F))
+    _check_shape(P0, (D, D), "P0")
+    _check_shape(F, (D, D), "F")
+    torch._check(chunk >= 1, lambda: "chunk must be >= 1")
+    n, C = G.shape[0], G.shape[1]
+    return tuple(G.new_empty((n, C, C), dtype=torch.float64) for _ in range(2))
+
+
 @torch.library.register_fake("fishermask_ext::commit_direction")
 def _(P, F, xt, S):
     _check_f64(("P", P), ("F", F), ("xt", xt), ("S", S))

@@ -27,9 +27,10 @@ def trace_ratio_step(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores=Fal
 
 def trace_ratio_update(A, B, WZ, scale, S, Q, eligible, sigma, round_scores=False):
     """trace_ratio_step with the products already taken: WZ [N, C, 2C] f64 holds X_i·[u v]
-    (unscaled; None: no update, score only), however it was produced (dense or factored)."""
+    (unscaled; [N, C, 0] or None: no update, scores only), however it was produced (dense or
+    factored)."""
     C = A.shape[1]
-    if WZ is not None:
+    if WZ is not None and WZ.shape[-1] > 0:
         W, Z = WZ[..., :C] * scale, WZ[..., C:] * scale
         WS = W @ S                                   # [N, C, C]; S, Q symmetric
         A.sub_(WS @ W.mT)
@@ -178,11 +179,17 @@ def factored_times(G, H, R, M):
     X_i M = G_i·U_i + R_i·M_R with U_i[k', j] = Σ_m h̄_i[m] M[k'·d̄ + m, j]."""
     n, C, _ = G.shape
     d = H.shape[1]
-    U = (H.to(torch.float64) @ M[:C * d].reshape(C, d, -1).transpose(0, 1).reshape(d, -1))
-    out = G.to(torch.float64) @ U.view(n, C, -1)
+    U = H.to(torch.float64) @ _classifier_rows(M, C, d)
+    out = G.to(torch.float64) @ U.view(n, C, M.shape[1])
     if R is not None:
         out += R.to(torch.float64) @ M[C * d:]
     return out
+
+
+def _classifier_rows(M, C, d):
+    """The classifier rows of M [C·d̄ + D_r, k] as [d̄, C·k]: out[m, k'·k + j] = M[k'·d̄ + m, j]."""
+    k = M.shape[1]
+    return M[:C * d].reshape(C, d, k).transpose(0, 1).reshape(d, C * k)
 
 
 def factored_gram(G, H, R):
@@ -196,7 +203,7 @@ def factored_gram(G, H, R):
     if R is None:
         return hh
     R64 = R.to(torch.float64)
-    hr = torch.einsum("nm,nar->amr", H64, G64.mT @ R64).reshape(C * d, -1)   # [C·d̄, D_r]
+    hr = torch.einsum("nm,nar->amr", H64, G64.mT @ R64).reshape(C * d, R.shape[2])
     R2 = R64.reshape(-1, R64.shape[2])
     return torch.cat([torch.cat([hh, hr], 1), torch.cat([hr.T, R2.T @ R2], 1)], 0)
 
@@ -214,8 +221,8 @@ def factored_sandwich(G, H, R, M):
     out = G64 @ T @ G64.mT
     if R is not None:
         R64 = R.to(torch.float64)
-        Y = (H64 @ M[:C * d, C * d:].reshape(C, d, -1).transpose(0, 1).reshape(d, -1))
-        cross = G64 @ Y.view(n, C, -1) @ R64.mT
+        Y = H64 @ _classifier_rows(M[:, C * d:], C, d)
+        cross = G64 @ Y.view(n, C, R.shape[2]) @ R64.mT
         out += cross + cross.mT + R64 @ M[C * d:, C * d:] @ R64.mT
     return out
 

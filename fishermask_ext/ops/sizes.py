@@ -14,6 +14,19 @@ def chunk_rows(C, D):
     return max(1, CHUNK_BYTES // max(1, 8 * C * D))
 
 
+def factored_rows(C, d_bar, d_rest):
+    """Rows of factored embeddings per chunk of about CHUNK_BYTES: per row the float64 working
+    set of one step, the converted factors (C² + d̄ + C·D_r) and the [C, 2C] products."""
+    return max(1, CHUNK_BYTES // (8 * (3 * C * C + d_bar + C * d_rest)))
+
+
+def factored_init_rows(C, d_bar, d_rest):
+    """Rows per chunk of factored_init: its largest temporary is h̄ᵀ·M_kk' for the C(C+1)/2
+    class pairs, C(C+1)/2·d̄ values per row (factored_rows bounds the rest)."""
+    return min(factored_rows(C, d_bar, d_rest),
+               max(1, CHUNK_BYTES // (8 * (C * (C + 1) // 2) * max(1, d_bar))))
+
+
 # Bytes of the per-sample gradients (and a conv's input patches) that one chunk of step A holds
 # at once: the whole working set of the fisher_*_sq ops, whatever the batch size. Large enough
 # that a chunk's batched GEMM runs at full rate, small enough to stay in the last-level cache.

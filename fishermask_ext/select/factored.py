@@ -135,10 +135,12 @@ class FactoredEmbeddings:
         cls = (G[:, :, :, None] * H[:, None, None, :]).reshape(N, C, C * self.d_bar)
         return cls if self.R is None else torch.cat([cls, self.R.to(dtype)], dim=2)
 
-    def dense(self):
-        """The [N, C, D] matrix X exactly, in the column order of the dense embeddings of the
-        same mask (masked_grad_embeddings(..., factored=False))."""
-        X = self.natural()
+    def dense(self, dtype=None):
+        """The [N, C, D] matrix X, in the column order of the dense embeddings of the same mask
+        (masked_grad_embeddings(..., factored=False)); in `dtype` (default: the factors'). Each
+        entry is one product G_i[c, k]·h̄_i[m], rounded to that dtype: dense(torch.float64) of
+        float32 factors is exact."""
+        X = self.natural(dtype)
         if self.columns is None:
             return X
         out = torch.empty_like(X)

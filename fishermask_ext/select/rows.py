@@ -14,7 +14,7 @@ import torch
 
 from ..ops import resolve
 from ..ops.loop import Block, Kernels, first_best
-from ..ops.sizes import BLOCK, CHUNK_BYTES, chunk_rows
+from ..ops.sizes import BLOCK, chunk_rows, factored_init_rows, factored_rows
 from .factored import FactoredEmbeddings
 
 __all__ = ["Rows", "FactoredRows", "RowRange", "as_rows"]
@@ -148,9 +148,7 @@ class FactoredRows(Rows):
         return None            # the native one-call loop takes a dense X
 
     def chunk_rows(self):
-        # Per row the float64 working set: the converted factors and the step's [C, 2C] W/Z.
-        C = self.shape[1]
-        return max(1, CHUNK_BYTES // (8 * (3 * C * C + self.d_bar + C * self.d_rest)))
+        return factored_rows(self.shape[1], self.d_bar, self.d_rest)
 
     def gram_sums(self, masks):
         D = self.shape[2]
@@ -160,7 +158,8 @@ class FactoredRows(Rows):
             for out, m in zip(sums, masks):
                 Xc = X if m is None else X[m[s:s + len(X)]]
                 out += gram(Xc.G, Xc.H, Xc.R)
-        return sums
+        # Exactly symmetric (the loop relies on it), as the dense sums are by construction.
+        return [out.triu() + out.triu(1).T for out in sums]
 
     def check_finite(self, name):
         for s, X in self.chunks():
@@ -180,6 +179,7 @@ class FactoredRows(Rows):
 
     def kernels(self, backend):
         dev, chunk = self.device, self.chunk_rows()
+        init_chunk = factored_init_rows(self.shape[1], self.d_bar, self.d_rest)
         init, times, update = (resolve(n, dev, backend) for n in
                                ("factored_init", "factored_times", "trace_ratio_update"))
 
@@ -190,12 +190,13 @@ class FactoredRows(Rows):
             for s in range(0, len(X), chunk):
                 e = min(len(X), s + chunk)
                 part = X[s:e]
-                WZ = None if UV is None else times(part.G, part.H, part.R, UV)
+                WZ = (A.new_empty((e - s, A.shape[1], 0)) if UV is None   # scores only
+                      else times(part.G, part.H, part.R, UV))
                 scores[s:e] = update(A[s:e], B[s:e], WZ, scale, S, Q, eligible[s:e], sigma,
                                      round_scores)[0]
             return scores, first_best(scores, eligible)
 
-        return Kernels(init=lambda X, P0, F, scale: init(X.G, X.H, X.R, P0, F, scale, chunk),
+        return Kernels(init=lambda X, P0, F, scale: init(X.G, X.H, X.R, P0, F, scale, init_chunk),
                        step=step, row=lambda X, j: X[j].natural(torch.float64)[0],
                        commit=resolve("commit_direction", dev, backend))
 

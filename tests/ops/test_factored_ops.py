@@ -1,0 +1,147 @@
+"""The factored-embedding ops (factored_times, factored_gram, factored_init) and the shared
+update-and-score op (trace_ratio_update): native == twin == the dense product on every device
+and dtype, empty and odd sizes, opcheck, and the argument checks."""
+import pytest
+import torch
+
+from fishermask_ext import FactoredEmbeddings
+from fishermask_ext.ops import reference
+from fishermask_ext.testing import F64_TOL as TOL
+
+from testing import DEVICES, DTYPES, require_native
+
+# (n, C, d̄, D_r): empty, one class, no R (BAIT), d̄ = 1, odd sizes, C above 16.
+SHAPES = [(0, 3, 4, 2), (1, 1, 1, 1), (7, 3, 5, 0), (9, 4, 1, 6), (13, 10, 17, 5),
+          (5, 17, 3, 2)]
+
+
+def _factors(n, C, d, Dr, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(device, dtype)
+    return r(n, C, C), r(n, d), (r(n, C, Dr) if Dr else None)
+
+
+def _sym(D, device, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    M = torch.randn(D, D, generator=g, dtype=torch.float64)
+    return (M @ M.T / D + torch.eye(D, dtype=torch.float64)).to(device)
+
+
+def _op(name):
+    return getattr(torch.ops.fishermask_ext, name).default
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_factored_ops_match_twin_and_dense(device, dtype, shape):
+    require_native(device, "factored_times")
+    G, H, R = _factors(*shape, dtype, device)
+    n, C, d, Dr = shape
+    D = C * d + Dr
+    X = FactoredEmbeddings(G, H, R).dense(torch.float64)    # exact: products of stored values
+    M = torch.randn(D, 2 * C, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    M = M.to(device)
+    for impl in (_op("factored_times"), reference.factored_times):
+        torch.testing.assert_close(impl(G, H, R, M), X @ M, **TOL)
+    gram = (X.reshape(-1, D).T @ X.reshape(-1, D)) if n else torch.zeros(D, D, dtype=X.dtype,
+                                                                           device=device)
+    for impl in (_op("factored_gram"), reference.factored_gram):
+        torch.testing.assert_close(impl(G, H, R), gram, **TOL)
+    P0, F = _sym(D, device, 3), _sym(D, device, 4)
+    for P in (P0, torch.eye(D, dtype=torch.float64, device=device) * 0.5):   # general, λ⁻¹I
+        Q = P @ F @ P
+        for impl in (_op("factored_init"), reference.factored_init):
+            A, B = impl(G, H, R, P, F, 0.7, 4)
+            torch.testing.assert_close(A, 0.49 * X @ P @ X.mT, **TOL)
+            torch.testing.assert_close(B, 0.49 * X @ ((Q + Q.T) / 2) @ X.mT, **TOL)
+
+
+def _update_args(N, C, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    Ga = r(N, C, C)
+    A = (0.2 / C) * Ga @ Ga.mT
+    Hb = r(N, C, C)
+    S0, Q0 = r(C, C) * 0.1, r(C, C)
+    WZ = r(N, C, 2 * C) * 0.3 / C
+    el = torch.rand(N, generator=g) > 0.3
+    return [t.to(device) for t in (A, Hb @ Hb.mT, WZ)] + [0.7] + [
+        t.to(device) for t in (S0 @ S0.T + torch.eye(C, dtype=torch.float64), Q0 @ Q0.T, el)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("N, C", [(0, 3), (1, 1), (19, 10), (21, 17), (9, 2)])
+@pytest.mark.parametrize("sigma", [1.0, -1.0])
+@pytest.mark.parametrize("update", [True, False])
+def test_trace_ratio_update_matches_twin_and_step(device, N, C, sigma, update):
+    """The shared update-and-score op equals its twin, and trace_ratio_step given X and UV
+    equals it given WZ = X·UV: one kernel for dense and factored products."""
+    require_native(device, "trace_ratio_update")
+    args = _update_args(N, C, device)
+    if not update:
+        args[2] = args[2][:, :, :0]
+    twin = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    s, b = _op("trace_ratio_update")(*args, sigma)
+    s_ref, b_ref = reference.trace_ratio_update(*twin, sigma)
+    torch.testing.assert_close(args[0], twin[0], **TOL)
+    torch.testing.assert_close(args[1], twin[1], **TOL)
+    torch.testing.assert_close(s, s_ref, **TOL)
+    assert int(b) == int(b_ref)
+    if update:
+        # trace_ratio_step given X and UV updates and scores as trace_ratio_update given X·UV.
+        g = torch.Generator().manual_seed(5)
+        X = torch.randn(N, C, 7, generator=g, dtype=torch.float64).to(device)
+        UV = (torch.randn(7, 2 * C, generator=g, dtype=torch.float64) * 0.1 / C).to(device)
+        base = _update_args(N, C, device)
+        step = [a.clone() if isinstance(a, torch.Tensor) else a for a in base]
+        s_upd, b_upd = _op("trace_ratio_update")(base[0], base[1], X @ UV, *base[3:], sigma)
+        s_step, b_step = torch.ops.fishermask_ext.trace_ratio_step(
+            step[0], step[1], X, UV, *step[3:], sigma)
+        torch.testing.assert_close(base[1], step[1], **TOL)
+        torch.testing.assert_close(s_upd, s_step, **TOL)
+        assert int(b_upd) == int(b_step)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_factored_ops_opcheck(device, dtype):
+    require_native(device, "factored_times")
+    G, H, R = _factors(6, 3, 5, 4, dtype, device)
+    D = 3 * 5 + 4
+    M = torch.randn(D, 6, dtype=torch.float64, device=device)
+    P0, F = _sym(D, device, 3), _sym(D, device, 4)
+    for Rr in (R, None):
+        Dd = D if Rr is not None else 15
+        torch.library.opcheck(_op("factored_times"), (G, H, Rr, M[:Dd]))
+        torch.library.opcheck(_op("factored_gram"), (G, H, Rr))
+        torch.library.opcheck(_op("factored_init"), (G, H, Rr, P0[:Dd, :Dd], F[:Dd, :Dd], 0.5, 4))
+    torch.library.opcheck(_op("trace_ratio_update"), (*_update_args(9, 3, device), 1.0, True))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda G, H, R, M: (G[:, :2], H, R, M), "G must be"),
+    (lambda G, H, R, M: (G, H[:3], R, M), "H must be"),
+    (lambda G, H, R, M: (G, H, R[:, :2], M), "R must be"),
+    (lambda G, H, R, M: (G, H.double(), R, M), "one dtype"),
+    (lambda G, H, R, M: (G, H, R, M[:-1]), "M must be"),
+    (lambda G, H, R, M: (G, H, R, M.float()), "M must be float64"),
+])
+def test_factored_ops_reject_bad_arguments(bad, match):
+    require_native("cpu", "factored_times")
+    G, H, R = _factors(5, 3, 4, 2, torch.float32, "cpu")
+    M = torch.zeros(14, 6, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=match):
+        _op("factored_times")(*bad(G, H, R, M))
+
+
+def test_trace_ratio_update_rejects_bad_arguments():
+    require_native("cpu", "trace_ratio_update")
+    args = _update_args(5, 3, "cpu")
+    with pytest.raises(RuntimeError, match="WZ must be"):
+        _op("trace_ratio_update")(args[0], args[1], args[2][:, :, :5], *args[3:], 1.0)
+    with pytest.raises(RuntimeError, match="C >= 1"):
+        e = torch.empty(5, 0, 0, dtype=torch.float64)
+        _op("trace_ratio_update")(e, e.clone(), torch.empty(5, 0, 0, dtype=torch.float64), 1.0,
+                                  torch.empty(0, 0, dtype=torch.float64),
+                                  torch.empty(0, 0, dtype=torch.float64), args[6], 1.0)
