@@ -5,6 +5,7 @@
 // h̄ rows (the big one, d̄ wide), batched C×C products and the R part. Twins:
 // fishermask_ext/ops/reference.py (factored_times, factored_gram, factored_init).
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <vector>
@@ -164,9 +165,28 @@ std::tuple<at::Tensor, at::Tensor> factored_init(const at::Tensor& G, const at::
   return {A, B};
 }
 
+// Every device without a fused kernel: the products, then the shared update-and-score op.
+std::tuple<at::Tensor, at::Tensor> factored_step(
+    at::Tensor& A, at::Tensor& B, const at::Tensor& G, const at::Tensor& H,
+    const c10::optional<at::Tensor>& R, const c10::optional<at::Tensor>& UV, double scale,
+    const at::Tensor& S, const at::Tensor& Q, const at::Tensor& eligible, double sigma,
+    bool round_scores) {
+  using UpdateFn = std::tuple<at::Tensor, at::Tensor>(at::Tensor&, at::Tensor&, const at::Tensor&,
+                                                      double, const at::Tensor&, const at::Tensor&,
+                                                      const at::Tensor&, double, bool);
+  static const auto update = c10::Dispatcher::singleton()
+                                 .findSchemaOrThrow("fishermask_ext::trace_ratio_update", "")
+                                 .typed<UpdateFn>();
+  check_factors(G, H, R);
+  const auto WZ = UV.has_value() ? factored_times(G, H, R, *UV)
+                                 : at::empty({G.size(0), G.size(1), 0}, A.options());
+  return update.call(A, B, WZ, scale, S, Q, eligible, sigma, round_scores);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fishermask_ext, CompositeExplicitAutograd, m) {
+  m.impl("factored_step", &factored_step);
   m.impl("factored_times", &factored_times);
   m.impl("factored_gram", &factored_gram);
   m.impl("factored_init", &factored_init);

@@ -43,6 +43,13 @@ TORCH_LIBRARY(fishermask_ext, m) {
   // every product in float64 (f32 factors converted chunk by chunk), X never formed.
   // X_i·M for every candidate: G_i·(h̄_iᵀ M_k) + R_i·M_R. M: [D, k] f64. -> [n, C, k] f64
   m.def("factored_times(Tensor G, Tensor H, Tensor? R, Tensor M) -> Tensor");
+  // One greedy step through the factors: W, Z = X̃·[u v] by factored_times, then
+  // trace_ratio_update (UV None: scores only). On the CPU one fused pass per group of candidates
+  // keeps the products in cache (csrc/cpu/factored_step_cpu.cpp). Arguments and result as
+  // trace_ratio_step, with the factors in place of X.
+  m.def("factored_step(Tensor(a!) A, Tensor(b!) B, Tensor G, Tensor H, Tensor? R, Tensor? UV, "
+        "float scale, Tensor S, Tensor Q, Tensor eligible, float sigma, "
+        "bool round_scores=False) -> (Tensor, Tensor)");
   // Σ_i X_iᵀ X_i: classifier block Σ (G_iᵀG_i) ⊗ (h̄_i h̄_iᵀ), cross block Σ h̄_i ⊗ (G_iᵀR_i),
   // then Σ R_iᵀR_i. -> [D, D] f64
   m.def("factored_gram(Tensor G, Tensor H, Tensor? R) -> Tensor");

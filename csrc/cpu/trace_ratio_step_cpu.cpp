@@ -5,86 +5,16 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <cmath>
 #include <limits>
-#include <memory>
 #include <vector>
 
 #include "checks.h"
 #include "cpu/rows_times.h"
-#include "trace_ratio_math.h"
+#include "cpu/step_group.h"
 
 namespace fishermask_ext {
 namespace cpu {
-
-// kGroup candidates side by side, one per lane: C = 10 makes the per-candidate loops too short
-// to vectorise any other way.
-constexpr int kGroup = 8;
-using VG = Lanes<double, kGroup>::type;
-using MG = Lanes<int64_t, kGroup>::type;   // a lane mask: all ones or all zeros per lane
-
-}  // namespace cpu
-
-template <>
-struct LaneOps<cpu::VG> {
-  using V = cpu::VG;
-  using Mask = cpu::MG;
-  FM_HD static Mask all_lanes() { return Mask{} - 1; }
-  FM_HD static V splat(double x) { return V{} + x; }
-  FM_HD static Mask positive(V v) { return v > 0; }
-  FM_HD static Mask both(Mask a, Mask b) { return a & b; }
-  FM_HD static V pick(Mask m, V a, V b) { return m ? a : b; }
-  FM_HD static V sqrt(V v) {
-    for (int l = 0; l < cpu::kGroup; ++l) v[l] = std::sqrt(v[l]);
-    return v;
-  }
-  FM_HD static Mask is_number(V v) { return v == v; }
-};
-
-namespace cpu {
 namespace {
-
-// Strides of A and B (equal, checked): any layout, so CUDA's candidate-minor one works too.
-struct Layout3 {
-  int64_t s0, s1, s2;
-  int64_t at(int64_t i, int r, int c) const { return i * s0 + r * s1 + c * s2; }
-};
-
-// Candidates g .. g+n-1 (n <= kGroup; the other lanes are zero padding): update with W, Z (when
-// wz is given: row k·C + r holds candidate k's row r of X·[u v], unscaled), then score.
-// lanes: 5·C·C + C aligned lane values of scratch.
-FM_INLINE void group_step(int C, int n, int64_t g, double* A, double* B, Layout3 ab,
-                          const double* wz, int64_t ldw, double scale, const double* S,
-                          const double* Q, double sigma, VG* lanes, double* scores) {
-  const int CC = C * C;
-  VG *a = lanes, *b = a + CC, *w = b + CC, *z = w + CC, *t = z + CC, *inv_diag = t + CC;
-  for (int q = 0; q < CC; ++q) a[q] = b[q] = VG{};
-  for (int k = 0; k < n; ++k)
-    for (int r = 0; r < C; ++r)
-      for (int c = 0; c < C; ++c) {
-        a[r * C + c][k] = A[ab.at(g + k, r, c)];
-        b[r * C + c][k] = B[ab.at(g + k, r, c)];
-      }
-  if (wz != nullptr) {
-    for (int q = 0; q < CC; ++q) w[q] = z[q] = VG{};
-    for (int k = 0; k < n; ++k)
-      for (int r = 0; r < C; ++r)
-        for (int c = 0; c < C; ++c) {
-          w[r * C + c][k] = scale * wz[(k * C + r) * ldw + c];
-          z[r * C + c][k] = scale * wz[(k * C + r) * ldw + C + c];
-        }
-    commit_update<0, VG>(C, a, b, w, z, t, S, Q);
-    for (int k = 0; k < n; ++k)
-      for (int r = 0; r < C; ++r)
-        for (int c = 0; c < C; ++c) {
-          A[ab.at(g + k, r, c)] = a[r * C + c][k];
-          B[ab.at(g + k, r, c)] = b[r * C + c][k];
-        }
-  }
-  // w, z, t are free again: the factor, L⁻¹B and its transpose reuse them.
-  const VG s = trace_ratio_score<0, VG>(C, a, b, sigma, w, z, t, inv_diag);
-  for (int k = 0; k < n; ++k) scores[g + k] = s[k];
-}
 
 // Candidates [begin, end), kGroup at a time. Their kGroup·C rows of X (a multiple of kRows) go
 // through the register-blocked product; a short last group through a zero-padded copy.
@@ -96,20 +26,13 @@ FM_INLINE void step_range(int64_t begin, int64_t end, int C, int64_t D, const T*
   const int64_t ldu = lay.width();
   std::vector<double> wz(uv != nullptr ? kGroup * C * ldu : 0);
   std::vector<T> pad;
-  // Lane values need sizeof(VG)-byte alignment (the compiler assumes it; std::vector does not
-  // give it), hence one spare VG of room and std::align.
-  const int64_t n_lanes = 5 * C * C + C;
-  std::vector<double> raw((n_lanes + 1) * kGroup);
-  void* base = raw.data();
-  size_t space = raw.size() * sizeof(double);
-  VG* lanes = static_cast<VG*>(std::align(sizeof(VG), n_lanes * sizeof(VG), base, space));
+  LaneScratch scratch(C);
   for (int64_t g = begin; g < end; g += kGroup) {
     const int n = static_cast<int>(std::min<int64_t>(kGroup, end - g));
     if (uv != nullptr) rows_times_packed<Bk, T>(X + g * C * D, n * C, D, uv, lay, wz.data(), pad);
-    group_step(C, n, g, A, B, ab, uv ? wz.data() : nullptr, ldu, scale, S, Q, sigma, lanes,
-               scores);
-    for (int k = 0; k < n; ++k)
-      if (!eligible[g + k]) scores[g + k] = -std::numeric_limits<double>::infinity();
+    group_step(C, n, g, A, B, ab, uv ? wz.data() : nullptr, ldu, scale, S, Q, sigma,
+               scratch.lanes, scores);
+    mask_ineligible(g, n, eligible, scores);
   }
 }
 
@@ -118,17 +41,12 @@ FM_INLINE void step_range(int64_t begin, int64_t end, int C, int64_t D, const T*
 FM_INLINE void update_range(int64_t begin, int64_t end, int C, const double* wz, double scale,
                             double* A, double* B, Layout3 ab, const double* S, const double* Q,
                             const bool* eligible, double sigma, double* scores) {
-  const int64_t n_lanes = 5 * C * C + C;
-  std::vector<double> raw((n_lanes + 1) * kGroup);
-  void* base = raw.data();
-  size_t space = raw.size() * sizeof(double);
-  VG* lanes = static_cast<VG*>(std::align(sizeof(VG), n_lanes * sizeof(VG), base, space));
+  LaneScratch scratch(C);
   for (int64_t g = begin; g < end; g += kGroup) {
     const int n = static_cast<int>(std::min<int64_t>(kGroup, end - g));
     group_step(C, n, g, A, B, ab, wz ? wz + g * C * 2 * C : nullptr, 2 * C, scale, S, Q, sigma,
-               lanes, scores);
-    for (int k = 0; k < n; ++k)
-      if (!eligible[g + k]) scores[g + k] = -std::numeric_limits<double>::infinity();
+               scratch.lanes, scores);
+    mask_ineligible(g, n, eligible, scores);
   }
 }
 
@@ -164,28 +82,6 @@ void step_range_for(Isa isa, Args... args) {
     case Isa::v3: step_range_v3(args...); break;
     default: step_range_base(args...); break;
   }
-}
-
-// First eligible index of maximal score (the first eligible one if all are -inf; -1 if none).
-int64_t first_best(const double* scores, const bool* eligible, int64_t N) {
-  int64_t best = -1;
-  for (int64_t i = 0; i < N; ++i)
-    if (eligible[i] && (best < 0 || scores[i] > scores[best])) best = i;
-  return best;
-}
-
-// Parity rounding (the argmax sees float32-rounded scores, as the reference code), then the
-// first best eligible index.
-std::tuple<at::Tensor, at::Tensor> finish_scores(at::Tensor& scores, const at::Tensor& eligible,
-                                                 bool round_scores) {
-  const int64_t N = scores.size(0);
-  if (round_scores) {
-    double* s = scores.data_ptr<double>();
-    for (int64_t i = 0; i < N; ++i) s[i] = static_cast<double>(static_cast<float>(s[i]));
-  }
-  const int64_t best = first_best(scores.const_data_ptr<double>(),
-                                  eligible.const_data_ptr<bool>(), N);
-  return {scores, at::scalar_tensor(best, scores.options().dtype(at::kLong))};
 }
 
 std::tuple<at::Tensor, at::Tensor> trace_ratio_step_cpu(

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from .._checks import check_int
 from ..select.checks import check_embeddings
-from ..select.core import check_options, given_labeled_fisher, make_plan
+from ..select.core import check_options, given_labeled_fisher, labeled_mean, make_plan
 from ..select.fisher import checked_sums
 from .comm import agree, comm_device, guarded, require_group, step_exchange
 
@@ -89,7 +89,7 @@ def select_batch(local_unlabeled, budget, *, labeled=None, labeled_fisher=None, 
     _check_replicated(replicated, group, "labeled_fisher / pool_fisher")
     if L is not None:
         n_L = sum(m["n_L"] for m in metas)
-        F_L = sums[1] / max(n_L, 1)
+        F_L = labeled_mean(sums[1], n_L)
     guarded(lambda: plan.mix_fisher(sums[0], N, F_L, n_L, pool_fisher), group,
             "checking pool_fisher")
     blocks = U.blocks()

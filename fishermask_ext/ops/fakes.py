@@ -76,6 +76,24 @@ def _(G, H, R, M):
     return G.new_empty((G.shape[0], G.shape[1], M.shape[1]), dtype=torch.float64)
 
 
+@torch.library.register_fake("fishermask_ext::factored_step")
+def _(A, B, G, H, R, UV, scale, S, Q, eligible, sigma, round_scores=False):
+    D = _check_factors(G, H, R)
+    torch._check(A.dim() == 3 and tuple(A.shape) == tuple(G.shape) and A.dtype == torch.float64,
+                 lambda: "A must be [N, C, C] f64 with G's N and C")
+    _check_f64(("B", B), ("S", S), ("Q", Q))
+    N, C = A.shape[0], A.shape[1]
+    _check_shape(B, (N, C, C), "B")
+    torch._check(A.stride() == B.stride(), lambda: "A and B must share one layout")
+    if UV is not None:
+        _check_f64(("UV", UV))
+        _check_shape(UV, (D, 2 * C), "UV")
+    _check_shape(S, (C, C), "S")
+    _check_shape(Q, (C, C), "Q")
+    _check_shape(eligible, (N,), "eligible")
+    return A.new_empty((N,)), A.new_empty((), dtype=torch.long)
+
+
 @torch.library.register_fake("fishermask_ext::factored_gram")
 def _(G, H, R):
     D = _check_factors(G, H, R)

@@ -6,10 +6,10 @@ and the oracle of every native-op test. Shapes follow csrc/ops.cpp.
 import torch
 
 from . import loop
-from .sizes import chunk_rows
+from .sizes import chunk_rows, factored_rows
 
 __all__ = ["trace_ratio_step", "trace_ratio_update", "commit_direction", "trace_ratio_init",
-           "greedy_select", "factored_times", "factored_gram", "factored_init",
+           "greedy_select", "factored_times", "factored_step", "factored_gram", "factored_init",
            "masked_linear_grad", "masked_conv2d_grad", "fisher_linear_sq", "fisher_conv2d_sq",
            "fisher_channel_sq", "conv2d_sample_grads"]
 
@@ -190,6 +190,22 @@ def _classifier_rows(M, C, d):
     """The classifier rows of M [C·d̄ + D_r, k] as [d̄, C·k]: out[m, k'·k + j] = M[k'·d̄ + m, j]."""
     k = M.shape[1]
     return M[:C * d].reshape(C, d, k).transpose(0, 1).reshape(d, C * k)
+
+
+def factored_step(A, B, G, H, R, UV, scale, S, Q, eligible, sigma, round_scores=False):
+    """trace_ratio_step through the factors (see csrc/ops.cpp): W, Z by factored_times, then
+    trace_ratio_update, a chunk of candidates at a time (the [n, C, 2C] products and the
+    float64 factors stay chunk-sized)."""
+    n, C = G.shape[0], G.shape[1]
+    chunk = factored_rows(C, H.shape[1], 0 if R is None else R.shape[2])
+    scores = torch.empty(n, dtype=torch.float64, device=A.device)
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        WZ = (A.new_empty((e - s, C, 0)) if UV is None
+              else factored_times(G[s:e], H[s:e], None if R is None else R[s:e], UV))
+        scores[s:e] = trace_ratio_update(A[s:e], B[s:e], WZ, scale, S, Q, eligible[s:e], sigma,
+                                         round_scores)[0]
+    return scores, loop.first_best(scores, eligible)
 
 
 def factored_gram(G, H, R):

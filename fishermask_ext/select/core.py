@@ -25,7 +25,8 @@ from ..ops.sizes import BLOCK
 from .checks import check_fisher
 from .progress import progress_bar
 
-__all__ = ["Plan", "make_plan", "check_options", "given_labeled_fisher", "initial_inverse"]
+__all__ = ["Plan", "make_plan", "check_options", "given_labeled_fisher", "labeled_mean",
+           "initial_inverse"]
 
 
 def check_options(lamb, backward_steps, parity, progress, return_gains, backend):
@@ -57,6 +58,11 @@ def given_labeled_fisher(labeled_fisher, n_labeled, rows):
     if n_labeled is not None:
         raise ValueError("n_labeled is only used with labeled_fisher; pass labeled_fisher too")
     return torch.zeros(D, D, dtype=torch.float64, device=rows.device), 0
+
+
+def labeled_mean(sum_L, n_L):
+    """F_L, the mean of X_iᵀX_i over the n_L labeled points, from their sum (zeros for none)."""
+    return sum_L / max(n_L, 1)
 
 
 def initial_inverse(F_L, n_L, K, lamb, D, device):

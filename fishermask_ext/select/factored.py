@@ -149,19 +149,30 @@ class FactoredEmbeddings:
 
     def to_natural(self, F):
         """A [D, D] matrix in the dense column order, seen in the natural order."""
-        if self.columns is None:
-            return F
-        cols = self.columns.to(F.device)
-        return F[cols][:, cols]
+        return to_natural(F, self.columns)
 
     def from_natural(self, F):
         """A [D, D] matrix in the natural column order, seen in the dense order."""
-        if self.columns is None:
-            return F
-        cols = self.columns.to(F.device)
-        out = torch.empty_like(F)
-        out[cols[:, None], cols[None, :]] = F
-        return out
+        return from_natural(F, self.columns)
+
+
+def to_natural(F, columns):
+    """F [D, D] in the dense column order, in the natural order (`columns`: natural -> dense
+    position, or None when the two orders are one)."""
+    if columns is None:
+        return F
+    cols = columns.to(F.device)
+    return F[cols][:, cols]
+
+
+def from_natural(F, columns):
+    """F [D, D] in the natural column order, in the dense order (to_natural's inverse)."""
+    if columns is None:
+        return F
+    cols = columns.to(F.device)
+    out = torch.empty_like(F)
+    out[cols[:, None], cols[None, :]] = F
+    return out
 
 
 def _same_columns(a, b):

@@ -1,7 +1,7 @@
 """Greedy Fisher trace-ratio batch selection (FisherMask / BAIT, docs/ALGORITHM.md, step E)
 over a set of candidates: the `select_batch` front-end of the selection core (core.py)."""
 from .checks import check_embeddings
-from .core import check_options, given_labeled_fisher, make_plan
+from .core import check_options, given_labeled_fisher, labeled_mean, make_plan
 from .fisher import checked_sums
 
 __all__ = ["select_batch"]
@@ -76,4 +76,4 @@ def _labeled_fisher(U, labeled, labeled_fisher, n_labeled):
                          f"{U.dtype} on {U.device}; convert one to match")
     (total,) = checked_sums(L, "labeled", [None])
     # From labeled's working order to unlabeled's, through the dense order both share.
-    return U.to_working(L.from_working(total)) / max(L.shape[0], 1), L.shape[0]
+    return labeled_mean(U.to_working(L.from_working(total)), L.shape[0]), L.shape[0]

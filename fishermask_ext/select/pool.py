@@ -1,7 +1,7 @@
 """Selection from a whole pool with a labeled mask, reading the pool in place (no copies of the
 labeled or unlabeled rows)."""
 from .checks import check_embeddings, check_mask
-from .core import check_options, given_labeled_fisher, make_plan
+from .core import check_options, given_labeled_fisher, labeled_mean, make_plan
 from .fisher import checked_sums
 
 __all__ = ["select_from_pool"]
@@ -46,7 +46,7 @@ def select_from_pool(pool_emb, budget, labeled_mask, *, labeled_fisher=None, n_l
     sums = checked_sums(P, "pool_emb", masks) if masks else []
     if not given:
         n_L = N - n_U
-        F_L = sums[-1] / max(n_L, 1)
+        F_L = labeled_mean(sums[-1], n_L)
     if pool_fisher is not None:
         P.check_finite("pool_emb")            # the candidates were not covered by a sum
     plan.mix_fisher(sums[0] if pool_fisher is None else None, n_U, F_L, n_L, pool_fisher)

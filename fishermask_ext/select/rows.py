@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from ..ops import resolve
-from ..ops.loop import Block, Kernels, first_best
+from ..ops.loop import Block, Kernels
 from ..ops.sizes import BLOCK, chunk_rows, factored_init_rows, factored_rows
-from .factored import FactoredEmbeddings
+from .factored import FactoredEmbeddings, from_natural, to_natural
 
 __all__ = ["Rows", "FactoredRows", "RowRange", "as_rows"]
 
@@ -172,33 +172,20 @@ class FactoredRows(Rows):
                     if t.numel()), default=0.0)
 
     def to_working(self, F):
-        return FactoredEmbeddings.to_natural(self, F)
+        return to_natural(F, self.columns)
 
     def from_working(self, F):
-        return FactoredEmbeddings.from_natural(self, F)
+        return from_natural(F, self.columns)
 
     def kernels(self, backend):
-        dev, chunk = self.device, self.chunk_rows()
+        dev = self.device
         init_chunk = factored_init_rows(self.shape[1], self.d_bar, self.d_rest)
-        init, times, update = (resolve(n, dev, backend) for n in
-                               ("factored_init", "factored_times", "trace_ratio_update"))
-
-        def step(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores):
-            # The W/Z producer and the shared update-and-score, a chunk at a time: the chunk's
-            # [n, C, 2C] products stay small while every candidate is updated once per step.
-            scores = torch.empty(len(X), dtype=torch.float64, device=dev)
-            for s in range(0, len(X), chunk):
-                e = min(len(X), s + chunk)
-                part = X[s:e]
-                WZ = (A.new_empty((e - s, A.shape[1], 0)) if UV is None   # scores only
-                      else times(part.G, part.H, part.R, UV))
-                scores[s:e] = update(A[s:e], B[s:e], WZ, scale, S, Q, eligible[s:e], sigma,
-                                     round_scores)[0]
-            return scores, first_best(scores, eligible)
-
-        return Kernels(init=lambda X, P0, F, scale: init(X.G, X.H, X.R, P0, F, scale, init_chunk),
-                       step=step, row=lambda X, j: X[j].natural(torch.float64)[0],
-                       commit=resolve("commit_direction", dev, backend))
+        init, step = (resolve(n, dev, backend) for n in ("factored_init", "factored_step"))
+        return Kernels(
+            init=lambda X, P0, F, scale: init(X.G, X.H, X.R, P0, F, scale, init_chunk),
+            step=lambda A, B, X, *rest: step(A, B, X.G, X.H, X.R, *rest),
+            row=lambda X, j: X[j].natural(torch.float64)[0],
+            commit=resolve("commit_direction", dev, backend))
 
 
 def _raise_on_bad_rows(name, finite, start):

@@ -46,6 +46,25 @@ def equal(rank, world, sizes, lab_sizes):
     return out
 
 
+def factored_equal(rank, world, sizes):
+    """Factored shards (labeled points factored too) pick what one process picks on the dense
+    pool."""
+    g = torch.Generator().manual_seed(5)
+    N, C, d, Dr = sum(sizes) + 6, 3, 4, 2
+    E = fm.FactoredEmbeddings(torch.randn(N, C, C, generator=g, dtype=torch.float64),
+                              torch.randn(N, d, generator=g, dtype=torch.float64),
+                              torch.randn(N, C, Dr, generator=g, dtype=torch.float64),
+                              columns=torch.randperm(C * d + Dr, generator=g))
+    U, L = E[6:], E[:6]
+    lab = L[:3] if rank == 0 else L[3:] if rank == world - 1 else L[:0]
+    got, gains = fmd.select_batch(cut(U, sizes, rank), 7, labeled=lab, backward_steps=1,
+                                  return_gains=True)
+    want, want_gains = fm.select_batch(U.dense(), 7, labeled=L.dense(), backward_steps=1,
+                                       return_gains=True)
+    return [dict(case="factored", got=got.tolist(), want=want.tolist(), gains=gains.tolist(),
+                 want_gains=want_gains.tolist())]
+
+
 class FailingShard:
     """An embedding-store-like shard whose reads fail (or whose process dies) after `after`."""
     def __init__(self, X, after, die):

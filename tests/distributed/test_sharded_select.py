@@ -73,6 +73,17 @@ def test_picks_equal_single_process(world, sizes, lab_sizes, tmp_path):
     assert len(results[0]["ok"]) == 8                       # dtypes × b × labeled
 
 
+def test_factored_shards_pick_what_one_process_picks_on_the_dense_pool(tmp_path):
+    results, codes = run_world(2, "factored_equal", tmp_path, sizes=[17, 12])
+    assert codes == [0, 0], results
+    for r in range(2):
+        (case,) = results[r]["ok"]
+        assert case["got"] == case["want"]
+        torch.testing.assert_close(torch.tensor(case["gains"], dtype=torch.float64),
+                                   torch.tensor(case["want_gains"], dtype=torch.float64),
+                                   rtol=1e-9, atol=0)
+
+
 @pytest.mark.parametrize("die", [False, True], ids=["raises", "dies"])
 def test_a_failing_rank_stops_the_others(die, tmp_path):
     start = time.monotonic()

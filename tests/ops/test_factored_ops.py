@@ -145,3 +145,50 @@ def test_trace_ratio_update_rejects_bad_arguments():
         _op("trace_ratio_update")(e, e.clone(), torch.empty(5, 0, 0, dtype=torch.float64), 1.0,
                                   torch.empty(0, 0, dtype=torch.float64),
                                   torch.empty(0, 0, dtype=torch.float64), args[6], 1.0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("with_uv", [True, False])
+def test_factored_step_matches_twin_and_dense_step(device, dtype, shape, with_uv):
+    """The fused factored step == its twin == trace_ratio_step on the dense matrix."""
+    require_native(device, "factored_step")
+    n, C, d, Dr = shape
+    G, H, R = _factors(*shape, dtype, device)
+    base = _update_args(n, C, device, seed=3)
+    UV = (torch.randn(C * d + Dr, 2 * C, dtype=torch.float64,
+                      generator=torch.Generator().manual_seed(4)) * 0.3 / C).to(device)
+    UV = UV if with_uv else None
+    rest = (0.7, base[4], base[5], base[6], 1.0)
+    runs = []
+    for impl in (_op("factored_step"), reference.factored_step):
+        A, B = base[0].clone(), base[1].clone()
+        runs.append((impl(A, B, G, H, R, UV, *rest), A, B))
+    A, B = base[0].clone(), base[1].clone()
+    X = FactoredEmbeddings(G, H, R).dense(torch.float64)
+    runs.append((torch.ops.fishermask_ext.trace_ratio_step(A, B, X, UV, *rest), A, B))
+    (s0, b0), A0, B0 = runs[0]
+    for (s, b), A, B in runs[1:]:
+        torch.testing.assert_close(A, A0, **TOL)
+        torch.testing.assert_close(B, B0, **TOL)
+        torch.testing.assert_close(s, s0, **TOL)
+        assert int(b) == int(b0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_factored_step_opcheck_and_parity_rounding(device, dtype):
+    require_native(device, "factored_step")
+    G, H, R = _factors(9, 3, 5, 4, dtype, device)
+    args = _update_args(9, 3, device)
+    UV = torch.randn(19, 6, dtype=torch.float64, device=device) * 0.05
+    for Rr, U in ((R, UV), (None, UV[:15]), (R, None)):
+        torch.library.opcheck(_op("factored_step"),
+                              (args[0], args[1], G, H, Rr, U, 0.7, args[4], args[5], args[6],
+                               1.0, True))
+    exact, _ = _op("factored_step")(args[0].clone(), args[1].clone(), G, H, R, UV, 0.7,
+                                    args[4], args[5], args[6], -1.0)
+    rounded, _ = _op("factored_step")(args[0].clone(), args[1].clone(), G, H, R, UV, 0.7,
+                                      args[4], args[5], args[6], -1.0, True)
+    assert torch.equal(rounded, exact.float().double())

@@ -176,3 +176,48 @@ def test_selection_from_a_store_equals_selection_from_ram(tmp_path, monkeypatch,
         assert got[0].tolist() == want[0].tolist()
         assert torch.equal(got[1], want[1])
     store.close()
+
+
+def _factored_store(path, E, chunk_rows=4):
+    store = open_store(path, mode="w", chunk_rows=chunk_rows)
+    cols = None if E.columns is None else E.columns.tolist()
+    store.begin(E.shape, E.dtype, {"model": "m"},
+                factored=dict(d_bar=E.d_bar, d_rest=E.d_rest, columns=cols))
+    for i in store.missing:
+        a, b = store.chunk_bounds(i)
+        store.write_chunk(i, E[a:b])
+    return store
+
+
+def test_factored_store_round_trip_and_selection(tmp_path):
+    from fishermask_ext import FactoredEmbeddings, select_batch
+    g = torch.Generator().manual_seed(0)
+    E = FactoredEmbeddings(torch.randn(11, 3, 3, generator=g), torch.randn(11, 4, generator=g),
+                           torch.randn(11, 3, 2, generator=g),
+                           columns=torch.randperm(14, generator=g))
+    _factored_store(tmp_path / "s", E).close()
+    assert sorted(os.listdir(tmp_path / "s")) == ["G.bin", "H.bin", "R.bin", "manifest.json"]
+    store = open_store(tmp_path / "s", factored=True)
+    assert store.factored and store.shape == (11, 3, 14) and (store.d_bar, store.d_rest) == (4, 2)
+    back = store.read_rows(2, 9)
+    assert isinstance(back, FactoredEmbeddings)
+    assert torch.equal(back.dense(), E.dense()[2:9])
+    assert select_batch(store, 4).tolist() == select_batch(E.dense(), 4).tolist()
+
+
+def test_a_store_refuses_the_other_layout(tmp_path):
+    from fishermask_ext import FactoredEmbeddings
+    E = FactoredEmbeddings(torch.randn(6, 2, 2), torch.randn(6, 3))
+    _factored_store(tmp_path / "f", E).close()
+    _written(tmp_path / "d", torch.randn(6, 2, 6), chunk_rows=4).close()
+    with pytest.raises(ValueError, match="holds factored embeddings, not dense"):
+        open_store(tmp_path / "f", factored=False)
+    with pytest.raises(ValueError, match="holds dense embeddings, not factored"):
+        open_store(tmp_path / "d", factored=True)
+    with pytest.raises(ValueError, match="refuse to mix: .* holds factored embeddings, this run "
+                                         "makes dense ones"):
+        open_store(tmp_path / "f", mode="a").begin((6, 2, 6), torch.float32, {"model": "m"})
+    with pytest.raises(ValueError, match="refuse to mix: .* holds dense embeddings, this run "
+                                         "makes factored ones"):
+        open_store(tmp_path / "d", mode="a").begin(
+            (6, 2, 6), torch.float32, {}, factored=dict(d_bar=3, d_rest=0, columns=None))
