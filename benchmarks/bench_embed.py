@@ -62,15 +62,20 @@ METHODS = ["ours:fisher", "ours:deep", "reference", "func", "loop"]
 STEP_A = ["fisher:native", "fisher:old"]
 
 
-def setup(n, fisher_samples, dtype=torch.float32):
-    """(model, inputs [n, 3, 32, 32], {mask kind: ParamMask}); BatchNorm statistics warmed up."""
+def model_and_inputs(n, dtype=torch.float32):
+    """(model, inputs [n, 3, 32, 32]); BatchNorm statistics warmed up."""
     torch.manual_seed(0)
     model = ResNet18Narrow(num_classes=C)
     x = torch.randn(n, 3, 32, 32)
     with torch.no_grad():
         model.train()(x * 2 + 0.5)
-    model = model.eval().to(dtype)
-    return model, x.to(dtype), {"fisher": fisher_mask(model, x.to(dtype), pct_top=PCT,
+    return model.eval().to(dtype), x.to(dtype)
+
+
+def setup(n, fisher_samples, dtype=torch.float32):
+    """(model, inputs [n, 3, 32, 32], {mask kind: ParamMask}); BatchNorm statistics warmed up."""
+    model, x = model_and_inputs(n, dtype)
+    return model, x, {"fisher": fisher_mask(model, x.to(dtype), pct_top=PCT,
                                                       n_samples=fisher_samples),
                                 "deep": deep_mask(model)}
 
@@ -252,6 +257,43 @@ def test_embed(benchmark, bench, sizes, results, smoke, method):
         results[method] = dict(ips=ips, peak=peak)
     if method == "ours:deep" and stats is not None and not smoke:   # a full-size figure only
         _throughput(model, x, masks["deep"], stats.stats.min, results)
+
+
+def test_bait_factored_vs_forward(benchmark, sizes, smoke):
+    """BAIT's embeddings factored (masked_grad_embeddings(..., factored=True): one no_grad
+    forward pass per batch, G from p, h̄ from a hook, no backward pass) against one plain
+    no_grad forward pass over the same images in one batch (the embedding call's batch of 256),
+    interleaved in the same run; the dense BAIT embeddings of the same mask for context.
+    Issue 21's target: factored / forward <= 1.3. Reported (printed, extra_info), not asserted:
+    a timing ratio on a shared machine is no pass/fail test."""
+    model, x = model_and_inputs(sizes["n"])
+    mask = ParamMask(model, {"linear.weight": torch.arange(128 * C)})
+
+    def forward():
+        with torch.no_grad():
+            return model(x)
+
+    calls = {"forward": forward,
+             "factored": lambda: masked_grad_embeddings(model, x, mask, batch_size=256,
+                                                        factored=True),
+             "dense": lambda: masked_grad_embeddings(model, x, mask, batch_size=256)}
+    fac, dense = calls["factored"](), calls["dense"]()        # also the warm-up
+    assert fac.R is None and torch.equal(fac.dense(), dense)  # float32: the same products
+    best = {name: float("inf") for name in calls}
+    for _ in range(1 if smoke else 7):                        # interleaved: the same noise
+        for name, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    benchmark.group = f"BAIT factored embeddings N={sizes['n']} C={C} d=128"
+    benchmark.pedantic(calls["factored"], rounds=1 if smoke else 3, iterations=1)
+    ratio = best["factored"] / best["forward"]
+    benchmark.extra_info.update({f"{k}_s": v for k, v in best.items()}, factored_over_forward=ratio)
+    print(f"\nBAIT embeddings, narrow ResNet-18, N={sizes['n']}, float32, "
+          f"{torch.get_num_threads()} threads (best of the interleaved rounds): forward "
+          f"{best['forward']:.3f} s, factored {best['factored']:.3f} s "
+          f"({ratio:.2f}x the forward), dense {best['dense']:.3f} s "
+          f"({best['dense'] / best['forward']:.2f}x)")
 
 
 def _throughput(model, x, mask, seconds, results):

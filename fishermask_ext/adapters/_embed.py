@@ -17,6 +17,10 @@ intercept, append a constant 1 to φ in `transform`. The class columns are those
 `predict_proba` (the classes the classifier knows).
 """
 import numpy as np
+import torch
+
+from ..nn.factored import check_factored
+from ..select.factored import FactoredEmbeddings
 
 WEIGHTINGS = ("sqrt_p", "none")
 
@@ -36,16 +40,31 @@ def _probs_features(probs, features):
     return p, phi
 
 
-def linear_softmax_embeddings(probs, features, *, weighting="sqrt_p", columns=None):
+def linear_softmax_embeddings(probs, features, *, weighting="sqrt_p", columns=None,
+                              factored=False):
     """[N, C, len(columns)] float64: row c of sample i is w_c·(e_c − p_i) ⊗ φ_i at `columns`.
 
     probs: [N, C] class probabilities; features: [N, F] φ(x); weighting: "sqrt_p" (w_c =
     sqrt(p_c), the Fisher) or "none" (w_c = 1); columns: indices j = k·F + f into the C·F entries
     of W (None: all of them, in that order). Only the requested columns are formed.
+    factored: False (a numpy array); True: FactoredEmbeddings(G, φ) (torch float64), G[i, c, k]
+    = w_c·(δ_ck − p_k), the same matrix with column j = k·F + f, its natural order: it needs
+    every column (columns=None); "auto": factored when columns is None, else the array.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    factored = check_factored(factored)
     p, phi = _probs_features(probs, features)
+    if factored is True and columns is not None:
+        raise ValueError("factored=True needs every entry of W (columns=None, pct_top=None): "
+                         "a subset of W's columns is not an outer product; pass "
+                         "factored=False or 'auto'")
+    if factored and columns is None:
+        p_t = torch.from_numpy(p)
+        G = torch.eye(p.shape[1], dtype=torch.float64) - p_t[:, None, :]     # δ_ck − p_k
+        if weighting == "sqrt_p":
+            G = G * p_t.sqrt()[:, :, None]                                   # row c times √p_c
+        return FactoredEmbeddings(G, torch.from_numpy(phi))
     C, F = p.shape[1], phi.shape[1]
     cols = np.arange(C * F) if columns is None else np.asarray(columns, dtype=np.int64)
     k, f = np.divmod(cols, F)
@@ -83,7 +102,8 @@ def top_columns(diagonal, pct_top):
     return np.sort(np.argsort(-np.asarray(diagonal), kind="stable")[:n])
 
 
-def classifier_embeddings(clf, X, *, transform=None, weighting="sqrt_p", columns=None):
+def classifier_embeddings(clf, X, *, transform=None, weighting="sqrt_p", columns=None,
+                          factored=False):
     """linear_softmax_embeddings of a classifier: probs = clf.predict_proba(X), φ = transform(X)
     (the raw features when transform is None)."""
     if not hasattr(clf, "predict_proba"):
@@ -94,4 +114,4 @@ def classifier_embeddings(clf, X, *, transform=None, weighting="sqrt_p", columns
                         f"{type(transform).__name__}")
     phi = np.asarray(X if transform is None else transform(X))
     return linear_softmax_embeddings(clf.predict_proba(X), phi.reshape(len(phi), -1),
-                                     weighting=weighting, columns=columns)
+                                     weighting=weighting, columns=columns, factored=factored)

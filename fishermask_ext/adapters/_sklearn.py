@@ -11,7 +11,7 @@ __all__ = ["KINDS", "sklearn_options", "sklearn_select"]
 KINDS = {"bait": Bait, "fishermask": FisherMask}
 # The options a classifier without layers can use; the rest of the torch strategies' options
 # (n_samples, fish_init, ...) concern the network and its labeled-set switches.
-OPTION_NAMES = ("weighting", "lamb", "backward_steps", "parity", "backend")
+OPTION_NAMES = ("weighting", "lamb", "backward_steps", "parity", "backend", "factored")
 
 
 def _defaults(kind):
@@ -47,7 +47,7 @@ def sklearn_select(kind, clf, X_cand, X_lab, budget, options, *, return_gains=Tr
     """
     opts = dict(options)
     transform, pct_top = opts.pop("transform"), opts.pop("pct_top", None)
-    weighting = opts.pop("weighting")
+    weighting, factored = opts.pop("weighting"), opts.pop("factored")
     if len(X_cand) == 0:
         raise ValueError("there are no candidates to select from (every sample is labeled "
                          "or the candidate set is empty)")
@@ -60,7 +60,9 @@ def sklearn_select(kind, clf, X_cand, X_lab, budget, options, *, return_gains=Tr
         diag = linear_softmax_fisher_diagonal(clf.predict_proba(X_all),
                                               np.asarray(phi).reshape(len(X_all), -1))
         columns = top_columns(diag, pct_top)
-    embed = dict(transform=transform, weighting=weighting, columns=columns)
+    embed = dict(transform=transform, weighting=weighting, columns=columns, factored=factored)
     unlabeled = classifier_embeddings(clf, X_cand, **embed)
     labeled = classifier_embeddings(clf, X_lab, **embed) if has_lab else None
-    return select_batch(unlabeled, budget, labeled=labeled, return_gains=return_gains, **opts)
+    got = select_batch(unlabeled, budget, labeled=labeled, return_gains=return_gains, **opts)
+    # Factored rows are torch tensors, so their results come back as tensors: numpy as ever.
+    return tuple(np.asarray(g) for g in got) if return_gains else np.asarray(got)

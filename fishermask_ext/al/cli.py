@@ -84,9 +84,10 @@ def _report(args):
 def _select_parser(sub):
     s = sub.add_parser("select", help="pick a batch from saved embeddings (select_batch)")
     s.add_argument("embeddings", help="a .npy file [N, C, D] of the pool, a .pt file (a tensor "
-                                      "[N, C, D] or a dict with 'unlabeled' and optional "
-                                      "'labeled' [n_L, C, D]), or an embedding store folder "
-                                      "(fishermask embed)")
+                                      "[N, C, D] or FactoredEmbeddings, or a dict with "
+                                      "'unlabeled' and optional 'labeled' [n_L, C, D]), or an "
+                                      "embedding store folder, dense or factored (fishermask "
+                                      "embed)")
     s.add_argument("--budget", type=int, required=True, help="K, the number of points to pick")
     s.add_argument("--out", required=True, help="picks file: .pt (a tensor), .npy, else text "
                                                 "(one index per line)")

@@ -3,6 +3,7 @@ by chunk and resumable; and the store half of `fishermask select`.
 
     fishermask embed model.pt --dataset digits --out pool.store            # FisherMask's mask
     fishermask embed model.pt --dataset digits --out pool.store --resume   # after a crash
+    fishermask embed model.pt --dataset digits --out f.store --factored    # G ⊗ h̄ kept as factors
     fishermask select pool.store --budget 10 --labeled labeled.txt --out picks.txt
 
 The checkpoint is a `save_checkpoint` file (the model's name, options, class count and
@@ -113,7 +114,12 @@ def add_parser(subparsers):
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="native kernels, the PyTorch twins (torch), or auto: native where "
                         "built (default: auto)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted store")
+    p.add_argument("--factored", action="store_true",
+                   help="store the classifier block as its factors G, h̄ (FactoredEmbeddings: "
+                        "about C× smaller, the same picks); the mask must hold the whole "
+                        "nn.Linear classifier (fishermask's and bait's do)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted store "
+                                                         "(of the same kind: dense or --factored)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -137,9 +143,10 @@ def run(args):
     before = len(store.completed) if store.defined else 0
     masked_grad_embeddings(model, pool, mask, weighting=weighting, batch_size=args.batch_size,
                            device=opts["device"], out=store, backend=args.backend,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, factored=args.factored)
     N, C, D = store.shape
-    print(f"{store.path}: {N} x {C} x {D} {str(store.dtype).replace('torch.', '')}, "
+    kind = f" factored (d̄ = {store.d_bar}, D_r = {store.d_rest})" if store.factored else ""
+    print(f"{store.path}: {N} x {C} x {D}{kind} {str(store.dtype).replace('torch.', '')}, "
           f"{store.n_chunks - before} of {store.n_chunks} chunks computed now; {mask}")
     return 0
 

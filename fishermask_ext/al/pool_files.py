@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from .._files import atomic_path
+from ..select.factored import FactoredEmbeddings
 
 __all__ = ["read_array", "read_pool", "read_labeled", "check_out", "write_picks"]
 
 NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 FORMATS = ("a .npy file (numpy.save) of an array [N, C, D], or a torch.save file (.pt) of a "
-           "tensor [N, C, D] or a dict with 'unlabeled' [N, C, D] and optional 'labeled' "
-           "[n_L, C, D]")
+           "tensor [N, C, D] or FactoredEmbeddings, or a dict with 'unlabeled' [N, C, D] and "
+           "optional 'labeled' [n_L, C, D] (tensors or FactoredEmbeddings)")
 
 
 def read_array(path, what):
@@ -44,14 +45,26 @@ def read_array(path, what):
             raise ValueError(f"{what} {path} is a .npy file numpy cannot map ({exc}); save a "
                              f"float32 or float64 array with numpy.save") from None
     if head.startswith(ZIP_MAGIC):
-        try:
-            return torch.load(path, weights_only=True, map_location="cpu")
+        try:    # FactoredEmbeddings is the one class the weights-only unpickler may build here
+            with torch.serialization.safe_globals([FactoredEmbeddings]):
+                saved = torch.load(path, weights_only=True, map_location="cpu")
         except Exception as exc:         # noqa: BLE001 - torch raises several kinds here
             raise ValueError(f"{what} {path} is not a torch.save file torch can read "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0]}); pass "
                              f"{FORMATS}") from None
+        return _checked(saved)
     raise ValueError(f"{what} {path} is neither a .npy file nor a torch.save file (it starts "
                      f"with {head!r}); pass {FORMATS}")
+
+
+def _checked(saved):
+    """A torch.load result with every FactoredEmbeddings in it (at the top or a dict's values)
+    rebuilt through its constructor: unpickling sets the factors without checking them."""
+    def rebuild(v):
+        if isinstance(v, FactoredEmbeddings):
+            return FactoredEmbeddings(v.G, v.H, v.R, columns=v.columns)
+        return v
+    return {k: rebuild(v) for k, v in saved.items()} if isinstance(saved, dict) else rebuild(saved)
 
 
 def read_pool(path):
@@ -63,7 +76,7 @@ def read_pool(path):
             raise ValueError(f"embeddings {path} holds keys {extra} besides 'unlabeled' and "
                              f"'labeled'; save only those two")
         return saved["unlabeled"], saved.get("labeled")
-    if isinstance(saved, (torch.Tensor, np.ndarray)):
+    if isinstance(saved, (torch.Tensor, np.ndarray, FactoredEmbeddings)):
         return saved, None
     raise ValueError(f"embeddings {path} holds a {type(saved).__name__}; pass {FORMATS}")
 
@@ -84,6 +97,8 @@ def read_labeled(path, N):
             except (ValueError, UnicodeDecodeError):
                 raise ValueError(f"--labeled {path} is not a text file of pool positions (one "
                                  f"integer per line), nor {FORMATS}") from None
+    if isinstance(given, FactoredEmbeddings):
+        return None, given
     given = torch.as_tensor(np.asarray(given) if isinstance(given, np.ndarray) else given)
     if given.is_floating_point() and given.dim() == 3:
         return None, given

@@ -2,15 +2,17 @@
 import torch
 
 from . import batches, hooks, state, stored
+from . import factored as factored_nn
 from .progress import progress_bar
 from ..ops import resolve
+from ..select.factored import FactoredEmbeddings
 from ..select.store import EmbeddingStore
 
 __all__ = ["masked_grad_embeddings"]
 
 
 def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=256,
-                           device=None, out=None, backend="auto", progress=None):
+                           device=None, out=None, backend="auto", progress=None, factored=False):
     """Per-sample gradients of log p_c, for every class c, restricted to `mask`.
 
     Row c of sample x is w_c(x) · ∇_θ log p_c(x) at the D masked entries, w_c = sqrt(p_c)
@@ -32,26 +34,51 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
         missing chunks are computed. Data must have a length then.
     progress: None (a tqdm bar on a terminal once the call has run a few seconds), True or
         False (nn/progress.py); no bar without tqdm, which only the `al` extra installs.
-    Returns out (the store), or a new [N, C, D] tensor in the model's dtype on `device`.
+    factored: False (default): a dense tensor. True: a FactoredEmbeddings whose .dense() is
+        the dense result, column for column (nn/factored.py): the mask must hold a whole
+        nn.Linear classifier, the layer whose output is the logits, on a 2-D input [n, d],
+        run once per forward pass, with all its weight entries masked and its bias all or not
+        at all; else ValueError saying why. The classifier block then needs no backward pass
+        (a mask of the classifier only: one forward pass per batch). "auto": factored where
+        that holds, else (or with a preallocated tensor `out`) the dense tensor. A store `out`
+        then holds the factors (a resumed store must be of the same kind).
+    Returns out (the store), or a new [N, C, D] tensor (or FactoredEmbeddings) in the model's
+    dtype on `device`.
     """
     if weighting not in hooks.WEIGHTINGS:
         raise ValueError(f"weighting must be one of {hooks.WEIGHTINGS}, got {weighting!r}")
     _check_out_type(out)
+    factored = factored_nn.check_factored(factored)
+    if isinstance(out, torch.Tensor) and factored is True:
+        raise ValueError("out: a preallocated tensor holds dense [N, C, D] embeddings; with "
+                         "factored=True pass out=None (FactoredEmbeddings come back) or an "
+                         "EmbeddingStore")
     dtype = _model_dtype(model)
     mask.check(model)
     owners = hooks.owners(model, mask.names)
     device = state.model_device(model, device)
     plans = _plans(model, mask, owners, device)
     capture = hooks.LayerCapture(model, {name: m for name, (m, _) in owners.items()})
+    fac = None
+    if factored and not isinstance(out, torch.Tensor):
+        fac = factored_nn.Factorer(model, mask, owners, capture, weighting=weighting,
+                                   backend=backend, device=device, make_plans=_plans,
+                                   blocks=masked_blocks)
+        if fac.reason is not None and factored is True:
+            raise ValueError(f"factored=True: {fac.reason}; {factored_nn.FIX}")
     N = batches.num_samples(data)
     if N == 0:      # else an empty batch runs, and fails in a reshape
         raise ValueError("masked_grad_embeddings: data holds no samples; pass a non-empty pool")
     chunks, start = [], 0
     bar = progress_bar(N, progress, "embeddings", "img")
 
-    def embed(x):   # [n, C, D] embeddings of one batch
+    def embed(x):   # [n, C, D] embeddings (or their factors) of one batch
         _check_input_dtype(x, dtype)
-        return _embed_batch(capture, x, mask, plans, weighting, backend)
+        emb = fac.embed(x) if fac is not None else None
+        if emb is None and fac is not None and factored is True:
+            raise ValueError(f"factored=True: {fac.reason}; {factored_nn.FIX}")
+        return emb if emb is not None else _embed_batch(capture, x, mask, plans, weighting,
+                                                         backend)
 
     if isinstance(out, EmbeddingStore):
         fingerprints = dict(model=state.model_fingerprint(model), mask=mask.fingerprint(),
@@ -60,15 +87,15 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
             return stored.fill_store(
                 out, data, embed,
                 n=N, dim=len(mask), dtype=_embedding_dtype(model, mask), fingerprints=fingerprints,
-                batch_size=batch_size, device=device, bar=bar)
+                batch_size=batch_size, device=device, bar=bar, probe=bool(factored))
     with state.eval_with_grad(model), bar:
         for x in batches.iter_batches(data, batch_size, device):
             emb = embed(x)
-            if out is None and N is not None:
-                out = emb.new_empty((N, *emb.shape[1:]))
-            if out is None:
+            if isinstance(emb, FactoredEmbeddings) or (out is None and N is None):
                 chunks.append(emb)
             else:
+                if out is None:
+                    out = emb.new_empty((N, *emb.shape[1:]))
                 _check_out(out, emb, start, N)
                 out[start:start + len(emb)] = emb
             start += len(emb)
@@ -77,7 +104,10 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
         raise ValueError("data holds no samples")
     if out is not None and start != len(out):
         raise ValueError(f"data held {start} samples but out has {len(out)} rows")
-    return out if out is not None else torch.cat(chunks)
+    if out is not None:
+        return out
+    return (FactoredEmbeddings.cat(chunks) if isinstance(chunks[0], FactoredEmbeddings)
+            else torch.cat(chunks))
 
 
 def _plans(model, mask, owners, device):
@@ -103,7 +133,12 @@ def _plans(model, mask, owners, device):
 
 def _embed_batch(capture, x, mask, plans, weighting, backend):
     """[n, C, D] embeddings of the batch x [n, ...]."""
-    logits = capture.forward(x)
+    return masked_blocks(capture, capture.forward(x), mask, plans, weighting, backend)
+
+
+def masked_blocks(capture, logits, mask, plans, weighting, backend):
+    """[n, C, D]: the masked columns of `mask` from the calls `capture` recorded while it
+    computed `logits` (the factored path passes the calls of the other parameters only)."""
     n, C = logits.shape
     views = []
     for call in capture.calls:

@@ -110,15 +110,20 @@ class LayerCapture:
     def __init__(self, model, modules):
         self.model, self.modules, self.calls = model, modules, []
 
-    def forward(self, x):
+    def forward(self, x, grad=True):
         """Logits [n, C] of the batch x [n, ...], recording the hooked modules' calls (inside
-        eval_with_grad)."""
+        eval_with_grad). grad=False: under no_grad, no autograd graph and no edges (a caller
+        that needs no backward pass: factored embeddings of a classifier-only mask)."""
         self.calls = []
         hooks = [m.register_forward_hook(functools.partial(self._record, name))
                  for name, m in self.modules.items()]
         x = x.clone() if x.is_inference() else x.detach()
         try:        # a float input that requires grad gives every output an edge, even with
-            out = self.model(x.requires_grad_() if x.is_floating_point() else x)   # frozen params
+            if not grad:                                                   # frozen params
+                with torch.no_grad():
+                    out = self.model(x)
+            else:
+                out = self.model(x.requires_grad_() if x.is_floating_point() else x)
         finally:
             for h in hooks:
                 h.remove()

@@ -4,18 +4,23 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..ops import sizes
+from ..select.factored import FactoredEmbeddings
 from . import batches
 
 __all__ = ["fill_store"]
 
 
-def fill_store(store, data, embed, *, n, dim, dtype, fingerprints, batch_size, device, bar):
-    """Fill `store` with embed(x) -> [b, C, D] of the batches of `data` (n samples, D = dim,
-    `dtype`), skipping the chunks it already holds; returns the store.
+def fill_store(store, data, embed, *, n, dim, dtype, fingerprints, batch_size, device, bar,
+               probe=False):
+    """Fill `store` with embed(x) -> [b, C, D] (a tensor, or FactoredEmbeddings) of the batches
+    of `data` (n samples, D = dim, `dtype`), skipping the chunks it already holds; returns the
+    store.
 
     Batches start at each chunk's first row, so a chunk holds the same bytes whether the run
     was interrupted or not; a new store's chunks are a multiple of the batch size, so its
-    batches are also those of an in-memory run. `fingerprints` must match a store's own."""
+    batches are also those of an in-memory run. `fingerprints` must match a store's own.
+    probe: embed one sample first even for a store that has a shape, to learn whether the rows
+    come out factored (and their layout), which the store's begin checks against its own."""
     if store.mode == "r":
         raise ValueError(f"out: the store at {store.path} is open for reading; open it with "
                          f"open_store(path, mode='w') (new) or mode='a' (resume)")
@@ -23,12 +28,17 @@ def fill_store(store, data, embed, *, n, dim, dtype, fingerprints, batch_size, d
         raise ValueError("out=store needs data with a length (a Tensor, a sized Dataset or a "
                          "DataLoader over one), to size the store")
     bs = data.batch_size if isinstance(data, DataLoader) and data.batch_size else batch_size
-    if store.defined:          # refuse to mix before any work; C is the store's own
+    if store.defined and not probe:    # refuse to mix before any work; C is the store's own
         store.begin((n, store.shape[1], dim), dtype, fingerprints)
-    elif n:                    # a new store learns C from one sample (its result is not kept)
-        probe = embed(next(batches.iter_batches(batches.rows(data, 0, 1), 1, device)))
-        rows = max(bs, sizes.chunk_rows(probe.shape[1], dim) // bs * bs)
-        store.begin((n, probe.shape[1], dim), probe.dtype, fingerprints, chunk_rows=rows)
+    elif n:                    # learn C (and the layout) from one sample; its rows are not kept
+        first = embed(next(batches.iter_batches(batches.rows(data, 0, 1), 1, device)))
+        layout = {}
+        if isinstance(first, FactoredEmbeddings):
+            layout["factored"] = dict(d_bar=first.d_bar, d_rest=first.d_rest, columns=None
+                                      if first.columns is None else first.columns.tolist())
+        rows = max(bs, sizes.chunk_rows(first.shape[1], dim) // bs * bs)
+        store.begin((n, first.shape[1], dim), first.dtype, fingerprints, chunk_rows=rows,
+                    **layout)
     else:
         raise ValueError("data holds no samples")
     # The rows already there are where the bar starts, not work done now: as tqdm's `initial`
@@ -37,18 +47,24 @@ def fill_store(store, data, embed, *, n, dim, dtype, fingerprints, batch_size, d
     bar.refresh()
     for i in store.missing:
         start, stop = store.chunk_bounds(i)
-        # One chunk resident, on the CPU whatever device the batches come from.
-        chunk, filled = torch.empty((stop - start, *store.shape[1:]), dtype=store.dtype), 0
+        # One chunk resident, on the CPU whatever device the batches come from: a dense chunk
+        # preallocated, a factored one as its batches' factors, joined once (FactoredEmbeddings.cat).
+        chunk = None if getattr(store, "factored", False) else torch.empty(
+            (stop - start, *store.shape[1:]), dtype=store.dtype)
+        parts, filled = [], 0
         for x in batches.iter_batches(batches.rows(data, start, stop), bs, device):
             emb = embed(x)
-            if filled + len(emb) > len(chunk):
+            if filled + len(emb) > stop - start:
                 raise ValueError(f"data yielded more than {stop - start} samples for rows "
                                  f"{start}-{stop} of the store; it must yield its length ({n})")
-            chunk[filled:filled + len(emb)] = emb
+            if chunk is None:
+                parts.append(emb.to("cpu"))
+            else:
+                chunk[filled:filled + len(emb)] = emb
             filled += len(emb)
             bar.update(len(emb))
-        if filled != len(chunk):
+        if filled != stop - start:
             raise ValueError(f"data yielded {filled} samples for rows {start}-{stop} of the "
                              f"store; it must yield as many as its length ({n})")
-        store.write_chunk(i, chunk)
+        store.write_chunk(i, chunk if chunk is not None else FactoredEmbeddings.cat(parts))
     return store

@@ -33,7 +33,7 @@ def test_three_rounds(digits, strategy):
         pool = np.flatnonzero(~labeled)
         idx, rows = learner.query(X[pool], n_instances=6)      # either modAL version
         opts = EXPECTED[strategy]
-        emb = dict(weighting=opts["weighting"])
+        emb = dict(weighting=opts["weighting"], factored="auto")      # the strategies' default
         want, want_gains = select_batch(
             classifier_embeddings(learner.estimator, X[pool], **emb), 6,
             labeled=classifier_embeddings(learner.estimator, X[labeled], **emb),

@@ -37,14 +37,17 @@ def _expected(kind, module, rows, labeled, k):
     """select_from_pool on the module's embeddings by hand, with the strategy's options."""
     x = torch.as_tensor(rows, dtype=torch.float32)
     labeled = torch.as_tensor(labeled)
+    # factored="auto", the strategies' default: the same picks as dense rows, and these gains
+    # bit for bit (dense float32 rows would round each product G·h̄ the factors keep exact).
     if kind == "bait":     # the last Linear's weight, sqrt_p rows, λ = 0.01, one backward step
-        emb = masked_grad_embeddings(module, x, ParamMask(module, {"fc.weight": torch.arange(120)}))
+        emb = masked_grad_embeddings(module, x, ParamMask(module, {"fc.weight": torch.arange(120)}),
+                                     factored="auto")
         return select_from_pool(emb, k, labeled, lamb=0.01, backward_steps=1, return_gains=True)
     # FisherMask: its automatic pct_top; n_samples (1024) exceeds the pool, so step A sees every
     # row whatever the seed. Rows weighted by sqrt(p_c) (the default variant), λ = 1, no
     # backward step.
     mask = fisher_mask(module, x, pct_top=auto_pct(module))
-    emb = masked_grad_embeddings(module, x, mask, weighting="sqrt_p")
+    emb = masked_grad_embeddings(module, x, mask, weighting="sqrt_p", factored="auto")
     return select_from_pool(emb, k, labeled, return_gains=True)
 
 

@@ -3,26 +3,14 @@ store, end to end on the digits pool with a tiny MLP."""
 import json
 import os
 
-import pytest
 import torch
 
 from fishermask_ext import masked_grad_embeddings, open_store, select_from_pool
-from fishermask_ext.al import cli, data, embed_cmd, strategies
+from fishermask_ext.al import cli, embed_cmd, strategies
 from fishermask_ext.al.strategies.base import PoolView
 from fishermask_ext.nn import ParamMask, get_model
 
 POOL = ["--dataset", "digits", "--pool-size", "150", "--no-progress"]
-
-
-@pytest.fixture
-def saved(tmp_path):
-    """(checkpoint path, model, pool): an untrained seeded MLP on 150 digits."""
-    pool = data.load("digits", pool_size=150)[0]
-    torch.manual_seed(0)
-    model = get_model("mlp", in_features=64, num_classes=10, hidden=[8])
-    path = str(tmp_path / "model.pt")
-    embed_cmd.save_checkpoint(path, model, "mlp", 10, {"hidden": [8]})
-    return path, model, pool
 
 
 def test_embed_then_select_equals_the_in_memory_pipeline(tmp_path, saved, capsys):
