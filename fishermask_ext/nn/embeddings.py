@@ -3,7 +3,7 @@ import torch
 
 from . import batches, hooks, state, stored
 from . import factored as factored_nn
-from .progress import progress_bar
+from .._progress import progress_bar
 from ..ops import resolve
 from ..select.factored import FactoredEmbeddings
 from ..select.store import EmbeddingStore
@@ -33,7 +33,7 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
         by this model, mask and weighting (else ValueError, "refuse to mix"), and only its
         missing chunks are computed. Data must have a length then.
     progress: None (a tqdm bar on a terminal once the call has run a few seconds), True or
-        False (nn/progress.py); no bar without tqdm, which only the `al` extra installs.
+        False (fishermask_ext/_progress.py); no bar without tqdm, which only the `al` extra installs.
     factored: False (default): a dense tensor. True: a FactoredEmbeddings whose .dense() is
         the dense result, column for column (nn/factored.py): the mask must hold a whole
         nn.Linear classifier, the layer whose output is the logits, on a 2-D input [n, d],

@@ -7,7 +7,7 @@ from .._checks import check_int
 from ..ops import reference, resolve, sizes
 from . import batches, hooks, state
 from .masks import ParamMask, split_flat
-from .progress import progress_bar
+from .._progress import progress_bar
 
 __all__ = ["fisher_diagonal", "fisher_mask"]
 
@@ -31,7 +31,7 @@ def fisher_diagonal(model, data, *, n_samples=1024, seed=0, batch_size=256, devi
     output gradients of all seeds at once, a chunk of samples at a time
     (ops.sizes.fisher_chunk). Memory is bounded by rows and the chunks, whatever batch_size is
     (batch_size only sets how many samples are loaded at once). progress: None (a bar on a
-    terminal once the call has run a few seconds), True or False (nn/progress.py).
+    terminal once the call has run a few seconds), True or False (fishermask_ext/_progress.py).
     """
     params = dict(model.named_parameters())
     owners = hooks.owners(model, params)

@@ -19,11 +19,11 @@ from typing import Optional
 import torch
 
 from .._checks import check_bool, check_budget, check_int
+from .._progress import shows_bar, step_bar
 from ..ops import native_available, resolve
 from ..ops.loop import greedy_loop
 from ..ops.sizes import BLOCK
 from .checks import check_fisher
-from .progress import progress_bar
 
 __all__ = ["Plan", "make_plan", "check_options", "given_labeled_fisher", "labeled_mean",
            "initial_inverse"]
@@ -35,9 +35,10 @@ def check_options(lamb, backward_steps, parity, progress, return_gains, backend)
     backward_steps = check_int(backward_steps, "backward_steps", minimum=0)
     if not (isinstance(lamb, numbers.Real) and math.isfinite(lamb) and lamb > 0):
         raise ValueError(f"lamb must be a finite number > 0, got {lamb!r}")
-    for flag, name in ((parity, "parity"), (progress, "progress"),
-                       (return_gains, "return_gains")):
+    for flag, name in ((parity, "parity"), (return_gains, "return_gains")):
         check_bool(flag, name)
+    if progress is not None:
+        check_bool(progress, "progress")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     return dict(lamb=float(lamb), backward_steps=backward_steps, parity=parity,
@@ -132,8 +133,8 @@ class Plan:
                 self.rows.native_tensor, *args, chunk, BLOCK, self.opts["parity"],
                 self.candidates)
         blocks = blocks if blocks is not None else self.rows.blocks(self.candidates)
-        show = self.opts["progress"] and show_progress
-        with progress_bar(show, self.n_steps, "picks", f"selecting ({self.engine})") as on_step:
+        progress = self.opts["progress"] if show_progress else False
+        with step_bar(progress, self.n_steps, "picks", f"selecting ({self.engine})") as on_step:
             return greedy_loop(blocks, *args, self.opts["parity"],
                                kernels=self.rows.kernels(self.opts["backend"]),
                                exchange=exchange, on_step=on_step)
@@ -156,8 +157,8 @@ def _engine(rows, opts, sharded):
         return "python loop", "factored embeddings: the W/Z product through the factors"
     if rows.native_tensor is None:
         return "python loop", "rows read from a store chunk by chunk"
-    if opts["progress"]:
-        return "python loop", "progress=True: a bar needs one callback per step"
+    if shows_bar(opts["progress"]):
+        return "python loop", "a progress bar needs one callback per step"
     if opts["backend"] == "torch" or not native_available(rows.device, "greedy_select"):
         return "python loop", "the PyTorch twins (no native kernels for this device)" \
             if opts["backend"] != "torch" else "backend='torch': the PyTorch twins"

@@ -31,9 +31,10 @@ def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labe
         parity: round every score to float32 before its argmax (ties to the lowest index), as
             the reference FisherMask code does: with the same float64 embeddings this
             reproduces its picks where they differ from exact float64 scores only by rounding.
-        progress: show a tqdm bar over the picks (needs tqdm, from the `al` extra). The loop
-            then runs step by step in Python over the native step ops (the bar names the
-            engine; the picks are the same).
+        progress: True shows a tqdm bar over the picks (needs tqdm, from the `al` extra);
+            None shows one when stderr is a terminal, once the selection has run a few
+            seconds; False (default) never. With a bar the loop runs step by step in Python
+            over the native step ops (the bar names the engine; the picks are the same).
         return_gains: also return each pick's gain (below).
 
     Returns:

@@ -11,7 +11,7 @@ import torch
 
 import fishermask_ext as fm
 from fishermask_ext.al import bench_report, cli, embed_cmd, presets, report
-from fishermask_ext.nn import progress
+from fishermask_ext import _progress as progress
 
 TINY = ["--pool-size", "80", "--test-size", "40", "--model-option", "hidden=[8]",
         "--strategies", "random,entropy", "--initial", "10", "--query", "5", "--rounds", "1",

@@ -138,3 +138,23 @@ def test_row_range_reads_only_its_rows():
         part.read_rows(0, 22)
     with pytest.raises(ValueError, match="outside the 40 rows"):
         RowRange(store, 30, 41)
+
+
+def test_progress_none_follows_the_terminal(monkeypatch):
+    """progress=None (what the strategies pass): no bar and the native loop off a terminal; on
+    one, a delayed bar and the Python loop, which the plan states; the same picks either way."""
+    import sys
+    from fishermask_ext.select.checks import check_embeddings
+    from fishermask_ext.select.core import check_options, make_plan
+    X = torch.randn(30, 3, 5, dtype=torch.float64)
+    rows = check_embeddings(X, "x")
+    opts = check_options(1.0, 0, False, None, False, "auto")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    quiet = make_plan(rows, 4, available=30, what="candidates", opts=opts)
+    picks = fm.select_batch(X, 4, progress=None)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    shown = make_plan(rows, 4, available=30, what="candidates", opts=opts)
+    assert "progress bar" in shown.why and shown.engine == "python loop"
+    if fm.native_available("cpu"):
+        assert quiet.engine == "native loop"
+    assert fm.select_batch(X, 4, progress=None).tolist() == picks.tolist()

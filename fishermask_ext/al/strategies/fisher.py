@@ -118,8 +118,9 @@ class FisherMask(Strategy):
         mask = self.mask(view) if mask is None else mask
         emb = self._embed(view, view.pool, mask)
         # The pool is read in place: no copies of its labeled and unlabeled rows.
+        # progress=None: a bar on a terminal once the selection has run a few seconds.
         return select_from_pool(emb, budget, view.labeled_mask.to(emb.device),
-                                return_gains=return_gains,
+                                return_gains=return_gains, progress=None,
                                 **self._select_options(view, emb, lambda: fisher_matrix(emb)))
 
     def _choose_sharded(self, view, budget, mask):
