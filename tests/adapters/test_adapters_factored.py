@@ -4,7 +4,9 @@ path's linear-softmax W, the torch strategies' masks): the same picks as dense r
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import LogisticRegression
+
+LogisticRegression = pytest.importorskip(
+    "sklearn.linear_model", reason="needs scikit-learn (the al extra)").LogisticRegression
 
 from fishermask_ext import MLP, FactoredEmbeddings
 from fishermask_ext.adapters._embed import linear_softmax_embeddings
