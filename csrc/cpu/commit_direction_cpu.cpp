@@ -42,17 +42,17 @@ FM_INLINE void rows_times_vt(double* M, int64_t D,
 }
 
 // One compiled copy per instruction set (see cpu_isa()); a == nullptr: no update.
-#define FM_ROWS_TIMES_VT(TARGET, NAME, BK)                                                   \
-  TARGET void NAME(double* M, int64_t D, const double* vp, PackLayout lay, int C, int64_t d0, \
-                   int64_t d1, double* out, const double* a, const double* Ut) {             \
+#define FM_ROWS_TIMES_VT(TARGET, I)                                                          \
+  TARGET void rows_times_vt_isa(IsaTag<I>, double* M, int64_t D, const double* vp,           \
+                                PackLayout lay, int C, int64_t d0, int64_t d1, double* out,  \
+                                const double* a, const double* Ut) {                         \
+    using BK = RowsBlocking<I>;                                                              \
     if (a == nullptr)                                                                        \
       rows_times_vt<BK, false>(M, D, vp, lay, C, d0, d1, out, nullptr, nullptr);             \
     else                                                                                     \
       rows_times_vt<BK, true>(M, D, vp, lay, C, d0, d1, out, a, Ut);                         \
   }
-FM_ROWS_TIMES_VT(FM_TARGET_V4, rows_times_vt_v4, BlockingV4)
-FM_ROWS_TIMES_VT(FM_TARGET_V3, rows_times_vt_v3, BlockingV3)
-FM_ROWS_TIMES_VT(, rows_times_vt_base, BlockingBase)
+FM_FOR_EACH_ISA(FM_ROWS_TIMES_VT)
 
 // out [D, C] = M Vᵀ for M [D, D] and V [C, D]; with a, Ut also M -= a · Ut, row block by block.
 // M is written only with the update.
@@ -70,11 +70,7 @@ void times_vt(const at::Tensor& M, const at::Tensor& V, at::Tensor& out,
   const double* ap = a == nullptr ? nullptr : a->const_data_ptr<double>();
   const double* up = Ut == nullptr ? nullptr : Ut->const_data_ptr<double>();
   at::parallel_for(0, D, 8, [&](int64_t b, int64_t e) {
-    switch (isa) {
-      case Isa::v4: rows_times_vt_v4(m, D, v, lay, C, b, e, o, ap, up); break;
-      case Isa::v3: rows_times_vt_v3(m, D, v, lay, C, b, e, o, ap, up); break;
-      default: rows_times_vt_base(m, D, v, lay, C, b, e, o, ap, up); break;
-    }
+    on_isa(isa, [&](auto tag) { rows_times_vt_isa(tag, m, D, v, lay, C, b, e, o, ap, up); });
   });
 }
 

@@ -147,46 +147,45 @@ FM_INLINE void conv_tiles(const ConvChunk<T>& j, int64_t t0, int64_t t1) {
   }
 }
 
+template <Isa I, typename T>
+struct ConvBlockingOf { using type = ConvBlockBase<T>; };
+template <typename T>
+struct ConvBlockingOf<Isa::v4, T> { using type = ConvBlockV4<T>; };
+template <typename T>
+struct ConvBlockingOf<Isa::v3, T> { using type = ConvBlockV3<T>; };
+// The blocking of the conv weight-square product for instruction set I.
+template <Isa I, typename T>
+using ConvBlocking = typename ConvBlockingOf<I, T>::type;
+
 // The lanes per vector and the column blocks of the blocking this CPU runs (see cpu_isa()):
 // the caller pads K to a multiple of the lanes and counts the tiles with the blocks.
 template <typename T>
 inline int conv_lanes() {
-  switch (cpu_isa()) {
-    case Isa::v4: return ConvBlockV4<T>::kLanes;
-    case Isa::v3: return ConvBlockV3<T>::kLanes;
-    default: return ConvBlockBase<T>::kLanes;
-  }
+  return on_isa(cpu_isa(), [](auto tag) { return ConvBlocking<tag.value, T>::kLanes; });
 }
 
 template <typename T>
 inline ColumnBlocks conv_column_blocks(int64_t Kp) {
-  switch (cpu_isa()) {
-    case Isa::v4: return column_blocks(Kp / ConvBlockV4<T>::kLanes, ConvBlockV4<T>::kVecs);
-    case Isa::v3: return column_blocks(Kp / ConvBlockV3<T>::kLanes, ConvBlockV3<T>::kVecs);
-    default: return column_blocks(Kp / ConvBlockBase<T>::kLanes, ConvBlockBase<T>::kVecs);
-  }
+  return on_isa(cpu_isa(), [&](auto tag) {
+    using BK = ConvBlocking<tag.value, T>;
+    return column_blocks(Kp / BK::kLanes, BK::kVecs);
+  });
 }
 
 // One compiled copy of conv_tiles per instruction set and type.
-#define FM_CONV_TILES(TARGET, NAME, BK, T) \
-  TARGET inline void NAME(const ConvChunk<T>& j, int64_t t0, int64_t t1) { \
-    conv_tiles<BK<T>>(j, t0, t1);                                           \
+#define FM_CONV_TILES_T(TARGET, I, T)                                                         \
+  TARGET inline void conv_tiles_isa(IsaTag<I>, const ConvChunk<T>& j, int64_t t0,            \
+                                    int64_t t1) {                                            \
+    conv_tiles<ConvBlocking<I, T>>(j, t0, t1);                                               \
   }
-FM_CONV_TILES(FM_TARGET_V4, conv_tiles_v4, ConvBlockV4, float)
-FM_CONV_TILES(FM_TARGET_V4, conv_tiles_v4, ConvBlockV4, double)
-FM_CONV_TILES(FM_TARGET_V3, conv_tiles_v3, ConvBlockV3, float)
-FM_CONV_TILES(FM_TARGET_V3, conv_tiles_v3, ConvBlockV3, double)
-FM_CONV_TILES(, conv_tiles_base, ConvBlockBase, float)
-FM_CONV_TILES(, conv_tiles_base, ConvBlockBase, double)
+#define FM_CONV_TILES(TARGET, I) FM_CONV_TILES_T(TARGET, I, float) FM_CONV_TILES_T(TARGET, I, double)
+FM_FOR_EACH_ISA(FM_CONV_TILES)
 #undef FM_CONV_TILES
+#undef FM_CONV_TILES_T
 
 template <typename T>
 inline void run_conv_tiles(const ConvChunk<T>& j, int64_t t0, int64_t t1) {
-  switch (cpu_isa()) {
-    case Isa::v4: return conv_tiles_v4(j, t0, t1);
-    case Isa::v3: return conv_tiles_v3(j, t0, t1);
-    default: return conv_tiles_base(j, t0, t1);
-  }
+  on_isa(cpu_isa(), [&](auto tag) { conv_tiles_isa(tag, j, t0, t1); });
 }
 
 }  // namespace cpu

@@ -61,20 +61,18 @@ FM_INLINE void factored_range(int64_t begin, int64_t end, int C, int64_t d, int6
   }
 }
 
-#define FM_FACTORED_RANGE(TARGET, NAME, BK, T)                                                \
-  TARGET void NAME(int64_t b, int64_t e, int C, int64_t d, int64_t dr, const T* g,           \
-                   const T* h, const T* r, Packed mh, Packed mr, double scale, double* A,    \
-                   double* B, Layout3 ab, const double* S, const double* Q, const bool* el,  \
-                   double sigma, double* scores) {                                           \
-    factored_range<BK, T>(b, e, C, d, dr, g, h, r, mh, mr, scale, A, B, ab, S, Q, el, sigma,   \
-                          scores);                                                           \
+#define FM_FACTORED_RANGE_T(TARGET, I, T)                                                     \
+  TARGET void factored_range_isa(IsaTag<I>, int64_t b, int64_t e, int C, int64_t d,          \
+                                 int64_t dr, const T* g, const T* h, const T* r, Packed mh,  \
+                                 Packed mr, double scale, double* A, double* B, Layout3 ab,  \
+                                 const double* S, const double* Q, const bool* el,           \
+                                 double sigma, double* scores) {                             \
+    factored_range<RowsBlocking<I>, T>(b, e, C, d, dr, g, h, r, mh, mr, scale, A, B, ab, S,  \
+                                       Q, el, sigma, scores);                                \
   }
-FM_FACTORED_RANGE(FM_TARGET_V4, factored_range_v4, BlockingV4, float)
-FM_FACTORED_RANGE(FM_TARGET_V4, factored_range_v4, BlockingV4, double)
-FM_FACTORED_RANGE(FM_TARGET_V3, factored_range_v3, BlockingV3, float)
-FM_FACTORED_RANGE(FM_TARGET_V3, factored_range_v3, BlockingV3, double)
-FM_FACTORED_RANGE(, factored_range_base, BlockingBase, float)
-FM_FACTORED_RANGE(, factored_range_base, BlockingBase, double)
+#define FM_FACTORED_RANGE(TARGET, I) \
+  FM_FACTORED_RANGE_T(TARGET, I, float) FM_FACTORED_RANGE_T(TARGET, I, double)
+FM_FOR_EACH_ISA(FM_FACTORED_RANGE)
 
 std::tuple<at::Tensor, at::Tensor> factored_step_cpu(
     at::Tensor& A, at::Tensor& B, const at::Tensor& G_, const at::Tensor& H_,
@@ -108,18 +106,14 @@ std::tuple<at::Tensor, at::Tensor> factored_step_cpu(
   auto scores = at::empty({N}, A.options());
   AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "factored_step_cpu", [&] {
     const scalar_t* r = dr > 0 ? R.const_data_ptr<scalar_t>() : nullptr;
-    using Fn = void (*)(int64_t, int64_t, int, int64_t, int64_t, const scalar_t*,
-                        const scalar_t*, const scalar_t*, Packed, Packed, double, double*,
-                        double*, Layout3, const double*, const double*, const bool*, double,
-                        double*);
-    const Fn run = isa == Isa::v4   ? static_cast<Fn>(factored_range_v4)
-                   : isa == Isa::v3 ? static_cast<Fn>(factored_range_v3)
-                                    : static_cast<Fn>(factored_range_base);
     at::parallel_for(0, N, 2 * kGroup, [&](int64_t b, int64_t e) {
-      run(b, e, static_cast<int>(C), d, dr, G.const_data_ptr<scalar_t>(),
-          H.const_data_ptr<scalar_t>(), r, ph, pr, scale, A.data_ptr<double>(),
-          B.data_ptr<double>(), ab, S.const_data_ptr<double>(), Q.const_data_ptr<double>(),
-          eligible.const_data_ptr<bool>(), sigma, scores.data_ptr<double>());
+      on_isa(isa, [&](auto tag) {
+        factored_range_isa(tag, b, e, static_cast<int>(C), d, dr, G.const_data_ptr<scalar_t>(),
+                           H.const_data_ptr<scalar_t>(), r, ph, pr, scale, A.data_ptr<double>(),
+                           B.data_ptr<double>(), ab, S.const_data_ptr<double>(),
+                           Q.const_data_ptr<double>(), eligible.const_data_ptr<bool>(), sigma,
+                           scores.data_ptr<double>());
+      });
     });
   });
   return finish_scores(scores, eligible, round_scores);

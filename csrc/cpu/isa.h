@@ -45,6 +45,31 @@ inline Isa cpu_isa() {
 #define FM_TARGET_V4
 #define FM_TARGET_V3
 #endif
+#define FM_TARGET_BASE
+
+// The one dispatch on the instruction set. A kernel compiles one copy per Isa as overloads on
+// IsaTag<I> (each with its target attribute, FM_FOR_EACH_ISA below); a caller writes
+//   on_isa(cpu_isa(), [&](auto tag) { kernel(tag, args...); })
+// and never switches on the Isa itself.
+template <Isa I>
+struct IsaTag {
+  static constexpr Isa value = I;
+};
+
+template <typename F>
+FM_INLINE decltype(auto) on_isa(Isa isa, F&& f) {
+  switch (isa) {
+    case Isa::v4: return f(IsaTag<Isa::v4>{});
+    case Isa::v3: return f(IsaTag<Isa::v3>{});
+    default: return f(IsaTag<Isa::base>{});
+  }
+}
+
+// M(TARGET, ISA) once per instruction set: the compiled copies of a kernel.
+#define FM_FOR_EACH_ISA(M)                 \
+  M(FM_TARGET_V4, ::fishermask_ext::cpu::Isa::v4) \
+  M(FM_TARGET_V3, ::fishermask_ext::cpu::Isa::v3) \
+  M(FM_TARGET_BASE, ::fishermask_ext::cpu::Isa::base)
 
 }  // namespace cpu
 }  // namespace fishermask_ext

@@ -37,6 +37,16 @@ struct BlockingBase {
   static constexpr bool kConvertTiles = false;
 };
 
+template <Isa I>
+struct RowsBlockingOf { using type = BlockingBase; };
+template <>
+struct RowsBlockingOf<Isa::v4> { using type = BlockingV4; };
+template <>
+struct RowsBlockingOf<Isa::v3> { using type = BlockingV3; };
+// The register blocking of the skinny product for instruction set I.
+template <Isa I>
+using RowsBlocking = typename RowsBlockingOf<I>::type;
+
 // acc[r] += Σ_{d < n} x[r·ldx + d] · uv[d, :] for kRows rows: the FMA loop of rows_times_uv.
 // A float64 x is a memory operand of the FMA (AVX-512: an embedded broadcast).
 template <class Bk, int NB, int TL, typename T, typename V, typename VT>
@@ -121,8 +131,7 @@ PackLayout pack_layout(int64_t cols) {
 }
 
 inline PackLayout pack_layout_for(Isa isa, int64_t cols) {
-  return isa == Isa::v4 ? pack_layout<BlockingV4>(cols)
-         : isa == Isa::v3 ? pack_layout<BlockingV3>(cols) : pack_layout<BlockingBase>(cols);
+  return on_isa(isa, [&](auto tag) { return pack_layout<RowsBlocking<tag.value>>(cols); });
 }
 
 // NB full blocks and (with a tail) the narrow one, NB a run-time value up to kMaxNB.

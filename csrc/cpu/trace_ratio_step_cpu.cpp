@@ -50,39 +50,26 @@ FM_INLINE void update_range(int64_t begin, int64_t end, int C, const double* wz,
   }
 }
 
-#define FM_UPDATE_RANGE(TARGET, NAME)                                                         \
-  TARGET void NAME(int64_t b, int64_t e, int C, const double* wz, double scale, double* A,   \
-                   double* B, Layout3 ab, const double* S, const double* Q, const bool* el,  \
-                   double sigma, double* scores) {                                           \
+#define FM_UPDATE_RANGE(TARGET, I)                                                            \
+  TARGET void update_range_isa(IsaTag<I>, int64_t b, int64_t e, int C, const double* wz,     \
+                               double scale, double* A, double* B, Layout3 ab,               \
+                               const double* S, const double* Q, const bool* el,             \
+                               double sigma, double* scores) {                               \
     update_range(b, e, C, wz, scale, A, B, ab, S, Q, el, sigma, scores);                     \
   }
-FM_UPDATE_RANGE(FM_TARGET_V4, update_range_v4)
-FM_UPDATE_RANGE(FM_TARGET_V3, update_range_v3)
-FM_UPDATE_RANGE(, update_range_base)
+FM_FOR_EACH_ISA(FM_UPDATE_RANGE)
 
 // One compiled copy per instruction set and storage type (see cpu_isa()).
-#define FM_STEP_RANGE(TARGET, NAME, BK, T)                                                    \
-  TARGET void NAME(int64_t b, int64_t e, int C, int64_t D, const T* X, const double* uv,     \
-                   PackLayout lay, double scale, double* A, double* B, Layout3 ab,           \
-                   const double* S, const double* Q, const bool* el, double sigma,           \
-                   double* scores) {                                                         \
-    step_range<BK, T>(b, e, C, D, X, uv, lay, scale, A, B, ab, S, Q, el, sigma, scores);     \
+#define FM_STEP_RANGE_T(TARGET, I, T)                                                         \
+  TARGET void step_range_isa(IsaTag<I>, int64_t b, int64_t e, int C, int64_t D, const T* X,  \
+                             const double* uv, PackLayout lay, double scale, double* A,      \
+                             double* B, Layout3 ab, const double* S, const double* Q,        \
+                             const bool* el, double sigma, double* scores) {                 \
+    step_range<RowsBlocking<I>, T>(b, e, C, D, X, uv, lay, scale, A, B, ab, S, Q, el, sigma, \
+                                   scores);                                                  \
   }
-FM_STEP_RANGE(FM_TARGET_V4, step_range_v4, BlockingV4, float)
-FM_STEP_RANGE(FM_TARGET_V4, step_range_v4, BlockingV4, double)
-FM_STEP_RANGE(FM_TARGET_V3, step_range_v3, BlockingV3, float)
-FM_STEP_RANGE(FM_TARGET_V3, step_range_v3, BlockingV3, double)
-FM_STEP_RANGE(, step_range_base, BlockingBase, float)
-FM_STEP_RANGE(, step_range_base, BlockingBase, double)
-
-template <typename T, typename... Args>
-void step_range_for(Isa isa, Args... args) {
-  switch (isa) {
-    case Isa::v4: step_range_v4(args...); break;
-    case Isa::v3: step_range_v3(args...); break;
-    default: step_range_base(args...); break;
-  }
-}
+#define FM_STEP_RANGE(TARGET, I) FM_STEP_RANGE_T(TARGET, I, float) FM_STEP_RANGE_T(TARGET, I, double)
+FM_FOR_EACH_ISA(FM_STEP_RANGE)
 
 std::tuple<at::Tensor, at::Tensor> trace_ratio_step_cpu(
     at::Tensor& A, at::Tensor& B, const at::Tensor& X_, const c10::optional<at::Tensor>& UV,
@@ -100,11 +87,12 @@ std::tuple<at::Tensor, at::Tensor> trace_ratio_step_cpu(
   const double* u = uvp.defined() ? uvp.const_data_ptr<double>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "trace_ratio_step_cpu", [&] {
     at::parallel_for(0, N, 2 * kGroup, [&](int64_t b, int64_t e) {
-      step_range_for<scalar_t>(isa, b, e, static_cast<int>(C), D, X.const_data_ptr<scalar_t>(),
-                               u, lay, scale, A.data_ptr<double>(), B.data_ptr<double>(), ab,
-                               S.const_data_ptr<double>(), Q.const_data_ptr<double>(),
-                               eligible.const_data_ptr<bool>(), sigma,
-                               scores.data_ptr<double>());
+      on_isa(isa, [&](auto tag) {
+        step_range_isa(tag, b, e, static_cast<int>(C), D, X.const_data_ptr<scalar_t>(), u, lay,
+                       scale, A.data_ptr<double>(), B.data_ptr<double>(), ab,
+                       S.const_data_ptr<double>(), Q.const_data_ptr<double>(),
+                       eligible.const_data_ptr<bool>(), sigma, scores.data_ptr<double>());
+      });
     });
   });
   return finish_scores(scores, eligible, round_scores);
@@ -122,11 +110,12 @@ std::tuple<at::Tensor, at::Tensor> trace_ratio_update_cpu(
   const double* wz = WZ.size(2) ? WZ.const_data_ptr<double>() : nullptr;
   const Isa isa = cpu_isa();
   at::parallel_for(0, N, 2 * kGroup, [&](int64_t b, int64_t e) {
-    auto run = isa == Isa::v4 ? update_range_v4 : isa == Isa::v3 ? update_range_v3
-                                                                   : update_range_base;
-    run(b, e, static_cast<int>(C), wz, scale, A.data_ptr<double>(), B.data_ptr<double>(), ab,
-        S.const_data_ptr<double>(), Q.const_data_ptr<double>(),
-        eligible.const_data_ptr<bool>(), sigma, scores.data_ptr<double>());
+    on_isa(isa, [&](auto tag) {
+      update_range_isa(tag, b, e, static_cast<int>(C), wz, scale, A.data_ptr<double>(),
+                       B.data_ptr<double>(), ab, S.const_data_ptr<double>(),
+                       Q.const_data_ptr<double>(), eligible.const_data_ptr<bool>(), sigma,
+                       scores.data_ptr<double>());
+    });
   });
   return finish_scores(scores, eligible, round_scores);
 }

@@ -132,7 +132,8 @@ def test_greedy_select_under_torch_compile():
 
 def test_narrower_cpu_kernels_match_twin():
     """The CPU kernels are compiled per instruction set; run the narrowest one (and AVX2 on an
-    AVX-512 machine) in a fresh process, where the choice is made, against the twin."""
+    AVX-512 machine) in a fresh process, where the choice is made, against the twin: the dense
+    step and the factored one."""
     require_native("cpu", "trace_ratio_step")
     script = (
         "import torch, fishermask_ext as fm\n"
@@ -142,5 +143,10 @@ def test_narrower_cpu_kernels_match_twin():
         "    for b in (0, 1):\n"
         "        got = fm.select_batch(X, 6, lamb=0.1, backward_steps=b, backend='native')\n"
         "        ref = fm.select_batch(X, 6, lamb=0.1, backward_steps=b, backend='torch')\n"
-        "        assert got.tolist() == ref.tolist(), (C, b)\n")
+        "        assert got.tolist() == ref.tolist(), (C, b)\n"
+        "    E = fm.FactoredEmbeddings(torch.randn(23, C, C, generator=g),\n"
+        "                              torch.randn(23, 9, generator=g),\n"
+        "                              torch.randn(23, C, 5, generator=g))\n"
+        "    got = fm.select_batch(E, 6, lamb=0.1, backend='native')\n"
+        "    assert got.tolist() == fm.select_batch(E, 6, lamb=0.1, backend='torch').tolist(), C\n")
     run_under_narrower_isas(script)
