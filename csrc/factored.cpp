@@ -8,6 +8,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "checks.h"
@@ -165,7 +167,10 @@ std::tuple<at::Tensor, at::Tensor> factored_init(const at::Tensor& G, const at::
   return {A, B};
 }
 
-// Every device without a fused kernel: the products, then the shared update-and-score op.
+// Every device without a fused kernel: the products, then the shared update-and-score op, a
+// chunk of candidates at a time when A and B are candidate-major (so the float64 factors and
+// the [n, C, 2C] products stay chunk-sized; ops/sizes.py factored_rows is the same rule), else
+// in one pass (a candidate-minor slice would not be one dense layout).
 std::tuple<at::Tensor, at::Tensor> factored_step(
     at::Tensor& A, at::Tensor& B, const at::Tensor& G, const at::Tensor& H,
     const c10::optional<at::Tensor>& R, const c10::optional<at::Tensor>& UV, double scale,
@@ -177,10 +182,33 @@ std::tuple<at::Tensor, at::Tensor> factored_step(
   static const auto update = c10::Dispatcher::singleton()
                                  .findSchemaOrThrow("fishermask_ext::trace_ratio_update", "")
                                  .typed<UpdateFn>();
-  check_factors(G, H, R);
-  const auto WZ = UV.has_value() ? factored_times(G, H, R, *UV)
-                                 : at::empty({G.size(0), G.size(1), 0}, A.options());
-  return update.call(A, B, WZ, scale, S, Q, eligible, sigma, round_scores);
+  const int64_t D = check_factors(G, H, R);
+  const int64_t n = G.size(0), C = G.size(1), dr = D - C * H.size(1);
+  TORCH_CHECK(A.dim() == 3 && A.size(0) == n && A.size(1) == C,
+              "A must be [N, C, C] with G's N and C, got ", A.sizes());
+  const int64_t per_row = 8 * (3 * C * C + H.size(1) + C * dr);
+  const int64_t chunk = A.is_contiguous() && B.is_contiguous()
+                            ? std::max<int64_t>(1, (int64_t{64} << 20) / per_row) : n;
+  auto scores = at::empty({n}, A.options());
+  for (int64_t s = 0; s < n || s == 0; s += chunk) {
+    const int64_t e = std::min(n, s + chunk);
+    const auto Rc = R.has_value() ? c10::optional<at::Tensor>(R->slice(0, s, e)) : c10::nullopt;
+    const auto WZ = UV.has_value()
+                        ? factored_times(G.slice(0, s, e), H.slice(0, s, e), Rc, *UV)
+                        : at::empty({e - s, C, 0}, A.options());
+    auto As = A.slice(0, s, e), Bs = B.slice(0, s, e);
+    scores.slice(0, s, e).copy_(std::get<0>(update.call(
+        As, Bs, WZ, scale, S, Q, eligible.slice(0, s, e), sigma, round_scores)));
+    if (e == n) break;
+  }
+  // The first best eligible index over all chunks: the update op's rule, once more (scores
+  // already carry -inf where not eligible and the parity rounding).
+  auto none = at::full({}, -1, scores.options().dtype(at::kLong));
+  if (!eligible.any().item<bool>()) return {scores, none};
+  const auto masked = at::where(eligible, scores, at::full({}, -INFINITY, scores.options()));
+  if (at::isinf(masked).logical_and(masked < 0).all().item<bool>())
+    return {scores, eligible.nonzero().select(0, 0).select(0, 0)};
+  return {scores, masked.argmax()};
 }
 
 }  // namespace

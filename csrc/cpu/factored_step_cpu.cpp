@@ -81,8 +81,9 @@ std::tuple<at::Tensor, at::Tensor> factored_step_cpu(
     bool round_scores) {
   const int64_t D = check_factors(G_, H_, R_);
   const int64_t N = G_.size(0), C = G_.size(1), d = H_.size(1), dr = D - C * d;
-  const auto WZ_shape = at::empty({N, C, UV.has_value() ? 2 * C : 0}, A.options());
-  check_trace_ratio_update(A, B, WZ_shape, S_, Q_, eligible_);
+  // trace_ratio_update's checks, with the products' shape (never allocated: a zero-stride view).
+  const auto wz_shape = at::zeros({1}, A.options()).expand({N, C, UV.has_value() ? 2 * C : 0});
+  check_trace_ratio_update(A, B, wz_shape, S_, Q_, eligible_);
   if (UV.has_value()) check_shape(*UV, {D, 2 * C}, "UV");
   const auto G = G_.contiguous(), H = H_.contiguous();
   const auto R = dr > 0 ? R_->contiguous() : at::Tensor();

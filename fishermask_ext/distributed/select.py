@@ -20,7 +20,7 @@ __all__ = ["select_batch", "LAST_EXCHANGE"]
 
 LAST_EXCHANGE = dict(seconds=0.0, steps=0)
 
-_AGREED = ("C", "D", "factored", "dtype", "budget", "lamb", "backward_steps", "backend", "parity",
+_AGREED = ("C", "D", "factored", "layout", "dtype", "budget", "lamb", "backward_steps", "backend", "parity",
            "return_gains", "has_labeled", "has_labeled_fisher", "n_labeled", "has_pool_fisher",
            "device_type")
 
@@ -41,20 +41,26 @@ def select_batch(local_unlabeled, budget, *, labeled=None, labeled_fisher=None, 
     rank, _ = require_group(group)
 
     def check_local():
+        if labeled is not None and labeled_fisher is not None:
+            raise ValueError("give either labeled (embeddings) or labeled_fisher, not both")
         U = check_embeddings(local_unlabeled, "local_unlabeled", allow_empty=True)
         L = None if labeled is None else check_embeddings(labeled, "labeled", allow_empty=True)
         if L is not None and (L.shape[1:] != U.shape[1:] or L.dtype != U.dtype
-                              or L.factored != U.factored):
+                              or L.factored != U.factored or L.device != U.device):
             raise ValueError(f"labeled is [*, {L.shape[1]}, {L.shape[2]}] {L.dtype} but "
                              f"local_unlabeled is [*, {U.shape[1]}, {U.shape[2]}] {U.dtype}; "
-                             f"embed both with the same mask, dtype and layout (dense or "
-                             f"factored)")
+                             f"embed both with the same mask, dtype, device and layout (dense "
+                             f"or factored)")
         return U, L, check_int(budget, "budget"), check_options(
             lamb, backward_steps, parity, progress, return_gains, backend)
 
     U, L, K, opts = guarded(check_local, group, "checking its inputs")
     N_r, C, D = U.shape
-    metas = agree(dict(C=C, D=D, factored=U.factored, dtype=str(U.dtype), budget=K,
+    # A factored shard's column layout too: sums of shards in other orders must never be added.
+    layout = None if not U.factored else (U.d_bar, U.d_rest, None if U.columns is None
+                                          else U.columns.tolist())
+    metas = agree(dict(C=C, D=D, factored=U.factored, layout=layout, dtype=str(U.dtype),
+                       budget=K,
                        lamb=opts["lamb"],
                        backward_steps=opts["backward_steps"], backend=backend,
                        parity=parity, return_gains=return_gains, has_labeled=L is not None,

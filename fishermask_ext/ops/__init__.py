@@ -15,7 +15,8 @@ BACKENDS = ("auto", "native", "torch")
 
 # The greedy loop and the commit are written once over ATen (CompositeExplicitAutograd): they
 # are native wherever the device has the step kernel they drive.
-_DRIVES = {"greedy_select": "trace_ratio_step", "trace_ratio_init": "trace_ratio_step"}
+_DRIVES = {"greedy_select": "trace_ratio_step", "trace_ratio_init": "trace_ratio_step",
+           "factored_step": "trace_ratio_update"}
 
 
 def _has_kernel(name, key):

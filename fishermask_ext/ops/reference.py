@@ -215,7 +215,9 @@ def factored_gram(G, H, R):
     d = H.shape[1]
     G64, H64 = G.to(torch.float64), H.to(torch.float64)
     V = G64.mT @ G64                                                       # [n, C, C]
-    hh = torch.einsum("nab,nm,nq->ambq", V, H64, H64).reshape(C * d, C * d)
+    # Block row k: H64ᵀ·[V[:, k, k'] h̄] for every k' (an [n, C, d̄] temporary, not [n, C, C, d̄]).
+    hh = torch.cat([H64.T @ (V[:, k, :, None] * H64[:, None, :]).reshape(n, C * d)
+                    for k in range(C)])
     if R is None:
         return hh
     R64 = R.to(torch.float64)

@@ -9,7 +9,8 @@ Engines (Plan.engine, stated, never switched silently):
   "python loop"  ops/loop.py over the layout's step kernels (native or twins): a factored pool,
                  a store read chunk by chunk, or a progress bar (one callback per step);
   "sharded"      ops/loop.py with one collective per step (fishermask_ext.distributed).
-All three run the same arithmetic and give the same picks (tests/select/test_core.py).
+All three run the same arithmetic and give the same picks (tests/select/test_factored.py,
+tests/ops/test_commit_and_loop.py, tests/distributed).
 """
 import math
 import numbers

@@ -18,6 +18,8 @@ N·(C² + d̄ + C·D_r) numbers instead of N·C·D (9.7× fewer for FisherMask's
 ResNet-18, 84× for BAIT's on a 512-wide penultimate layer; docs/ALGORITHM.md, "Factored
 embeddings").
 """
+import numbers
+
 import torch
 
 __all__ = ["FactoredEmbeddings"]
@@ -84,8 +86,12 @@ class FactoredEmbeddings:
 
     def __getitem__(self, idx):
         """The rows `idx` selects, still factored (no [n, C, D] tensor is formed)."""
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
+        if isinstance(idx, numbers.Integral) and not isinstance(idx, bool):
+            N = len(self)
+            if not -N <= idx < N:
+                raise IndexError(f"row {idx} is out of range for {N} rows")
+            idx = int(idx) % N
+            idx = slice(idx, idx + 1)
         if isinstance(idx, (list, tuple)):
             idx = torch.as_tensor(idx, dtype=torch.long)
         if isinstance(idx, torch.Tensor):
@@ -210,8 +216,9 @@ def _check_factors(G, H, R):
         if t.device != G.device:
             raise ValueError(f"{name} is on {t.device} but G is on {G.device}; the factors "
                              f"share one device: move it with .to({str(G.device)!r})")
-    if H.shape[1] == 0 and (R is None or R.shape[2] == 0):
-        raise ValueError("H has d̄ = 0 and there is no R: the embeddings would have D = 0")
+    if H.shape[1] == 0:
+        raise ValueError("H has d̄ = 0 columns: a factored embedding needs the classifier's "
+                         "input (d̄ >= 1); pass the R columns alone as a dense tensor")
 
 
 def _check_columns(columns, D):

@@ -31,9 +31,9 @@ class RowRange:
         self.source, self.start, self.stop = source, start, stop
         self.shape = (stop - start, *source.shape[1:])
         self.dtype = source.dtype
-        for attr in ("factored", "d_bar", "d_rest", "columns"):   # a factored store's layout
-            if hasattr(source, attr):
-                setattr(self, attr, getattr(source, attr))
+        self.factored = getattr(source, "factored", False)
+        if self.factored:                         # a factored store's layout
+            self.d_bar, self.d_rest, self.columns = source.d_bar, source.d_rest, source.columns
 
     def read_rows(self, start, stop):
         if not 0 <= start <= stop <= self.shape[0]:

@@ -192,3 +192,23 @@ def test_factored_step_opcheck_and_parity_rounding(device, dtype):
     rounded, _ = _op("factored_step")(args[0].clone(), args[1].clone(), G, H, R, UV, 0.7,
                                       args[4], args[5], args[6], -1.0, True)
     assert torch.equal(rounded, exact.float().double())
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 2), (50, 3, 4, 2), (4000, 10, 2000, 0)], ids=str)
+def test_factored_step_composite_matches_twin(shape):
+    """The CompositeExplicitAutograd factored_step (what CUDA runs: factored_times, then
+    trace_ratio_update, a chunk at a time; the last shape spans two 64 MB chunks) == the twin."""
+    require_native("cpu", "factored_step")
+    n, C, d, Dr = shape
+    G, H, R = _factors(*shape, torch.float32, "cpu", seed=7)
+    base = _update_args(n, C, "cpu", seed=8)
+    UV = torch.randn(C * d + Dr, 2 * C, dtype=torch.float64,
+                     generator=torch.Generator().manual_seed(9)) * 0.3 / (C * d) ** 0.5
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
+    rest = (0.7, base[4], base[5], base[6], 1.0, True)
+    A1, B1, A2, B2 = base[0].clone(), base[1].clone(), base[0].clone(), base[1].clone()
+    got = _op("factored_step").redispatch(keys, A1, B1, G, H, R, UV, *rest)
+    want = reference.factored_step(A2, B2, G, H, R, UV, *rest)
+    torch.testing.assert_close(got[0], want[0], **TOL)
+    torch.testing.assert_close(A1, A2, **TOL)
+    assert int(got[1]) == int(want[1])

@@ -52,6 +52,10 @@ def test_row_selection_stays_factored(idx):
     (lambda: FactoredEmbeddings(torch.zeros(3, 2, 2), [[0.0]]), TypeError, "H must be a torch"),
     (lambda: FactoredEmbeddings(torch.zeros(3, 2, 2), torch.zeros(3, 4), columns=[0] * 8),
      ValueError, "columns must be a permutation"),
+    (lambda: FactoredEmbeddings(torch.zeros(3, 2, 2), torch.zeros(3, 0), torch.zeros(3, 2, 5)),
+     ValueError, "H has d̄ = 0 columns"),
+    (lambda: FactoredEmbeddings(torch.zeros(3, 2, 2), torch.zeros(3, 4))[3], IndexError,
+     "row 3 is out of range for 3 rows"),
 ])
 def test_bad_factors_are_named(make, error, match):
     with pytest.raises(error, match=match):

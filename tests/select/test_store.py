@@ -221,3 +221,17 @@ def test_a_store_refuses_the_other_layout(tmp_path):
                                          "makes factored ones"):
         open_store(tmp_path / "d", mode="a").begin(
             (6, 2, 6), torch.float32, {}, factored=dict(d_bar=3, d_rest=0, columns=None))
+
+
+def test_a_rank_reads_its_rows_of_a_real_store(tmp_path):
+    """distributed.local_rows over an EmbeddingStore (dense and factored) as one process sees
+    it: a RowRange of all rows that selection reads like the store itself."""
+    from fishermask_ext import FactoredEmbeddings, select_batch
+    from fishermask_ext.select.rows import RowRange
+    X = torch.randn(9, 2, 5)
+    dense = _written(tmp_path / "d", X, chunk_rows=4)
+    E = FactoredEmbeddings(torch.randn(9, 2, 2), torch.randn(9, 3), torch.randn(9, 2, 1))
+    fact = _factored_store(tmp_path / "f", E)
+    for store, want in ((dense, X), (fact, E.dense())):
+        rows = RowRange(open_store(store.path), 2, 9)
+        assert select_batch(rows, 3).tolist() == select_batch(want[2:], 3).tolist()
