@@ -63,9 +63,9 @@ def _extension():
     if _use_cuda():
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         nvcc = nvcc_flags("debug" if debug else "release")
-        return CUDAExtension("fishermask_ext._C", sources,
+        return CUDAExtension("fishermask_ext.ops._C", sources,
                              extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)
-    return CppExtension("fishermask_ext._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
+    return CppExtension("fishermask_ext.ops._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
 
 
 setup(

@@ -1,5 +1,5 @@
 // The products selection takes through factored embeddings X_i = [G_i ⊗ h̄_iᵀ | R_i]
-// (docs/ALGORITHM.md, "Factored embeddings"; fishermask_ext/select/factored.py), written once
+// (docs/ALGORITHM.md, "Factored embeddings"; fishermask_ext/store/factored.py), written once
 // over ATen and registered CompositeExplicitAutograd, so they run wherever ATen does (CPU and
 // CUDA). X is never formed: every product goes through one float64 GEMM over the converted
 // h̄ rows (the big one, d̄ wide), batched C×C products and the R part. Twins:

@@ -5,7 +5,7 @@
 #include <torch/library.h>
 
 extern "C" {
-// Importing fishermask_ext._C runs the static TORCH_LIBRARY initialisers below; the module
+// Importing fishermask_ext.ops._C runs the static TORCH_LIBRARY initialisers below; the module
 // itself is empty (no pybind11: the ops are reached through torch.ops.fishermask_ext).
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};

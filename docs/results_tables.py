@@ -21,7 +21,8 @@ import sys
 # (its defaults): import the package of the checkout this script is in, not an installed one.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fishermask_ext.al import data, report, strategies  # noqa: E402
+from fishermask_ext import strategies  # noqa: E402
+from fishermask_ext.al import data, report
 from fishermask_ext.al.io import read_json  # noqa: E402
 
 

@@ -17,8 +17,8 @@ import importlib
 from .ops import native_available
 from .nn import (MLP, ParamMask, ResNet18Narrow, SmallCNN, fisher_diagonal, fisher_mask,
                  get_model, masked_grad_embeddings, random_mask)
-from .select import (EmbeddingStore, FactoredEmbeddings, fisher_matrix, open_store, select_batch,
-                     select_from_pool)
+from .select import fisher_matrix, select_batch, select_from_pool
+from .store import EmbeddingStore, FactoredEmbeddings, open_store
 
 __version__ = "0.1.0"
 __all__ = ["select_batch", "select_from_pool", "fisher_matrix", "native_available",
@@ -28,7 +28,7 @@ __all__ = ["select_batch", "select_from_pool", "fisher_matrix", "native_availabl
            "masked_grad_embeddings", "get_model", "MLP", "SmallCNN", "ResNet18Narrow"]
 
 # Driver names: (module, attribute or None for the module itself), imported on first access.
-_LAZY = {"strategies": ("fishermask_ext.al.strategies", None),
+_LAZY = {"strategies": ("fishermask_ext.strategies", None),
          "data": ("fishermask_ext.al.data", None),
          "report": ("fishermask_ext.al.report", None),
          "run_experiment": ("fishermask_ext.al.loop", "run_experiment")}

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..nn.factored import check_factored
-from ..select.factored import FactoredEmbeddings
+from ..store.factored import FactoredEmbeddings
 
 WEIGHTINGS = ("sqrt_p", "none")
 

@@ -2,7 +2,7 @@
 the modAL and scikit-activeml adapters share (embeddings from `_embed`, picks from select_batch)."""
 import numpy as np
 
-from ..al.strategies import Bait, FisherMask
+from ..strategies import Bait, FisherMask
 from ..select import select_batch
 from ._embed import classifier_embeddings, linear_softmax_fisher_diagonal, top_columns
 
@@ -15,7 +15,7 @@ OPTION_NAMES = ("weighting", "lamb", "backward_steps", "parity", "backend", "fac
 
 
 def _defaults(kind):
-    """The strategy's own defaults (one home: fishermask_ext.al.strategies), so that BAIT here
+    """The strategy's own defaults (one home: fishermask_ext.strategies), so that BAIT here
     is BAIT there (λ = 0.01, one backward step, sqrt_p) and FisherMask is FisherMask (its
     default variant: the options a variant sets are None in the signature, so they are read
     from a strategy built with no options)."""

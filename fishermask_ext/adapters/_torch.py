@@ -4,8 +4,8 @@ import numpy as np
 import torch
 
 from .._checks import check_budget
-from ..al.strategies import Bait, FisherMask
-from ..al.strategies.base import PoolView
+from ..strategies import Bait, FisherMask
+from ..strategies.base import PoolView
 from ..nn import batches
 from ..nn.state import eval_mode
 

@@ -20,7 +20,7 @@ __all__ = ["FisherHeuristic", "fisher_loop"]
 
 
 class FisherHeuristic(AbstractHeuristic):
-    """kind "bait" or "fishermask"; options: those of fishermask_ext.al.strategies.Bait /
+    """kind "bait" or "fishermask"; options: those of fishermask_ext.strategies.Bait /
     FisherMask (lamb, backward_steps, seed, batch_size, device, ...)."""
 
     def __init__(self, wrapper, dataset, query_size, kind="bait", **options):

@@ -8,7 +8,7 @@ items, `idxs_lb` the [N] bool mask of labeled points, `args` a dict (`transformT
 train() and predict(): `class Bait(BaitSampling, Strategy): pass`; used alone it only queries.
 The model is `self.clf` (what DeepAL's and BADGE's train() set) or else `self.net` when that is
 an nn.Module. Options (lamb, backward_steps, pct_top, n_samples, seed, batch_size, device, ...)
-are the keyword arguments of fishermask_ext.al.strategies.Bait / FisherMask.
+are the keyword arguments of fishermask_ext.strategies.Bait / FisherMask.
 """
 import numpy as np
 import torch
@@ -50,10 +50,10 @@ class _FisherSampling:
 
 
 class BaitSampling(_FisherSampling):
-    """BAIT on the net's last nn.Linear weight (fishermask_ext.al.strategies.Bait)."""
+    """BAIT on the net's last nn.Linear weight (fishermask_ext.strategies.Bait)."""
     kind = "bait"
 
 
 class FisherMaskSampling(_FisherSampling):
-    """FisherMask (fishermask_ext.al.strategies.FisherMask): masked gradient embeddings."""
+    """FisherMask (fishermask_ext.strategies.FisherMask): masked gradient embeddings."""
     kind = "fishermask"

@@ -9,7 +9,7 @@ through to the caller unchanged). Both functions follow the installed modAL: (pi
 
 The labeled set is the learner's own training data (`learner.X_training`). A skorch
 `NeuralNetClassifier` estimator (modAL's way to a torch model) is embedded by its module's
-masked per-class gradients (fishermask_ext.al.strategies, on the labeled and pool samples);
+masked per-class gradients (fishermask_ext.strategies, on the labeled and pool samples);
 any other estimator by the linear-softmax Fisher embedding of its `predict_proba`
 (fishermask_ext.adapters._embed: exact for multinomial logistic regression, a last-layer
 approximation for other models). Options (lamb, backward_steps, weighting, transform, pct_top

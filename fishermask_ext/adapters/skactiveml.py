@@ -10,7 +10,7 @@ SklearnClassifier(LogisticRegression(), classes=...)), refitted on (X, y) when f
 
 For a torch model through scikit-activeml's own wrapper, `SkorchClassifier` (the `skactiveml`
 extra brings the skorch >= 1.2 it needs), the strategy runs on the fitted module itself: the
-masked per-class gradient embeddings of fishermask_ext.al.strategies (BAIT: the last nn.Linear
+masked per-class gradient embeddings of fishermask_ext.strategies (BAIT: the last nn.Linear
 weight; FisherMask: the Fisher mask, its sample seeded from random_state), the module's first
 output taken as logits. Any other classifier is embedded by the linear-softmax Fisher embedding
 of clf.predict_proba (adapters._embed: exact for multinomial logistic regression, a last-layer
@@ -76,7 +76,7 @@ class _FisherQuery(SingleAnnotatorPoolQueryStrategy):
 
     def _query_module(self, clf, found, X, labeled, X_cand, cand_rows, batch_size):
         """(query indices, gains) for a SkorchClassifier: the strategy on its torch module
-        (fishermask_ext.al.strategies: masked per-class gradients) over the pool of the labeled
+        (fishermask_ext.strategies: masked per-class gradients) over the pool of the labeled
         samples and the candidates, in X's order when the candidates index X (with every
         unlabeled sample a candidate, the pool is X itself)."""
         options = dict(self.options)
@@ -102,14 +102,14 @@ class _FisherQuery(SingleAnnotatorPoolQueryStrategy):
 
 class Bait(_FisherQuery):
     """BAIT (Ash et al., 2021) for a SkactivemlClassifier: options as
-    fishermask_ext.al.strategies.Bait (lamb=0.01, backward_steps=1, weighting="sqrt_p", parity,
+    fishermask_ext.strategies.Bait (lamb=0.01, backward_steps=1, weighting="sqrt_p", parity,
     backend) plus transform (φ; None = the raw features)."""
     kind = "bait"
 
 
 class FisherMask(_FisherQuery):
     """FisherMask (Gul et al., 2024) for a SkactivemlClassifier: options as
-    fishermask_ext.al.strategies.FisherMask (lamb=1, backward_steps=0, weighting="sqrt_p", ...),
+    fishermask_ext.strategies.FisherMask (lamb=1, backward_steps=0, weighting="sqrt_p", ...),
     transform, and pct_top (None: all of W, what FisherMask keeps of a one-layer model; a
     fraction: the entries of W with the largest Fisher diagonal over X)."""
     kind = "fishermask"

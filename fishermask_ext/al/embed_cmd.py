@@ -20,14 +20,14 @@ import torch
 from ..nn import ParamMask, masked_grad_embeddings
 from ..nn.hooks import WEIGHTINGS
 from ..ops import BACKENDS
-from ..select import open_store
-from ..select.store import MANIFEST
+from ..store import open_store
+from ..store import MANIFEST
 from . import config as schema
 from . import data as datasets
-from . import strategies
+from .. import strategies
 from .io import read_json, write_json
 from .training import build_model
-from .strategies.base import PoolView
+from ..strategies.base import PoolView
 
 __all__ = ["add_parser", "run", "save_checkpoint", "load_checkpoint", "load_pool"]
 

@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data as datasets
-from . import preflight, strategies
+from .. import strategies
+from . import preflight
 from .lock import check_free, folder_lock
 from .config import DEFAULTS, UNCHECKED, default_config
 from .io import read_json, write_json

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .._files import atomic_path
-from ..select.factored import FactoredEmbeddings
+from ..store.factored import FactoredEmbeddings
 
 __all__ = ["read_array", "read_pool", "read_labeled", "check_out", "write_picks"]
 

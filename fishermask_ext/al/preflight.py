@@ -11,7 +11,7 @@ import torch
 
 from .._checks import check_device
 from ..nn import MODELS
-from . import strategies
+from .. import strategies
 from .training import build_model, evaluate, train_model
 
 __all__ = ["check_experiment", "warm_up", "WARM_UP_POOL"]

@@ -77,7 +77,7 @@ def preset_config(name, scale="full"):
     # Imported here: the cli imports this module for its flags, and `fishermask bench --help`
     # must not load the driver's strategies (or torch) for them.
     import torch
-    from . import strategies
+    from .. import strategies
     dataset, counts, batch, augment = _PROTOCOLS[name]
     small = scale == "small"
     div = SMALL_FACTOR if small else 1

@@ -5,8 +5,8 @@ from . import batches, hooks, state, stored
 from . import factored as factored_nn
 from .._progress import progress_bar
 from ..ops import resolve
-from ..select.factored import FactoredEmbeddings
-from ..select.store import EmbeddingStore
+from ..store.factored import FactoredEmbeddings
+from ..store import EmbeddingStore
 
 __all__ = ["masked_grad_embeddings"]
 

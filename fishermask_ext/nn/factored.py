@@ -1,7 +1,7 @@
 """Step C with the classifier block factored: masked_grad_embeddings(..., factored=True/"auto").
 
 When the mask holds a whole nn.Linear classifier, every embedding is exactly
-X_i = [G_i ⊗ h̄_iᵀ | R_i] (select/factored.py, docs/ALGORITHM.md "Factored embeddings"). The
+X_i = [G_i ⊗ h̄_iᵀ | R_i] (store/factored.py, docs/ALGORITHM.md "Factored embeddings"). The
 classifier's output gradient for class c is the seed the dense path gives the logits,
 w_c·(e_c − p), and its weight gradient is that seed times its input h, so
 
@@ -20,7 +20,7 @@ no_grad per batch and no backward pass at all.
 import torch
 from torch import nn
 
-from ..select.factored import FactoredEmbeddings
+from ..store.factored import FactoredEmbeddings
 from . import hooks
 from .masks import ParamMask
 

@@ -4,7 +4,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..ops import sizes
-from ..select.factored import FactoredEmbeddings
+from ..store.factored import FactoredEmbeddings
 from . import batches
 
 __all__ = ["fill_store"]

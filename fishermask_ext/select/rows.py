@@ -15,7 +15,7 @@ import torch
 from ..ops import resolve
 from ..ops.loop import Block, Kernels
 from ..ops.sizes import BLOCK, chunk_rows, factored_init_rows, factored_rows
-from .factored import FactoredEmbeddings, from_natural, to_natural
+from ..store.factored import FactoredEmbeddings, from_natural, to_natural
 
 __all__ = ["Rows", "FactoredRows", "RowRange", "as_rows"]
 

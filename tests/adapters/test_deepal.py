@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 from conftest import check_picks
 from fishermask_ext import ParamMask, masked_grad_embeddings, select_from_pool
 from fishermask_ext.adapters.deepal import BaitSampling, FisherMaskSampling
-from fishermask_ext.al.strategies import FisherMask
+from fishermask_ext.strategies import FisherMask
 
 
 class Handler(Dataset):

@@ -19,7 +19,7 @@ from conftest import check_picks                            # noqa: E402
 from fishermask_ext import (ParamMask, fisher_mask, masked_grad_embeddings,  # noqa: E402
                             select_from_pool)
 from fishermask_ext.adapters import modal, skactiveml       # noqa: E402
-from fishermask_ext.al.strategies.fisher import auto_pct    # noqa: E402
+from fishermask_ext.strategies.fisher import auto_pct    # noqa: E402
 
 NET = dict(max_epochs=4, lr=0.2, batch_size=16, train_split=None, verbose=0)
 

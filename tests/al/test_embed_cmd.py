@@ -6,8 +6,9 @@ import os
 import torch
 
 from fishermask_ext import masked_grad_embeddings, open_store, select_from_pool
-from fishermask_ext.al import cli, embed_cmd, strategies
-from fishermask_ext.al.strategies.base import PoolView
+from fishermask_ext import strategies
+from fishermask_ext.al import cli, embed_cmd
+from fishermask_ext.strategies.base import PoolView
 from fishermask_ext.nn import ParamMask, get_model
 
 POOL = ["--dataset", "digits", "--pool-size", "150", "--no-progress"]

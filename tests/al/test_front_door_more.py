@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fishermask_ext import fisher_matrix, select_batch
-from fishermask_ext.al import cli, preflight, strategies
+from fishermask_ext import strategies
+from fishermask_ext.al import cli, preflight
 from fishermask_ext.al import loop as loop_mod
 
 TINY = ["--pool-size", "80", "--test-size", "40", "--model-option", "hidden=[8]",

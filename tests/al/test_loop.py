@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from fishermask_ext import MLP
-from fishermask_ext.al import loop, strategies
+from fishermask_ext import strategies
+from fishermask_ext.al import loop
 from fishermask_ext.al.io import write_atomic
 
 TIMES = ("train_s", "eval_s", "select_s")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from testing import write_cifar10, write_idx
 
-from fishermask_ext.al import cli, config, data, presets, strategies
+from fishermask_ext import strategies
+from fishermask_ext.al import cli, config, data, presets
 
 ALL_BUT_BAIT = [s for s in strategies.available() if s != "bait"]
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from fishermask_ext import MLP, ResNet18Narrow, select_batch
-from fishermask_ext.al import strategies
-from fishermask_ext.al.strategies.fisher import auto_pct
+from fishermask_ext import strategies
+from fishermask_ext.strategies.fisher import auto_pct
 
 N, C = 60, 4
 

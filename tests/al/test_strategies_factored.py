@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fishermask_ext import MLP, FactoredEmbeddings
-from fishermask_ext.al import strategies
+from fishermask_ext import strategies
 
 N, C = 40, 4
 

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from fishermask_ext import MLP
-from fishermask_ext.al import config, loop, strategies, training
+from fishermask_ext import strategies
+from fishermask_ext.al import config, loop, training
 from fishermask_ext.al.training import CROP_PADDING, crop_flip, reset_conv_linear
 
 

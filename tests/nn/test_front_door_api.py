@@ -89,7 +89,7 @@ def test_numpy_memmap_as_out(tmp_path):
 def test_strategy_select_names_a_pool_of_another_dtype(name, dtype):
     """Issue 24, item 11: float64 or integer images into a float32 model gave torch's
     "mat1 and mat2 must have the same dtype" (random accepted them without a look)."""
-    from fishermask_ext.al import strategies
+    from fishermask_ext import strategies
     model, pool = _mlp(), torch.randn(20, 12)
     labeled = torch.arange(20) < 5
     strategy = strategies.get(name, seed=0)

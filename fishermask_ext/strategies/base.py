@@ -3,8 +3,8 @@ eval mode, the mode restored), `choose` the override point, `PoolView` what `cho
 import torch
 from torch import nn
 
-from ..._checks import check_budget, check_int
-from ...nn.state import eval_mode, logits_of
+from .._checks import check_budget, check_int
+from ..nn.state import eval_mode, logits_of
 
 __all__ = ["Strategy", "PoolView"]
 

@@ -4,14 +4,14 @@ import numbers
 import torch
 from torch import nn
 
-from ..._checks import check_bool, check_int
-from ... import distributed
-from ...distributed import sharded_world
-from ...nn import ParamMask, batches, fisher_mask, masked_grad_embeddings
-from ...nn.factored import check_factored
-from ...nn.hooks import WEIGHTINGS
-from ...select import fisher_matrix, select_from_pool
-from ...select.core import check_options
+from .._checks import check_bool, check_int
+from .. import distributed
+from ..distributed import sharded_world
+from ..nn import ParamMask, batches, fisher_mask, masked_grad_embeddings
+from ..nn.factored import check_factored
+from ..nn.hooks import WEIGHTINGS
+from ..select import fisher_matrix, select_from_pool
+from ..select.core import check_options
 from .base import Strategy
 
 __all__ = ["FisherMask", "ReferenceFisherMask", "Bait", "VARIANTS", "auto_pct"]

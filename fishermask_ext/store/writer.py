@@ -8,7 +8,7 @@ import torch
 from .._checks import check_int
 from .factored import FactoredEmbeddings
 from .manifest import DTYPES, new_manifest, parts
-from .store_io import describe, numel, write_from
+from .io import describe, numel, write_from
 
 __all__ = ["StoreWriter"]
 

@@ -25,8 +25,8 @@ from .._checks import check_int
 from .._files import write_atomic
 from .factored import FactoredEmbeddings
 from .manifest import DTYPES, parts, ranges, read_manifest
-from .store_io import describe, read_into, numel
-from .store_write import StoreWriter
+from .io import describe, read_into, numel
+from .writer import StoreWriter
 
 __all__ = ["EmbeddingStore", "open_store"]
 
