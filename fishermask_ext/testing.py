@@ -1,46 +1,56 @@
 """What the tests and the benchmarks share (written once, imported by both): devices, dtypes,
-native-op skips, derived tolerances, and the slow oracles that compute the same numbers the
-obvious way: per-sample gradients (step C) and the direct greedy selection (step E).
+derived tolerances, and the slow oracles that compute the same numbers the obvious way:
+per-sample gradients (step C) and the direct greedy selection (step E).
 
-Test support only (it imports pytest, from the `test` extra); nothing in the package imports it.
+Test support only; nothing in the package imports it. It ships in the package, so it imports
+nothing beyond torch: no pytest (the skip helpers live in tests/testing.py).
 """
 import math
 import os
 
-import pytest
 import torch
 from torch.func import functional_call, jacrev, vmap
 
-from .ops import native_available
 from .nn import hooks
 from .nn.state import eval_with_grad, logits_of
 
-__all__ = ["DEVICES", "DTYPES", "F64_TOL", "needs_native", "require_native", "max_error",
-           "derived_tolerance", "subprocess_env", "loop_embeddings", "func_embeddings",
+__all__ = ["DEVICES", "DTYPES", "tol", "greedy_terms", "max_error", "derived_tolerance",
+           "subprocess_env", "loop_embeddings", "func_embeddings",
            "batch_graph_embeddings", "direct_select", "loop_fisher_diagonal",
            "batch_fisher_diagonal"]
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float32, torch.float64]
 
-# Selection kernels against their twins: both run float64 arithmetic on the same values (float32
-# inputs are exact in float64) in other orders. Each product of D terms differs by at most about
-# D·2⁻⁵³ relative, and the C×C Cholesky and solves (I + σA well conditioned in the tests) amplify
-# it modestly: 1e-10 leaves four orders of magnitude of room for D, C <= 40, and still fails on
-# any product done in float32 (~1e-7).
-F64_TOL = dict(rtol=1e-10, atol=1e-10)
+def tol(dtype, *, terms=1, magnitude=1.0, condition=1.0):
+    """torch.testing.assert_close's rtol and atol for a result of `dtype` arithmetic whose
+    entries each accumulate `terms` rounded operations, compared with the same computation in
+    another order or with a float64 oracle: assert_close(got, want, **tol(dtype, terms=K)).
+
+    The rule (Higham, Accuracy and Stability of Numerical Algorithms, ch. 3): a sum or dot
+    product of K terms in precision u = eps/2 errs by at most γ_K·Σ|terms| ≈ K·u·Σ|terms|, in
+    any order. Linear in K, not √K: √K·u is the *probable* error of random rounding, which one
+    seed in many may exceed (a flaky test); K·u holds for every input and every order. Two sides
+    each within K·u, plus one rounding of the result: (K + 1)·eps. `magnitude` bounds Σ|terms|
+    (the entries' scale before cancellation; 1 for the unit-scale data of most tests): a sum
+    that cancels ends far below its terms, so its bound is absolute, atol = rtol·magnitude.
+    A tensor as `magnitude` stands for its largest finite |entry| (the expected values' scale).
+    `condition` is κ where a solve or an inverse amplifies the rounding of its inputs (forward
+    error ≤ κ·backward error). A float32 bug is ~1e-7 relative: float64 bounds stay far below.
+    """
+    if torch.is_tensor(magnitude):
+        finite = magnitude[torch.isfinite(magnitude)]
+        magnitude = finite.abs().max().item() if finite.numel() else 0.0
+    rtol = (terms + 1) * torch.finfo(dtype).eps * condition
+    return dict(rtol=rtol, atol=rtol * magnitude)
 
 
-def needs_native(device, name="greedy_select"):
-    """Skip marker for native-vs-twin tests when the extension was not built for `device`."""
-    return pytest.mark.skipif(not native_available(device, name),
-                              reason=f"fishermask_ext native {name} not built for {device}")
-
-
-def require_native(device, name="greedy_select"):
-    """Inside a test: skip it when the native op is missing for `device`."""
-    if not native_available(device, name):
-        pytest.skip(f"fishermask_ext native {name} not built for {device}")
+def greedy_terms(D, C, steps=1):
+    """`terms` of tol for a score or gain after `steps` greedy steps on [C, D] rows: per step
+    the D-term products of a row with P and F (2D), then the C×C update, Cholesky, two triangular
+    solves and the trace (a chain of about 7C); P carries each step's rounding into the next, so
+    the chains add up over the steps."""
+    return steps * (2 * D + 7 * C)
 
 
 def subprocess_env():

@@ -15,11 +15,3 @@ def digits():
     X = X[:160].reshape(160, 4, 2, 4, 2).mean(axis=(2, 4)).reshape(160, 16)
     return X / 16.0, y[:160].astype(np.int64)
 
-
-def check_picks(picks, labeled_mask, k):
-    """Valid, unique, unlabeled positions: the rules every adapter's picks follow."""
-    picks = np.asarray(picks)
-    assert picks.shape == (k,) and picks.dtype.kind == "i"
-    assert len(np.unique(picks)) == k
-    assert ((picks >= 0) & (picks < len(labeled_mask))).all()
-    assert not np.asarray(labeled_mask)[picks].any()

@@ -8,7 +8,7 @@ from baal.modelwrapper import ModelWrapper, TrainingArgs  # noqa: E402
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from conftest import check_picks
+from testing import check_picks
 from fishermask_ext import ParamMask, masked_grad_embeddings, select_from_pool
 from fishermask_ext.adapters.baal import FisherHeuristic, fisher_loop
 

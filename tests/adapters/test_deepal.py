@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from conftest import check_picks
+from testing import check_picks
 from fishermask_ext import ParamMask, masked_grad_embeddings, select_from_pool
 from fishermask_ext.adapters.deepal import BaitSampling, FisherMaskSampling
 from fishermask_ext.strategies import FisherMask

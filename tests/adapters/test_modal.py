@@ -5,7 +5,7 @@ pytest.importorskip("modAL", reason="needs modAL-python (the modal extra)")
 from modAL.models import ActiveLearner  # noqa: E402
 from sklearn.linear_model import LogisticRegression
 
-from conftest import check_picks
+from testing import check_picks
 from fishermask_ext import select_batch
 from fishermask_ext.adapters._embed import classifier_embeddings
 from fishermask_ext.adapters.modal import RETURNS_METRICS, bait_query, fishermask_query

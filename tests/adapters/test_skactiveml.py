@@ -7,7 +7,7 @@ from skactiveml.classifier import SklearnClassifier
 from skactiveml.utils import MISSING_LABEL
 from sklearn.linear_model import LogisticRegression
 
-from conftest import check_picks
+from testing import check_picks
 from fishermask_ext import select_batch, select_from_pool
 from fishermask_ext.adapters._embed import classifier_embeddings
 from fishermask_ext.adapters.skactiveml import Bait, FisherMask

@@ -15,7 +15,7 @@ from modAL.models import ActiveLearner                      # noqa: E402
 from skactiveml.classifier import SkorchClassifier          # noqa: E402
 from skactiveml.utils import MISSING_LABEL                  # noqa: E402
 
-from conftest import check_picks                            # noqa: E402
+from testing import check_picks                            # noqa: E402
 from fishermask_ext import (ParamMask, fisher_mask, masked_grad_embeddings,  # noqa: E402
                             select_from_pool)
 from fishermask_ext.adapters import modal, skactiveml       # noqa: E402

@@ -1,16 +1,14 @@
 """The CUDA kernels of steps A and C (masked_grad_cuda.cu, fisher_sq_cuda.cu), run on the CPU
 through csrc/testing/cuda_on_cpu.h, against the twins on the case lists of tests/ops (empty
-inputs, C above the 16-class register tile, strides, padding, dilation, groups). float64 within
-F64_TOL; float32 within twice the float32 twin's error (derived_tolerance): both devices now sum
-in float64, so the kernels' error is at most the final rounding."""
+inputs, C above the 16-class register tile, strides, padding, dilation, groups), within the
+tolerance of tests/ops (testing.assert_op_matches_twin)."""
 import importlib.util
 import os
 
 import pytest
 import torch
 
-from fishermask_ext.ops import reference
-from fishermask_ext.testing import F64_TOL, derived_tolerance, max_error
+from testing import assert_op_matches_twin
 
 
 def _cases(module):
@@ -25,29 +23,19 @@ def _cases(module):
 EMBED, FISHER = _cases("test_embed_ops"), _cases("test_fisher_ops")
 
 
-def _check(shim, name, args):
-    got = getattr(shim, name)(*args)
-    twin = getattr(reference, name)
-    exact = twin(*[t.double() if torch.is_tensor(t) and t.is_floating_point() else t for t in args])
-    assert got.dtype == args[0].dtype and got.shape == exact.shape
-    if args[0].dtype == torch.float64:
-        torch.testing.assert_close(got, exact, **F64_TOL)
-    else:
-        assert max_error(got, exact) <= derived_tolerance(twin(*args), exact)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n,S,I,O,C,m", EMBED.LINEAR_CASES)
 def test_masked_linear_grad(shim, dtype, n, S, I, O, C, m):
     gen = torch.Generator().manual_seed(n * 1000 + S * 100 + C * 10 + m)
     a, delta = torch.randn(n, S, I, generator=gen, dtype=dtype), torch.randn(C, n, S, O, generator=gen, dtype=dtype)
-    _check(shim, "masked_linear_grad", [a, delta, EMBED._index(O * I, m, gen)])
+    assert_op_matches_twin("masked_linear_grad", [a, delta, EMBED._index(O * I, m, gen)], ops=shim)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", EMBED.CONV_CASES)
 def test_masked_conv2d_grad(shim, dtype, case):
-    _check(shim, "masked_conv2d_grad", EMBED._conv_inputs(*case, dtype, seed=sum(case[:7])))
+    args = EMBED._conv_inputs(*case, dtype, seed=sum(case[:7]))
+    assert_op_matches_twin("masked_conv2d_grad", args, ops=shim)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -55,13 +43,14 @@ def test_masked_conv2d_grad(shim, dtype, case):
 def test_fisher_linear_sq(shim, dtype, n, S, I, O, C, chunk):
     gen = torch.Generator().manual_seed(n * 100 + S * 10 + C)
     a, delta = torch.randn(n, S, I, generator=gen, dtype=dtype), torch.randn(C, n, S, O, generator=gen, dtype=dtype)
-    _check(shim, "fisher_linear_sq", [a, delta, chunk])
+    assert_op_matches_twin("fisher_linear_sq", [a, delta, chunk], ops=shim)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", FISHER.CONV_CASES)
 def test_fisher_conv2d_sq(shim, dtype, case):
-    _check(shim, "fisher_conv2d_sq", FISHER._conv_inputs(*case, dtype, seed=sum(case[:6])))
+    args = FISHER._conv_inputs(*case, dtype, seed=sum(case[:6]))
+    assert_op_matches_twin("fisher_conv2d_sq", args, ops=shim)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -73,4 +62,4 @@ def test_fisher_channel_sq(shim, dtype, layout, C, n, O, L, with_a):
     if layout == "sample_major":
         delta = delta.transpose(0, 1).contiguous().transpose(0, 1)
     a = torch.randn(n, O, L, generator=gen, dtype=dtype) if with_a else None
-    _check(shim, "fisher_channel_sq", [delta, a])
+    assert_op_matches_twin("fisher_channel_sq", [delta, a], ops=shim)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fishermask_ext.ops import reference
-from fishermask_ext.testing import F64_TOL as TOL
+from fishermask_ext.testing import greedy_terms, tol
 
 
 def step_args(N, C, D, dtype, layout="contiguous", seed=0, ties=False):
@@ -43,11 +43,15 @@ def run_both(op, args, sigma, round_scores=False, with_uv=True):
     return (mine, got), (twin, ref)
 
 
-def assert_same_step(mine, got, twin, ref):
-    torch.testing.assert_close(mine[0], twin[0], **TOL)   # A, updated in place
-    torch.testing.assert_close(mine[1], twin[1], **TOL)   # B
+def assert_same_step(mine, got, twin, ref, D=None):
+    """The step on D columns (default: those of X, mine[2]) agrees with the twin: A and B (X·UV,
+    D terms, then the C×C update), updated in place alike, and the scores (one greedy step)."""
+    C, D, f64 = mine[0].shape[-1], mine[2].shape[-1] if D is None else D, torch.float64
+    torch.testing.assert_close(mine[0], twin[0], **tol(f64, terms=D + 3 * C, magnitude=twin[0]))
+    torch.testing.assert_close(mine[1], twin[1], **tol(f64, terms=D + 3 * C, magnitude=twin[1]))
     assert mine[0].stride() == twin[0].stride()
-    torch.testing.assert_close(got[0], ref[0], **TOL)     # scores
+    torch.testing.assert_close(got[0], ref[0], **tol(f64, terms=greedy_terms(D, C),
+                                                     magnitude=ref[0]))
     assert int(got[1]) == int(ref[1])
 
 
@@ -89,7 +93,7 @@ def test_update_equals_step_of_its_product(shim, C):
     A2, B2 = A.clone(), B.clone()
     got = shim.trace_ratio_update(A, B, WZ, scale, S, Q, el, 1.0)
     ref = reference.trace_ratio_step(A2, B2, X, UV, scale, S, Q, el, 1.0)
-    assert_same_step([A, B], got, [A2, B2], ref)
+    assert_same_step([A, B], got, [A2, B2], ref, X.shape[-1])
 
 
 @pytest.mark.parametrize("C", [3, 17])
@@ -99,7 +103,7 @@ def test_update_without_products_only_scores(shim, C):
     A2, B2 = A.clone(), B.clone()
     got = shim.trace_ratio_update(A, B, X.new_empty(21, C, 0), scale, S, Q, el, -1.0)
     ref = reference.trace_ratio_update(A2, B2, None, scale, S, Q, el, -1.0)
-    assert_same_step([A, B], got, [A2, B2], ref)
+    assert_same_step([A, B], got, [A2, B2], ref, X.shape[-1])
 
 
 def test_empty_and_all_ineligible(shim):

@@ -9,7 +9,7 @@ from torch import nn
 
 from fishermask_ext import ParamMask, fisher_diagonal, masked_grad_embeddings
 from fishermask_ext.ops import reference
-from fishermask_ext.testing import require_native
+from testing import require_native
 
 
 def _model():

@@ -1,17 +1,14 @@
 """Native masked_linear_grad / masked_conv2d_grad (step C) against their pure-PyTorch twins.
 
-Tolerance, derived rather than tuned: each output is a sum of L products, so any summation
-order in precision u = eps/2 is within (L+1)·u·Σ|terms| of the exact value (Higham, recursive
-summation); Σ|terms| is the twin evaluated in float64 on |inputs|. The test allows
-(L+1)·(eps(dtype) + eps(float64))·Σ|terms| against the float64 twin: the native error bound
-with a factor 2 margin, plus the float64 twin's own.
+Tolerance: tol with the terms of testing.op_terms, against the float64 twin.
 """
 import pytest
 import torch
 import torch.nn.functional as F
 
-from fishermask_ext.ops import reference
-from testing import DEVICES, DTYPES, needs_native, require_native
+from fishermask_ext.testing import tol
+from testing import (DEVICES, DTYPES, assert_op_matches_twin, conv_tensors, needs_native,
+                     op_terms, require_native, strided)
 
 
 def _index(bound, m, gen):
@@ -20,28 +17,6 @@ def _index(bound, m, gen):
     if m >= 2:
         idx[0], idx[-1] = bound - 1, 0
     return idx
-
-
-def _strided(t, contiguous):
-    """t itself, or a non-contiguous view of the same values (every other element of a copy)."""
-    return t if contiguous else torch.stack([t, torch.zeros_like(t)], -1)[..., 0]
-
-
-def _assert_matches_twin(name, args, terms):
-    """Native op == twin within the derived bound; `terms` = L, the products per output."""
-    native = getattr(torch.ops.fishermask_ext, name)(*args)
-    twin = getattr(reference, name)
-    up = [t.cpu().double() if torch.is_tensor(t) and t.is_floating_point() else
-          t.cpu() if torch.is_tensor(t) else t for t in args]
-    exact = twin(*up)                                                 # [n, C, m] f64
-    magnitude = twin(*[t.abs() if torch.is_tensor(t) and t.is_floating_point() else t
-                       for t in up])                                  # Σ|terms|
-    eps = torch.finfo(args[0].dtype).eps + torch.finfo(torch.float64).eps
-    bound = (terms + 1) * eps * magnitude
-    assert native.dtype == args[0].dtype and native.device == args[0].device
-    assert native.shape == exact.shape
-    err = (native.cpu().double() - exact).abs()
-    assert bool((err <= bound).all()), f"max error {err.max()} over bound {bound.max()}"
 
 
 # (n, S, I, O, C, m): plain, empty batch, empty index, no classes, no sequence, batch of 1,
@@ -61,8 +36,8 @@ def test_linear_matches_twin(device, dtype, contiguous, n, S, I, O, C, m):
     a = torch.randn(n, S, I, generator=gen, dtype=dtype)                 # [n, S, I]
     delta = torch.randn(C, n, S, O, generator=gen, dtype=dtype)          # [C, n, S, O]
     index = _index(O * I, m, gen)                                        # [m]
-    args = [_strided(t, contiguous).to(device) for t in (a, delta, index)]
-    _assert_matches_twin("masked_linear_grad", args, S)
+    args = [strided(t, contiguous).to(device) for t in (a, delta, index)]
+    assert_op_matches_twin("masked_linear_grad", args)
 
 
 # (n, Cin, H, W, O, C, m, kernel, stride, padding, dilation, groups)
@@ -79,15 +54,9 @@ CONV_CASES = [
 ]
 
 
-def _out_size(size, k, s, p, d):
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
-
-
 def _conv_inputs(n, Cin, H, W, O, C, m, kernel, stride, padding, dilation, groups, dtype, seed):
     gen = torch.Generator().manual_seed(seed)
-    Ho, Wo = (_out_size(*v) for v in zip((H, W), kernel, stride, padding, dilation))
-    x = torch.randn(n, Cin, H, W, generator=gen, dtype=dtype)            # [n, Cin, H, W]
-    delta = torch.randn(C, n, O, Ho, Wo, generator=gen, dtype=dtype)     # [C, n, O, Ho, Wo]
+    x, delta = conv_tensors(n, Cin, H, W, O, C, kernel, stride, padding, dilation, gen, dtype)
     index = _index(O * Cin // groups * kernel[0] * kernel[1], m, gen)    # [m]
     return [x, delta, index, list(kernel), list(stride), list(padding), list(dilation), groups]
 
@@ -100,8 +69,8 @@ def test_conv2d_matches_twin(device, dtype, contiguous, case):
     require_native(device, "masked_conv2d_grad")
     args = _conv_inputs(*case, dtype, seed=sum(case[:7]))
     for j in range(3):
-        args[j] = _strided(args[j], contiguous).to(device)
-    _assert_matches_twin("masked_conv2d_grad", args, args[1].shape[3] * args[1].shape[4])
+        args[j] = strided(args[j], contiguous).to(device)
+    assert_op_matches_twin("masked_conv2d_grad", args)
 
 
 @needs_native("cpu", "masked_conv2d_grad")
@@ -111,13 +80,16 @@ def test_conv2d_is_the_per_sample_weight_gradient():
     x, delta, _, kernel, stride, padding, dilation, groups = _conv_inputs(*case, torch.float64, 1)
     weight = torch.zeros(6, 4 // groups, *kernel, dtype=torch.float64, requires_grad=True)
     index = torch.arange(weight.numel())
-    out = torch.ops.fishermask_ext.masked_conv2d_grad(x, delta, index, kernel, stride, padding,
-                                                      dilation, groups)
+    op, geometry = torch.ops.fishermask_ext.masked_conv2d_grad, (kernel, stride, padding,
+                                                                 dilation, groups)
+    out = op(x, delta, index, *geometry)
+    bound = tol(torch.float64, terms=op_terms("masked_conv2d_grad", [x, delta]),
+                magnitude=op(x.abs(), delta.abs(), index, *geometry))          # Σ|terms|
     for s in range(x.shape[0]):
         y = F.conv2d(x[s:s + 1], weight, None, stride, padding, dilation, groups)
         for c in range(delta.shape[0]):
             (g,) = torch.autograd.grad(y, weight, delta[c, s:s + 1], retain_graph=True)
-            torch.testing.assert_close(out[s, c], g.flatten(), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(out[s, c], g.flatten(), **bound)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -6,7 +6,7 @@ import torch
 
 from fishermask_ext import FactoredEmbeddings
 from fishermask_ext.ops import reference
-from fishermask_ext.testing import F64_TOL as TOL
+from fishermask_ext.testing import greedy_terms, tol
 
 from testing import DEVICES, DTYPES, require_native
 
@@ -42,19 +42,21 @@ def test_factored_ops_match_twin_and_dense(device, dtype, shape):
     X = FactoredEmbeddings(G, H, R).dense(torch.float64)    # exact: products of stored values
     M = torch.randn(D, 2 * C, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     M = M.to(device)
+    f64 = torch.float64     # X's entries are exact products; sums of D (times) or n·C (gram)
     for impl in (_op("factored_times"), reference.factored_times):
-        torch.testing.assert_close(impl(G, H, R, M), X @ M, **TOL)
+        torch.testing.assert_close(impl(G, H, R, M), X @ M, **tol(f64, terms=D, magnitude=X @ M))
     gram = (X.reshape(-1, D).T @ X.reshape(-1, D)) if n else torch.zeros(D, D, dtype=X.dtype,
                                                                            device=device)
     for impl in (_op("factored_gram"), reference.factored_gram):
-        torch.testing.assert_close(impl(G, H, R), gram, **TOL)
+        torch.testing.assert_close(impl(G, H, R), gram, **tol(f64, terms=n * C, magnitude=gram))
     P0, F = _sym(D, device, 3), _sym(D, device, 4)
     for P in (P0, torch.eye(D, dtype=torch.float64, device=device) * 0.5):   # general, λ⁻¹I
         Q = P @ F @ P
         for impl in (_op("factored_init"), reference.factored_init):
             A, B = impl(G, H, R, P, F, 0.7, 4)
-            torch.testing.assert_close(A, 0.49 * X @ P @ X.mT, **TOL)
-            torch.testing.assert_close(B, 0.49 * X @ ((Q + Q.T) / 2) @ X.mT, **TOL)
+            want_A, want_B = 0.49 * X @ P @ X.mT, 0.49 * X @ ((Q + Q.T) / 2) @ X.mT
+            torch.testing.assert_close(A, want_A, **tol(f64, terms=2 * D, magnitude=want_A))
+            torch.testing.assert_close(B, want_B, **tol(f64, terms=4 * D, magnitude=want_B))
 
 
 def _update_args(N, C, device, seed=0):
@@ -84,9 +86,10 @@ def test_trace_ratio_update_matches_twin_and_step(device, N, C, sigma, update):
     twin = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
     s, b = _op("trace_ratio_update")(*args, sigma)
     s_ref, b_ref = reference.trace_ratio_update(*twin, sigma)
-    torch.testing.assert_close(args[0], twin[0], **TOL)
-    torch.testing.assert_close(args[1], twin[1], **TOL)
-    torch.testing.assert_close(s, s_ref, **TOL)
+    f64 = torch.float64     # the products WZ are given (no D terms): the C×C chain only
+    torch.testing.assert_close(args[0], twin[0], **tol(f64, terms=3 * C, magnitude=twin[0]))
+    torch.testing.assert_close(args[1], twin[1], **tol(f64, terms=3 * C, magnitude=twin[1]))
+    torch.testing.assert_close(s, s_ref, **tol(f64, terms=greedy_terms(0, C), magnitude=s_ref))
     assert int(b) == int(b_ref)
     if update:
         # trace_ratio_step given X and UV updates and scores as trace_ratio_update given X·UV.
@@ -98,8 +101,9 @@ def test_trace_ratio_update_matches_twin_and_step(device, N, C, sigma, update):
         s_upd, b_upd = _op("trace_ratio_update")(base[0], base[1], X @ UV, *base[3:], sigma)
         s_step, b_step = torch.ops.fishermask_ext.trace_ratio_step(
             step[0], step[1], X, UV, *step[3:], sigma)
-        torch.testing.assert_close(base[1], step[1], **TOL)
-        torch.testing.assert_close(s_upd, s_step, **TOL)
+        torch.testing.assert_close(base[1], step[1], **tol(f64, terms=7 + 3 * C, magnitude=step[1]))
+        torch.testing.assert_close(s_upd, s_step,
+                                   **tol(f64, terms=greedy_terms(7, C), magnitude=s_step))
         assert int(b_upd) == int(b_step)
 
 
@@ -169,10 +173,11 @@ def test_factored_step_matches_twin_and_dense_step(device, dtype, shape, with_uv
     X = FactoredEmbeddings(G, H, R).dense(torch.float64)
     runs.append((torch.ops.fishermask_ext.trace_ratio_step(A, B, X, UV, *rest), A, B))
     (s0, b0), A0, B0 = runs[0]
+    D, f64 = C * d + Dr, torch.float64
     for (s, b), A, B in runs[1:]:
-        torch.testing.assert_close(A, A0, **TOL)
-        torch.testing.assert_close(B, B0, **TOL)
-        torch.testing.assert_close(s, s0, **TOL)
+        torch.testing.assert_close(A, A0, **tol(f64, terms=D + 3 * C, magnitude=A0))
+        torch.testing.assert_close(B, B0, **tol(f64, terms=D + 3 * C, magnitude=B0))
+        torch.testing.assert_close(s, s0, **tol(f64, terms=greedy_terms(D, C), magnitude=s0))
         assert int(b) == int(b0)
 
 
@@ -209,6 +214,8 @@ def test_factored_step_composite_matches_twin(shape):
     A1, B1, A2, B2 = base[0].clone(), base[1].clone(), base[0].clone(), base[1].clone()
     got = _op("factored_step").redispatch(keys, A1, B1, G, H, R, UV, *rest)
     want = reference.factored_step(A2, B2, G, H, R, UV, *rest)
-    torch.testing.assert_close(got[0], want[0], **TOL)
-    torch.testing.assert_close(A1, A2, **TOL)
+    D, f64 = C * d + Dr, torch.float64
+    torch.testing.assert_close(got[0], want[0], **tol(f64, terms=greedy_terms(D, C),
+                                                      magnitude=want[0]))
+    torch.testing.assert_close(A1, A2, **tol(f64, terms=D + 3 * C, magnitude=A2))
     assert int(got[1]) == int(want[1])

@@ -1,44 +1,18 @@
 """Native fisher_linear_sq / fisher_conv2d_sq / fisher_channel_sq (step A) against their
 pure-PyTorch twins and against autograd, opcheck, bad inputs, and memory bounded by the chunk.
 
-Tolerances: in float64 both sides sum the same squares in other orders (relative rounding of
-about (terms)·2⁻⁵³, far below F64_TOL's 1e-10 for these sizes); in float32 the native error
-against the float64 twin may be at most twice the float32 twin's (derived_tolerance).
+Tolerance: tol with the terms of testing.op_terms, against the float64 twin.
 """
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from fishermask_ext.ops import reference
-from fishermask_ext.testing import (DEVICES, DTYPES, F64_TOL, derived_tolerance, max_error,
-                                    needs_native, require_native)
-
-from testing import peak_bytes, run_under_narrower_isas
+from fishermask_ext.testing import tol
+from testing import (DEVICES, DTYPES, assert_op_matches_twin, conv_tensors, needs_native,
+                     op_terms, peak_bytes, require_native, run_under_narrower_isas, strided)
 
 OPS = ["fisher_linear_sq", "fisher_conv2d_sq", "fisher_channel_sq"]
-
-
-def _strided(t, contiguous):
-    """t itself, or a non-contiguous view of the same values; "sample_major": a delta
-    [C, n, ...] as step A stores it, the transposed view of [n, C, ...] memory."""
-    if contiguous == "sample_major":
-        return t.transpose(0, 1).contiguous().transpose(0, 1) if t.dim() > 3 else t
-    return t if contiguous else torch.stack([t, torch.zeros_like(t)], -1)[..., 0]
-
-
-def _assert_matches_twin(name, args):
-    native = getattr(torch.ops.fishermask_ext, name)(*args)
-    twin = getattr(reference, name)
-    up = [t.cpu().double() if torch.is_tensor(t) else t for t in args]
-    exact = twin(*up)
-    assert native.dtype == args[0].dtype and native.device == args[0].device
-    assert native.shape == exact.shape
-    if args[0].dtype == torch.float64:
-        torch.testing.assert_close(native.cpu(), exact, **F64_TOL)
-    else:
-        low = twin(*[t.cpu() if torch.is_tensor(t) else t for t in args])
-        assert max_error(native, exact) <= derived_tolerance(low, exact)
 
 
 # (n, S, I, O, C, chunk): S = 1 (the product of squared factors), shared weights S > 1, empty
@@ -56,9 +30,8 @@ def test_linear_matches_twin(device, dtype, contiguous, n, S, I, O, C, chunk):
     gen = torch.Generator().manual_seed(n * 100 + S * 10 + C)
     a = torch.randn(n, S, I, generator=gen, dtype=dtype)                  # [n, S, I]
     delta = torch.randn(C, n, S, O, generator=gen, dtype=dtype)           # [C, n, S, O]
-    _assert_matches_twin("fisher_linear_sq",
-                         [_strided(a, contiguous).to(device),
-                          _strided(delta, contiguous).to(device), chunk])
+    assert_op_matches_twin("fisher_linear_sq", [strided(a, contiguous).to(device),
+                                                strided(delta, contiguous).to(device), chunk])
 
 
 # (n, Cin, H, W, O, C, kernel, stride, padding, dilation, groups, chunk)
@@ -77,16 +50,10 @@ CONV_CASES = [
 ]
 
 
-def _out_size(size, k, s, p, d):
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
-
-
 def _conv_inputs(n, Cin, H, W, O, C, kernel, stride, padding, dilation, groups, chunk, dtype,
                  seed):
     gen = torch.Generator().manual_seed(seed)
-    Ho, Wo = (_out_size(*v) for v in zip((H, W), kernel, stride, padding, dilation))
-    x = torch.randn(n, Cin, H, W, generator=gen, dtype=dtype)            # [n, Cin, H, W]
-    delta = torch.randn(C, n, O, Ho, Wo, generator=gen, dtype=dtype)     # [C, n, O, Ho, Wo]
+    x, delta = conv_tensors(n, Cin, H, W, O, C, kernel, stride, padding, dilation, gen, dtype)
     return [x, delta, list(kernel), list(stride), list(padding), list(dilation), groups, chunk]
 
 
@@ -98,8 +65,8 @@ def test_conv2d_matches_twin(device, dtype, contiguous, case):
     require_native(device, "fisher_conv2d_sq")
     args = _conv_inputs(*case, dtype, seed=sum(case[:6]))
     for j in range(2):
-        args[j] = _strided(args[j], contiguous).to(device)
-    _assert_matches_twin("fisher_conv2d_sq", args)
+        args[j] = strided(args[j], contiguous).to(device)
+    assert_op_matches_twin("fisher_conv2d_sq", args)
 
 
 # (C, n, O, L, with a): BatchNorm γ (with x̂), biases (without), empty batch, no positions;
@@ -116,10 +83,10 @@ CHANNEL_CASES = [(3, 5, 4, 6, True), (3, 5, 4, 6, False), (2, 0, 3, 4, True),
 def test_channel_matches_twin(device, dtype, contiguous, C, n, O, L, with_a):
     require_native(device, "fisher_channel_sq")
     gen = torch.Generator().manual_seed(C * 100 + n * 10 + L)
-    delta = _strided(torch.randn(C, n, O, L, generator=gen, dtype=dtype), contiguous)
-    a = _strided(torch.randn(n, O, L, generator=gen, dtype=dtype), contiguous) if with_a else None
-    _assert_matches_twin("fisher_channel_sq",
-                         [delta.to(device), a.to(device) if with_a else None])
+    delta = strided(torch.randn(C, n, O, L, generator=gen, dtype=dtype), contiguous)
+    a = strided(torch.randn(n, O, L, generator=gen, dtype=dtype), contiguous) if with_a else None
+    assert_op_matches_twin("fisher_channel_sq",
+                           [delta.to(device), a.to(device) if with_a else None])
 
 
 @needs_native("cpu", "fisher_conv2d_sq")
@@ -134,9 +101,11 @@ def test_conv2d_is_the_sum_of_squared_autograd_gradients():
         for c in range(delta.shape[0]):
             (g,) = torch.autograd.grad(y, weight, delta[c, s:s + 1], retain_graph=True)
             expected += g.square()
-    got = torch.ops.fishermask_ext.fisher_conv2d_sq(x, delta, kernel, stride, padding,
-                                                    dilation, groups, 3)
-    torch.testing.assert_close(got, expected.flatten(1), rtol=1e-12, atol=1e-12)
+    op = torch.ops.fishermask_ext.fisher_conv2d_sq
+    got = op(x, delta, kernel, stride, padding, dilation, groups, 3)
+    scale = op(x.abs(), delta.abs(), kernel, stride, padding, dilation, groups, 3)   # Σ|terms|
+    torch.testing.assert_close(got, expected.flatten(1), **tol(
+        torch.float64, terms=op_terms("fisher_conv2d_sq", [x, delta]), magnitude=scale))
 
 
 def _opcheck_args(name):
@@ -211,11 +180,14 @@ def test_conv2d_narrower_instruction_sets_match_the_twin():
     script = (
         "import torch\n"
         "from fishermask_ext.ops import reference\n"
+        "from fishermask_ext.testing import tol\n"
         "g = torch.Generator().manual_seed(0)\n"
         "for C, Cin in ((1, 3), (4, 16), (10, 5)):\n"
         "    x = torch.randn(3, Cin, 6, 5, generator=g, dtype=torch.float64)\n"
         "    d = torch.randn(C, 3, 7, 6, 5, generator=g, dtype=torch.float64)\n"
         "    args = (x, d, [3, 3], [1, 1], [1, 1], [1, 1], 1, 2)\n"
         "    got = torch.ops.fishermask_ext.fisher_conv2d_sq(*args)\n"
-        "    torch.testing.assert_close(got, reference.fisher_conv2d_sq(*args), rtol=1e-10, atol=1e-10)\n")
+        "    scale = reference.fisher_conv2d_sq(x.abs(), d.abs(), *args[2:]).max().item()\n"
+        "    bound = tol(torch.float64, terms=2 * 30 + 3 * C, magnitude=scale)\n"
+        "    torch.testing.assert_close(got, reference.fisher_conv2d_sq(*args), **bound)\n")
     run_under_narrower_isas(script)

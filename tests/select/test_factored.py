@@ -149,7 +149,7 @@ def test_float32_factored_equals_float64_factored_and_dense():
 
 @pytest.mark.parametrize("backend", ["native", "torch"])
 def test_native_and_twin_factored_loops_agree(backend):
-    from fishermask_ext.testing import require_native
+    from testing import require_native
     if backend == "native":
         require_native("cpu", "trace_ratio_update")
     E = _random(70, 3, 5, 2)
