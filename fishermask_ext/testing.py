@@ -14,7 +14,8 @@ from torch.func import functional_call, jacrev, vmap
 from .nn import hooks
 from .nn.state import eval_with_grad, logits_of
 
-__all__ = ["DEVICES", "DTYPES", "tol", "greedy_terms", "max_error", "derived_tolerance",
+__all__ = ["DEVICES", "DTYPES", "tol", "greedy_terms", "gains_tol", "network_terms",
+           "max_error", "derived_tolerance",
            "subprocess_env", "loop_embeddings", "func_embeddings",
            "batch_graph_embeddings", "direct_select", "loop_fisher_diagonal",
            "batch_fisher_diagonal"]
@@ -51,6 +52,59 @@ def greedy_terms(D, C, steps=1):
     solves and the trace (a chain of about 7C); P carries each step's rounding into the next, so
     the chains add up over the steps."""
     return steps * (2 * D + 7 * C)
+
+
+def gains_tol(gains, twin_gains, *, D, C, steps):
+    """tol for the gains [K] of `steps` greedy steps on [C, D] rows, given twin_gains, the same
+    selection in another exact float64 order (the twin). Gains are differences of traces as
+    large as the first gain: magnitude, not relative. The solves amplify rounding by up to κ(M)
+    forward and κ(M)² with backward steps (a downdate solves with I - A_j, whose smallest
+    eigenvalue may be 1/κ); once K·C > D at small λ the updates cancel (docs/ALGORITHM.md) and
+    κ(M)² makes an a-priori bound vacuous. So the condition is measured: the twin's spread in
+    units of the unamplified bound, times 8 (one pair estimates it within about 2x in trials),
+    at least 1."""
+    terms = greedy_terms(D, C, steps)
+    unit = tol(torch.float64, terms=terms, magnitude=gains)["atol"]
+    spread = float((twin_gains - gains).abs().max()) if len(gains) else 0.0
+    bound = tol(torch.float64, terms=terms, magnitude=gains,
+                condition=max(1.0, 8 * spread / unit) if unit else 1.0)
+    assert bound["rtol"] < 1e-5, bound             # a bound that still tests something
+    return bound
+
+
+def network_terms(model, x, fisher=False):
+    """`terms` of tol for one entry of a per-sample gradient of `model` at a sample of x: the
+    longest chain of rounded accumulations through a forward and a backward pass. A layer whose
+    weight has fan-in k (in/groups·kernel) and fan-out o (out/groups·kernel) sums k terms forward
+    and o backward, its weight gradient sums over its L output positions, a normalisation sums
+    over its features, the softmax over the C classes; a layer called twice counts twice. The
+    errors add along the chain (condition 1: the tests' networks are shallow and well scaled).
+    With fisher, for the Fisher diagonal over all of x instead: the square of such a gradient
+    (twice its relative error), summed over the n samples and C classes."""
+    chain, positions = [], [1]
+
+    def count(module, inputs, out):
+        w = getattr(module, "weight", None)
+        if not isinstance(w, torch.Tensor) or not torch.is_tensor(out):
+            return
+        if w.dim() >= 2:
+            kernel = w[0, 0].numel()
+            chain.append(w[0].numel() + w.shape[0] * kernel // getattr(module, "groups", 1))
+            positions.append(out[0].numel() // w.shape[0])
+        else:
+            chain.append(w.numel())
+
+    handles = [m.register_forward_hook(count) for m in model.modules()]
+    training = model.training
+    try:
+        with torch.no_grad():
+            C = logits_of(model.eval()(x[:1])).shape[-1]
+    finally:
+        model.train(training)
+        for h in handles:
+            h.remove()
+    terms = sum(chain) + max(positions) + C
+    return 2 * terms + len(x) * C if fisher else terms
 
 
 def subprocess_env():

@@ -161,3 +161,14 @@ def assert_op_matches_twin(name, args, ops=None):
     torch.testing.assert_close(native.cpu().double(), exact,
                                **tol(args[0].dtype, terms=op_terms(name, args),
                                      magnitude=magnitude))
+
+
+def assert_fisher_equal(got, expected, model, x):
+    """Two Fisher diagonals {name: f} of `model` over the samples x agree within
+    tol(terms=network_terms(model, x, fisher=True)), each tensor at its own scale."""
+    from fishermask_ext.testing import network_terms
+    assert got.keys() == expected.keys()
+    terms = network_terms(model, x, fisher=True)
+    for n in expected:
+        torch.testing.assert_close(got[n], expected[n], msg=n, **tol(
+            expected[n].dtype, terms=terms, magnitude=expected[n]))

@@ -40,9 +40,11 @@ def equal(rank, world, sizes, lab_sizes):
                                               **lab, **kw)
                 want, want_gains = fm.select_batch(Xd, 9, labeled=Ld if with_labeled else None,
                                                    return_gains=True, **kw)
+                twin = fm.select_batch(Xd, 9, labeled=Ld if with_labeled else None,
+                                       return_gains=True, backend="torch", **kw)
                 out.append(dict(case=[str(dtype), b, with_labeled], got=got.tolist(),
                                 want=want.tolist(), gains=gains.tolist(),
-                                want_gains=want_gains.tolist()))
+                                want_gains=want_gains.tolist(), twin_gains=twin[1].tolist()))
     return out
 
 
@@ -61,8 +63,10 @@ def factored_equal(rank, world, sizes):
                                   return_gains=True)
     want, want_gains = fm.select_batch(U.dense(), 7, labeled=L.dense(), backward_steps=1,
                                        return_gains=True)
+    twin = fm.select_batch(U.dense(), 7, labeled=L.dense(), backward_steps=1, return_gains=True,
+                           backend="torch")
     return [dict(case="factored", got=got.tolist(), want=want.tolist(), gains=gains.tolist(),
-                 want_gains=want_gains.tolist())]
+                 want_gains=want_gains.tolist(), twin_gains=twin[1].tolist())]
 
 
 class FailingShard:

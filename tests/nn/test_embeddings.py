@@ -8,7 +8,7 @@ from torch.utils.data import (BatchSampler, DataLoader, IterableDataset, RandomS
 
 from fishermask_ext.nn import (MLP, ParamMask, ResNet18Narrow, SmallCNN, fisher_diagonal,
                                masked_grad_embeddings)
-from fishermask_ext.testing import func_embeddings, loop_embeddings
+from fishermask_ext.testing import func_embeddings, loop_embeddings, network_terms, tol
 
 from testing import require_native
 
@@ -95,10 +95,10 @@ def test_embeddings_equal_per_sample_gradients(name):
         emb = masked_grad_embeddings(model, x, mask, weighting=weighting, backend="torch")
         assert emb.dtype == torch.float64 and emb.shape[::2] == (len(x), len(mask))
         func = func_embeddings(model, x, mask, weighting)
-        torch.testing.assert_close(emb, func, rtol=1e-10, atol=1e-12)
+        bound = tol(torch.float64, terms=network_terms(model, x), magnitude=func)
+        torch.testing.assert_close(emb, func, **bound)
         if name != "resnet18_narrow" or weighting == "none":   # the slow oracle once there
-            torch.testing.assert_close(emb, loop_embeddings(model, x, mask, weighting),
-                                       rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(emb, loop_embeddings(model, x, mask, weighting), **bound)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -109,7 +109,9 @@ def test_native_backend_equals_torch_backend(name, dtype):
     model, x, mask = _case(name)
     model, x = model.to(dtype), x.to(dtype)
     native = masked_grad_embeddings(model, x, mask, backend="native")
-    torch.testing.assert_close(native, masked_grad_embeddings(model, x, mask, backend="torch"))
+    want = masked_grad_embeddings(model, x, mask, backend="torch")
+    torch.testing.assert_close(native, want, **tol(dtype, terms=network_terms(model, x),
+                                                   magnitude=want))
 
 
 def test_model_state_is_left_as_it_was():
@@ -124,7 +126,7 @@ def test_model_state_is_left_as_it_was():
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
     model.linear.weight.requires_grad_(True)
-    torch.testing.assert_close(frozen, masked_grad_embeddings(model, x, mask), rtol=0, atol=0)
+    assert torch.equal(frozen, masked_grad_embeddings(model, x, mask))
 
 
 class _Stream(IterableDataset):
@@ -144,20 +146,20 @@ def test_callers_no_grad_or_inference_mode_changes_nothing(context):
     with context():
         x = x.clone()                          # an inference tensor under inference_mode
         got, got_fisher = masked_grad_embeddings(model, x, mask), fisher_diagonal(model, x)
-    torch.testing.assert_close(got, expected, rtol=0, atol=0)
-    for name in fisher:
-        torch.testing.assert_close(got_fisher[name], fisher[name], rtol=0, atol=0)
+    assert torch.equal(got, expected)
+    assert all(torch.equal(got_fisher[name], fisher[name]) for name in fisher)
 
 
 def test_data_kinds_and_batch_sizes_agree():
     model, x, mask = _case("mlp")
     expected = masked_grad_embeddings(model, x, mask)
+    bound = tol(torch.float64, terms=network_terms(model, x), magnitude=expected)
     y = torch.arange(len(x))
     for data, bs in [(x, 3), (TensorDataset(x, y), 2), (DataLoader(TensorDataset(x), 3), 99),
                      (_Stream(x), 3)]:
         torch.testing.assert_close(masked_grad_embeddings(model, data, mask, batch_size=bs,
                                                           progress=bs == 2),
-                                   expected, rtol=1e-12, atol=1e-14)
+                                   expected, **bound)
     assert masked_grad_embeddings(model, x, ParamMask(model, {})).shape == (len(x), 5, 0)
 
 
@@ -171,7 +173,7 @@ def test_out_is_filled_and_returned(tmp_path):
     out = torch.from_file(path, shared=True, size=shape.numel(), dtype=torch.float64).view(shape)
     assert masked_grad_embeddings(model, x, mask, out=out, batch_size=3) is out
     on_disk = torch.from_file(path, shared=False, size=shape.numel(), dtype=torch.float64)
-    torch.testing.assert_close(on_disk.view(shape), expected, rtol=0, atol=0)
+    assert torch.equal(on_disk.view(shape), expected)
     for bad in (torch.empty(shape[0] + 1, *shape[1:], dtype=torch.float64),
                 torch.empty(shape, dtype=torch.float32)):
         with pytest.raises(ValueError, match=r"out must be a torch.float64 tensor of shape"):
@@ -193,8 +195,9 @@ def test_masked_parameter_of_unsupported_module_names_the_module():
     model = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3), nn.Linear(3, 2)).double()
     x = torch.randn(5, 4, dtype=torch.float64)
     ok = ParamMask(model, {"0.weight": [0, 5], "2.bias": [1]})     # LayerNorm unmasked: fine
-    torch.testing.assert_close(masked_grad_embeddings(model, x, ok),
-                               func_embeddings(model, x, ok, "sqrt_p"), rtol=1e-10, atol=1e-12)
+    want = func_embeddings(model, x, ok, "sqrt_p")
+    torch.testing.assert_close(masked_grad_embeddings(model, x, ok), want,
+                               **tol(torch.float64, terms=network_terms(model, x), magnitude=want))
     with pytest.raises(TypeError, match=r"module '1' \(LayerNorm\), parameter '1.weight'"):
         masked_grad_embeddings(model, x, ParamMask(model, {"1.weight": [0]}))
 
@@ -211,5 +214,6 @@ def test_shuffling_dataloader_is_rejected():
     with pytest.raises(ValueError, match="draws with RandomSampler"):
         masked_grad_embeddings(model, hidden, mask)
     ordered = DataLoader(TensorDataset(x), batch_size=2)
-    torch.testing.assert_close(masked_grad_embeddings(model, ordered, mask),
-                               masked_grad_embeddings(model, x, mask))
+    want = masked_grad_embeddings(model, x, mask)
+    torch.testing.assert_close(masked_grad_embeddings(model, ordered, mask), want,
+                               **tol(torch.float64, terms=network_terms(model, x), magnitude=want))

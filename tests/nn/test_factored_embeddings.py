@@ -7,6 +7,7 @@ from torch import nn
 
 from fishermask_ext import FactoredEmbeddings, select_batch
 from fishermask_ext.nn import MLP, ParamMask, ResNet18Narrow, fisher_mask, masked_grad_embeddings
+from fishermask_ext.testing import greedy_terms, tol
 
 N_IMG = 6     # narrow ResNet-18 images (float64): the whole module's ResNet work
 
@@ -16,8 +17,7 @@ def _close(f, d):
     assert isinstance(f, FactoredEmbeddings) and f.dtype == d.dtype
     got = f.dense()
     assert got.shape == d.shape
-    tol = 1e-12 if d.dtype == torch.float64 else torch.finfo(torch.float32).eps
-    assert (got - d).abs().max() <= tol * d.abs().max()
+    torch.testing.assert_close(got, d, **tol(d.dtype, magnitude=d))
 
 
 def _mlp(bias=True, dtype=torch.float64, seed=0):
@@ -207,4 +207,7 @@ def test_select_factored_same_picks_as_dense(pools, which, labeled, backward_ste
     want = select_batch(dense[n_lab:], K, labeled=dense[:n_lab] if labeled else None, **opts)
     got = select_batch(fac[n_lab:], K, labeled=fac[:n_lab] if labeled else None, **opts)
     assert got[0].tolist() == want[0].tolist()
-    torch.testing.assert_close(got[1], want[1], rtol=1e-9, atol=0)
+    steps = K * (2 * backward_steps + 1)           # forward K·(b + 1), then backward down to K
+    _, C, D = dense.shape
+    torch.testing.assert_close(got[1], want[1], **tol(torch.float64, magnitude=want[1],
+                                                      terms=greedy_terms(D, C, steps)))

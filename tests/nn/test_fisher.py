@@ -8,9 +8,9 @@ from torch import nn
 from fishermask_ext import MLP, ResNet18Narrow, SmallCNN, fisher_diagonal
 from fishermask_ext.nn.hooks import class_seeds, fisher_seeds
 from fishermask_ext.testing import (batch_fisher_diagonal, derived_tolerance,
-                                    loop_fisher_diagonal, max_error, require_native)
+                                    loop_fisher_diagonal, max_error, tol)
 
-from testing import ReuseNet, peak_bytes
+from testing import ReuseNet, assert_fisher_equal, peak_bytes, require_native
 
 
 class ConvTwice(nn.Module):
@@ -60,12 +60,6 @@ def truth():
     return out
 
 
-def _assert_equal(got, expected):
-    assert got.keys() == expected.keys()
-    for n in expected:
-        torch.testing.assert_close(got[n], expected[n], rtol=1e-10, atol=1e-14, msg=n)
-
-
 @pytest.mark.parametrize("backend", ["native", "torch"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_equals_the_per_sample_loop_and_the_previous_path(truth, name, backend):
@@ -73,9 +67,9 @@ def test_equals_the_per_sample_loop_and_the_previous_path(truth, name, backend):
         require_native("cpu", "fisher_conv2d_sq")
     model, x, expected = truth[name]
     # Odd sizes: a 7-sample pool in loads of 5, passes of 3 (a partial pass in each load).
-    _assert_equal(fisher_diagonal(model, x, batch_size=5, rows=3, backend=backend), expected)
-    _assert_equal(fisher_diagonal(model, x, backend=backend), expected)
-    _assert_equal(batch_fisher_diagonal(model, x), expected)
+    for got in (fisher_diagonal(model, x, batch_size=5, rows=3, backend=backend),
+                fisher_diagonal(model, x, backend=backend), batch_fisher_diagonal(model, x)):
+        assert_fisher_equal(got, expected, model, x)
 
 
 @pytest.mark.parametrize("name", ["small_cnn", "reuse", "conv_twice"])
@@ -100,7 +94,8 @@ def test_an_empty_pool_is_a_clear_error():
 def test_passes_of_one_sample():
     """rows=1 (every pass a single sample) still sums to the loop's values."""
     model, x = _warmed("small_cnn")
-    _assert_equal(fisher_diagonal(model, x[:3], rows=1), loop_fisher_diagonal(model, x[:3]))
+    assert_fisher_equal(fisher_diagonal(model, x[:3], rows=1), loop_fisher_diagonal(model, x[:3]),
+                        model, x[:3])
 
 
 def test_bad_rows_are_named():
@@ -121,9 +116,10 @@ def test_fisher_seeds_factor_the_softmax_fisher_with_one_seed_fewer(C, dtype):
     """fisher_seeds: max(C − 1, 1) seeds whose products equal those of the C class seeds
     sqrt(p_c)(e_c − p), i.e. diag(p) − ppᵀ, including samples whose p underflows to one-hot.
     Above 32 classes the C class seeds themselves. The expected products come from the same
-    dtype-rounded logits, in float64. Tolerance: the seeds are float64 results cast to dtype,
-    entries at most 1 in size, so each product of two has error ≤ 2·eps(dtype) (float32) or
-    eigh's backward error, a few eps·‖S‖ ≤ eps (float64), summed over ≤ C terms."""
+    dtype-rounded logits, in float64. Tolerance: tol over the ≤ C products of a sum, entries at
+    most 1 (magnitude 1); each product of two seeds carries twice a seed's error: float32 seeds
+    are float64 results rounded once (u each, so condition 2), float64 ones carry eigh's backward
+    error, a few eps·‖S‖ ≤ 8 eps per entry (condition 16)."""
     torch.manual_seed(0)
     logits = torch.randn(64, C, dtype=torch.float64) * 3
     logits[32:] *= 10            # p_c down to 1e-40: eigh rounds some kept eigenvalues below 0
@@ -133,9 +129,8 @@ def test_fisher_seeds_factor_the_softmax_fisher_with_one_seed_fewer(C, dtype):
     assert seeds.dtype == dtype and torch.isfinite(seeds).all()
     assert seeds.shape == (C - 1 if 2 <= C <= 32 else C, 64, C)
     expected = _softmax_fisher(class_seeds(logits.to(dtype).double(), "sqrt_p"))
-    eps = torch.finfo(dtype).eps
-    torch.testing.assert_close(_softmax_fisher(seeds), expected, rtol=0,
-                               atol=2 * C * eps if dtype == torch.float32 else 16 * C * eps)
+    torch.testing.assert_close(_softmax_fisher(seeds), expected, **tol(
+        dtype, terms=C, condition=2 if dtype == torch.float32 else 16))
 
 
 @pytest.mark.parametrize("bias", [[2000.0, 0, 0, 0], [2000.0, 2000.0, 0, 0]],
@@ -150,7 +145,7 @@ def test_step_a_with_probabilities_that_underflow(bias):
     expected = loop_fisher_diagonal(model, x)
     for n in expected:
         assert torch.isfinite(got[n]).all(), n
-    _assert_equal(got, expected)
+    assert_fisher_equal(got, expected, model, x)
 
 
 def test_step_a_memory_is_bounded_by_rows_not_the_batch():

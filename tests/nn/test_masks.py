@@ -11,7 +11,7 @@ from fishermask_ext import (MLP, ParamMask, ResNet18Narrow, SmallCNN, fisher_dia
                             fisher_mask, random_mask)
 from fishermask_ext.testing import loop_fisher_diagonal
 
-from testing import ReuseNet
+from testing import ReuseNet, assert_fisher_equal
 
 
 def _small_cnn():
@@ -38,7 +38,7 @@ def test_mask_columns_follow_parameter_order_then_position():
     w, b = model.features[1].weight.detach().flatten(), model.linear.bias.detach()
     row = torch.stack([w[3], w[7], b[0], b[2]])
     expected = torch.stack([row, -row])
-    torch.testing.assert_close(mask.gather(tensors), expected, rtol=0, atol=0)
+    assert torch.equal(mask.gather(tensors), expected)
 
 
 def test_mask_rejects_bad_names_and_positions():
@@ -88,21 +88,15 @@ def test_random_mask_is_seeded_uniform_over_all_positions():
 def test_fisher_diagonal_equals_a_per_sample_loop(case):
     model, x = _small_cnn() if case == "small_cnn" else _warmed(ReuseNet, (5, 2, 9))
     fisher = fisher_diagonal(model, x, n_samples=100, batch_size=3)
-    expected = loop_fisher_diagonal(model, x)
-    assert fisher.keys() == expected.keys()
-    for n in expected:
-        torch.testing.assert_close(fisher[n], expected[n], rtol=1e-10, atol=1e-14, msg=n)
+    assert_fisher_equal(fisher, loop_fisher_diagonal(model, x), model, x)
 
 
 def test_fisher_sample_is_the_documented_seeded_subset_or_the_first_ones():
     model, x = _small_cnn()
     idx = torch.randperm(7, generator=torch.Generator().manual_seed(11))[:4].sort().values
-    for got, want in [(fisher_diagonal(model, x, n_samples=4, seed=11),
-                       loop_fisher_diagonal(model, x[idx])),
-                      (fisher_diagonal(model, x, n_samples=4, reference_order=True),
-                       loop_fisher_diagonal(model, x[:4]))]:
-        for n in want:
-            torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-14, msg=n)
+    for got, subset in [(fisher_diagonal(model, x, n_samples=4, seed=11), x[idx]),
+                        (fisher_diagonal(model, x, n_samples=4, reference_order=True), x[:4])]:
+        assert_fisher_equal(got, loop_fisher_diagonal(model, subset), model, subset)
 
 
 def _brute_force_mask(model, fisher, n_top, always):
