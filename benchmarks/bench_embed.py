@@ -48,7 +48,8 @@ from fishermask_ext import (ParamMask, ResNet18Narrow, fisher_diagonal, fisher_m
 from fishermask_ext.nn import split_flat
 from fishermask_ext.testing import (batch_fisher_diagonal, batch_graph_embeddings,
                                     derived_tolerance, func_embeddings, loop_embeddings,
-                                    loop_fisher_diagonal, max_error, subprocess_env)
+                                    loop_fisher_diagonal, max_error, network_terms,
+                                    subprocess_env, tol)
 
 # What `fishermask bench` prints before a full run: an estimate, not a timed whole run (this
 # file was never timed end to end here): the per-method rates of RESULTS-embed.md (about 70 s
@@ -218,8 +219,8 @@ def test_methods_agree_in_float64(sizes):
         expected = ours(model, x, mask)
         assert expected.shape == (len(x), C, 1402)
         for method, oracle in BASELINES.items():
-            torch.testing.assert_close(oracle(model, x, mask), expected, rtol=1e-9, atol=1e-12,
-                                       msg=method)
+            torch.testing.assert_close(oracle(model, x, mask), expected, msg=method, **tol(
+                torch.float64, terms=network_terms(model, x), magnitude=expected))
 
 
 def test_step_a_methods_agree_in_float64(sizes):
@@ -227,8 +228,8 @@ def test_step_a_methods_agree_in_float64(sizes):
     expected = loop_fisher_diagonal(model, x)
     expected = torch.cat([t.flatten() for t in expected.values()])
     for method in STEP_A:
-        torch.testing.assert_close(step_a(method, model, x), expected, rtol=1e-9, atol=1e-15,
-                                   msg=method)
+        torch.testing.assert_close(step_a(method, model, x), expected, msg=method, **tol(
+            torch.float64, terms=network_terms(model, x, fisher=True), magnitude=expected))
 
 
 @pytest.mark.parametrize("method", METHODS + STEP_A)

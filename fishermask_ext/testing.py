@@ -35,12 +35,13 @@ def tol(dtype, *, terms=1, magnitude=1.0, condition=1.0):
     each within K·u, plus one rounding of the result: (K + 1)·eps. `magnitude` bounds Σ|terms|
     (the entries' scale before cancellation; 1 for the unit-scale data of most tests): a sum
     that cancels ends far below its terms, so its bound is absolute, atol = rtol·magnitude.
-    A tensor as `magnitude` stands for its largest finite |entry| (the expected values' scale).
+    A tensor or array as `magnitude` stands for its largest finite |entry| (the values' scale).
     `condition` is κ where a solve or an inverse amplifies the rounding of its inputs (forward
     error ≤ κ·backward error). A float32 bug is ~1e-7 relative: float64 bounds stay far below.
     """
-    if torch.is_tensor(magnitude):
-        finite = magnitude[torch.isfinite(magnitude)]
+    if not isinstance(magnitude, (int, float)):
+        finite = torch.as_tensor(magnitude)
+        finite = finite[torch.isfinite(finite)]
         magnitude = finite.abs().max().item() if finite.numel() else 0.0
     rtol = (terms + 1) * torch.finfo(dtype).eps * condition
     return dict(rtol=rtol, atol=rtol * magnitude)
@@ -123,9 +124,11 @@ def max_error(got, truth):
 
 
 def derived_tolerance(baseline, truth, factor=2.0):
-    """How far from `truth` (float64) a low-precision result may be: `factor` times the error
-    of `baseline`, the plain-PyTorch computation run in the same precision. A guessed atol would
-    either hide a real bug or fail on rounding that every method shares (flash-attention's rule)."""
+    """For a claim tol cannot state, "as accurate as the plain path": how far from `truth`
+    (float64) a low-precision result of a whole network may be, `factor` times the error of
+    `baseline`, the plain-PyTorch computation in the same precision (flash-attention's rule).
+    tol's worst case over a deep network's chain (network_terms) holds too, but is orders of
+    magnitude above the error either path makes, so it could not tell a less accurate path."""
     return factor * max_error(baseline, truth)
 
 
