@@ -172,3 +172,15 @@ def assert_fisher_equal(got, expected, model, x):
     for n in expected:
         torch.testing.assert_close(got[n], expected[n], msg=n, **tol(
             expected[n].dtype, terms=terms, magnitude=expected[n]))
+
+
+def tiny_run(*extra, strategies="random", rounds=1, seeds="0", epochs=1, pool_size=80,
+             test_size=40):
+    """The flags of a `fishermask run` that takes seconds: a small digits pool, an MLP of 8
+    hidden units, 10 initial labels and 5 per round, no progress bars; `extra` flags appended
+    (strategies or seeds None: leave that flag to the caller)."""
+    return ["--pool-size", str(pool_size), "--test-size", str(test_size),
+            "--model-option", "hidden=[8]", "--initial", "10", "--query", "5",
+            "--rounds", str(rounds), "--epochs", str(epochs), "--no-progress",
+            *(["--strategies", strategies] if strategies else []),
+            *(["--seeds", seeds] if seeds else []), *extra]

@@ -7,14 +7,14 @@ import sys
 
 import pytest
 import torch
+from testing import tiny_run
 
 from fishermask_ext import select_batch
 from fishermask_ext.al import cli, report
 from fishermask_ext.testing import tol
 
-TINY = ["--pool-size", "120", "--test-size", "60", "--model-option", "hidden=[8]",
-        "--strategies", "random,entropy,bait", "--initial", "10", "--query", "5", "--rounds", "2",
-        "--seeds", "0,1", "--epochs", "3", "--no-progress"]
+TINY = tiny_run(strategies="random,entropy,bait", rounds=2, seeds="0,1", epochs=3,
+                pool_size=120, test_size=60)
 
 
 def test_run_writes_curves_plot_and_summary(tmp_path, capsys):
@@ -41,10 +41,8 @@ def test_run_writes_curves_plot_and_summary(tmp_path, capsys):
 
 def test_run_default_folder_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = TINY[:TINY.index("--strategies")] + ["--strategies", "random", "--rounds", "1",
-                                                "--seeds", "0", "--no-progress",
-                                                "--imbalance", "0:30,1:30,2:30",
-                                                "--pool-size", "90"]    # all 90 there are
+    args = tiny_run("--imbalance", "0:30,1:30,2:30", pool_size=90,   # all 90 there are
+                    test_size=60, epochs=3)
     assert cli.main(["run", *args]) == 0
     assert os.path.isfile(tmp_path / "results" / "digits-mlp-imbalanced" / "summary.md")
 

@@ -7,15 +7,13 @@ import os
 import numpy as np
 import pytest
 import torch
-from testing import cli_fails
+from testing import cli_fails, tiny_run
 
 from fishermask_ext import select_batch
 from fishermask_ext.al import cli, preflight
 from fishermask_ext.al import loop as loop_mod
 
-TINY = ["--pool-size", "80", "--test-size", "40", "--model-option", "hidden=[8]",
-        "--strategies", "random,entropy", "--initial", "10", "--query", "5", "--rounds", "1",
-        "--seeds", "0", "--epochs", "2", "--no-progress"]
+TINY = tiny_run(strategies="random,entropy", epochs=2)
 
 
 _fails = cli_fails

@@ -6,14 +6,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from testing import cli_fails
+from testing import cli_fails, tiny_run
 
 from fishermask_ext.al import cli, embed_cmd
 from fishermask_ext.nn import ParamMask, get_model
 
-TINY = ["--pool-size", "80", "--test-size", "40", "--model-option", "hidden=[8]",
-        "--strategies", "random", "--initial", "10", "--query", "5", "--rounds", "1",
-        "--seeds", "0", "--epochs", "1", "--no-progress"]
+TINY = tiny_run()
 POOL = ["--dataset", "digits", "--pool-size", "150", "--no-progress"]
 
 

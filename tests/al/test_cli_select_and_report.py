@@ -6,15 +6,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from testing import tiny_run
 
 from fishermask_ext import fisher_matrix, select_batch
-from fishermask_ext import strategies
 from fishermask_ext.al import cli, preflight
 from fishermask_ext.al import loop as loop_mod
 
-TINY = ["--pool-size", "80", "--test-size", "40", "--model-option", "hidden=[8]",
-        "--strategies", "random,entropy", "--initial", "10", "--query", "5", "--rounds", "2",
-        "--epochs", "2", "--no-progress"]
+TINY = tiny_run(strategies="random,entropy", rounds=2, seeds=None, epochs=2)
 
 
 # Item 4: a partial run is marked with its real seed count.
@@ -43,18 +41,10 @@ def test_partial_run_is_marked_with_its_real_seed_count(tmp_path, capsys):
 
 
 # Item 4: the one-time warm-up is paid before anything is timed, and changes no result.
-def test_warm_up_runs_every_strategy_before_timing(tmp_path, monkeypatch):
+def test_warm_up_runs_every_strategy_before_timing(tmp_path, monkeypatch, spy_select):
     events = []
     real_warm, real_train = preflight.warm_up, loop_mod.train_model
-    real_get = strategies.get
-
-    def spy_get(name, **kw):
-        s = real_get(name, **kw)
-        real_select = s.select
-        s.select = lambda *a: events.append(("select", name)) or real_select(*a)
-        return s
-
-    monkeypatch.setattr(preflight.strategies, "get", spy_get)
+    spy_select(lambda name, select, *a: events.append(("select", name)) or select(*a))
     monkeypatch.setattr(preflight, "warm_up",
                         lambda c, a: events.append("warm up") or real_warm(c, a))
     monkeypatch.setattr(loop_mod, "train_model",

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from fishermask_ext import MLP
-from fishermask_ext import strategies
 from fishermask_ext.al import loop
 from fishermask_ext.al.io import write_atomic
 
@@ -38,32 +37,24 @@ class Crash(Exception):
     pass
 
 
-def _crash_in_round_2(monkeypatch, cfg):
-    real_get = strategies.get
-
-    def get(name, **options):
-        s = real_get(name, **options)
-        select = s.select
-
-        def crashing(model, pool, labeled_mask, budget):
-            picks = select(model, pool, labeled_mask, budget)   # crash after the work is done
-            if name == "fishermask" and int(labeled_mask.sum()) == cfg["initial"] + 2 * cfg["query"]:
-                raise Crash("killed in round 2")
-            return picks
-        s.select = crashing
-        return s
-    monkeypatch.setattr(strategies, "get", get)
+def _crash_in_round_2(spy_select, patch, cfg):
+    def crashing(name, select, model, pool, labeled_mask, budget):
+        picks = select(model, pool, labeled_mask, budget)   # crash after the work is done
+        if name == "fishermask" and int(labeled_mask.sum()) == cfg["initial"] + 2 * cfg["query"]:
+            raise Crash("killed in round 2")
+        return picks
+    spy_select(crashing, patch)
 
 
 @pytest.mark.parametrize("reset_weights,keep_batchnorm", [(True, False), (False, False),
                                                           (True, True)])
-def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, reset_weights,
-                                                     keep_batchnorm):
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, spy_select,
+                                                     reset_weights, keep_batchnorm):
     names = ["random", "fishermask"] if reset_weights and not keep_batchnorm else ["fishermask"]
     cfg = _config(reset_weights=reset_weights, keep_batchnorm=keep_batchnorm, strategies=names)
     loop.run_experiment(cfg, str(tmp_path / "whole"), progress=False)
     with monkeypatch.context() as m:
-        _crash_in_round_2(m, cfg)
+        _crash_in_round_2(spy_select, m, cfg)
         with pytest.raises(Crash):
             loop.run_experiment(cfg, str(tmp_path / "cut"), progress=False)
     run_dir = tmp_path / "cut" / "runs" / "fishermask-seed0"

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from testing import write_cifar10, write_idx
+from testing import write_cifar10
 
 from fishermask_ext import strategies
 from fishermask_ext.al import cli, config, data, presets
@@ -57,34 +57,18 @@ def test_full_presets_follow_the_reference_protocol():
     assert (small["initial"], small["query"], small["seeds"]) == (25, 25, [0])
 
 
-@pytest.fixture
-def fashion_dir(tmp_path):
-    """Fashion-MNIST-format files: 60 training and 10 test images per class, each a class
-    pattern plus noise (learnable in a few epochs)."""
-    rng = np.random.default_rng(0)
-    patterns = rng.integers(0, 200, (10, 28, 28))
-
-    def images(per_class):
-        y = np.repeat(np.arange(10), per_class)
-        return (patterns[y] + rng.integers(0, 56, (len(y), 28, 28))), y
-    (tr_x, tr_y), (te_x, te_y) = images(60), images(10)
-    for name, a in zip(data.FASHION_MNIST_FILES, (tr_x, tr_y, te_x, te_y)):
-        write_idx(tmp_path / name, a)
-    return tmp_path
-
-
 def test_small_preset_runs_every_strategy(fashion_dir, tmp_path, capsys):
     out = str(tmp_path / "run")
     tiny = dict(rounds=1, pool_size=150, test_size=50, epochs=10)     # the flags below
     args = ["run", "--preset", "fashion-mnist-balanced", "--scale", "small", "--data-dir",
-            str(fashion_dir), "--rounds", "1", "--pool-size", "150", "--test-size", "50",
+            str(fashion_dir[0]), "--rounds", "1", "--pool-size", "150", "--test-size", "50",
             "--epochs", "10", "--set", "fishermask.n_samples=32",
             "--set", "fishermask_reference.n_samples=32", "--no-progress", "--out", out]
     assert cli.main(args) == 0
     saved = json.load(open(os.path.join(out, "config.json")))
     want = config.default_config(**{
         **presets.preset_config("fashion-mnist-balanced", "small"), **tiny,
-        "data_dir": str(fashion_dir),
+        "data_dir": str(fashion_dir[0]),
         "strategy_options": {s: {"n_samples": 32} for s in ("fishermask",
                                                             "fishermask_reference")}})
     assert saved == want                                   # the preset, with the flags on top
@@ -97,7 +81,7 @@ def test_small_preset_runs_every_strategy(fashion_dir, tmp_path, capsys):
 def test_preset_names_the_default_folder(fashion_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["run", "--preset", "fashion-mnist-balanced", "--scale", "small",
-                     "--data-dir", str(fashion_dir), "--strategies", "random", "--rounds", "0",
+                     "--data-dir", str(fashion_dir[0]), "--strategies", "random", "--rounds", "0",
                      "--test-size", "50", "--epochs", "1", "--no-progress"]) == 0
     assert os.path.isfile(tmp_path / "results" / "fashion-mnist-balanced-small" / "summary.md")
 

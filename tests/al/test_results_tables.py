@@ -4,13 +4,14 @@ import os
 import subprocess
 import sys
 
+from testing import tiny_run
+
 from fishermask_ext.al import cli
 from fishermask_ext.testing import subprocess_env
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "results_tables.py")
-TINY = ["--pool-size", "80", "--test-size", "40", "--model-option", "hidden=[8]",
-        "--initial", "10", "--query", "5", "--rounds", "1", "--seeds", "0,1", "--epochs", "2",
-        "--no-progress", "--imbalance", "0:30,1:8,2:8,3:8,4:8,5:8,6:8,7:8,8:8,9:8"]
+TINY = tiny_run("--imbalance", "0:30,1:8,2:8,3:8,4:8,5:8,6:8,7:8,8:8,9:8", strategies=None,
+                seeds="0,1", epochs=2)
 
 
 def _tables(*args, stderr=None):

@@ -12,13 +12,12 @@ import sys
 import time
 
 import pytest
+from testing import tiny_run
 
 from fishermask_ext.al import cli
 from fishermask_ext.al.lock import FolderBusy, folder_lock
 
-TINY = ["--pool-size", "80", "--test-size", "40", "--model-option", "hidden=[8]",
-        "--strategies", "random", "--initial", "10", "--query", "5", "--rounds", "2",
-        "--seeds", "0", "--epochs", "1", "--no-progress"]
+TINY = tiny_run(rounds=2)
 READY_BOUND_S = 300      # a loaded shared machine may take minutes to import torch and warm up
 
 HOLD_LOCK = """

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from fishermask_ext import MLP
-from fishermask_ext import strategies
 from fishermask_ext.al import config, loop, training
 from fishermask_ext.al.training import CROP_PADDING, crop_flip, reset_conv_linear
 from fishermask_ext.testing import tol
@@ -101,20 +100,13 @@ def test_keep_batchnorm_carries_batchnorm_and_resets_the_rest(tmp_path, monkeypa
     assert all(torch.equal(start0[k], start1[k]) for k in start0)
 
 
-def test_untrained_first_query(tmp_path, monkeypatch):
-    seen, real_get = {}, strategies.get
+def test_untrained_first_query(tmp_path, monkeypatch, spy_select):
+    seen = {}
 
-    def get(name, **options):
-        s = real_get(name, **options)
-        select = s.select
-
-        def recording(model, *args):
-            seen.setdefault(name, []).append({k: v.clone() for k, v in
-                                              model.state_dict().items()})
-            return select(model, *args)
-        s.select = recording
-        return s
-    monkeypatch.setattr(strategies, "get", get)
+    def recording(name, select, model, *args):
+        seen.setdefault(name, []).append({k: v.clone() for k, v in model.state_dict().items()})
+        return select(model, *args)
+    spy_select(recording)
     starts = _record_training(monkeypatch)
     cfg = _digits_cnn(strategies=["random", "entropy"], untrained_first_query=["entropy"])
     loop.run_experiment(cfg, str(tmp_path / "x"), progress=False)

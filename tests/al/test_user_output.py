@@ -8,14 +8,13 @@ import sys
 import matplotlib
 import pytest
 import torch
+from testing import tiny_run
 
 import fishermask_ext as fm
 from fishermask_ext.al import bench_report, cli, embed_cmd, presets, report
 from fishermask_ext import _progress as progress
 
-TINY = ["--pool-size", "80", "--test-size", "40", "--model-option", "hidden=[8]",
-        "--strategies", "random,entropy", "--initial", "10", "--query", "5", "--rounds", "1",
-        "--seeds", "0", "--epochs", "1", "--no-progress"]
+TINY = tiny_run(strategies="random,entropy")
 
 
 class _Terminal(io.StringIO):
