@@ -1,8 +1,7 @@
-"""Issue 24, items 13 and 14: every Python block of the README and of docs/USAGE.md runs as
-written (three README blocks used names they never defined), each in a fresh namespace, in an
-empty folder; and the README points only inside the repository. These tests run the blocks and
-check links; they do not pin the prose. The adapter examples of docs/USAGE.md run in
-tests/adapters/test_readme.py, with checks of their picks."""
+"""Every Python block of the README and of docs/USAGE.md runs as written, each in a fresh
+namespace, in an empty folder; and the README points only inside the repository. These tests run
+the blocks and check links; they do not pin the prose. The adapter examples of docs/USAGE.md run
+in tests/adapters/test_usage_examples.py, with checks of their picks."""
 import os
 import re
 

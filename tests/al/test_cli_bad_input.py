@@ -1,6 +1,5 @@
-"""Issue 13, items 1 to 5: the rough edges of `fishermask run`, `report` and `select`, each
-with the input that hit it. Bad input is one line naming the input and the fix, status 2, and
-nothing written or lost."""
+"""Bad input to `fishermask run`, `report` and `select`, each as a user fed it: one line naming
+the input and the fix, status 2, and nothing written or lost."""
 import json
 import os
 

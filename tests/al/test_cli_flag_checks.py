@@ -1,6 +1,5 @@
-"""Issue 24, items 1-3, 5, 9, 10 and 12: inputs the CLI accepted in silence or answered with a
-library's raw message. Each is fed as it was; it now fails with one line naming the flag and the
-fix, status 2, and nothing written."""
+"""Flags checked before anything is written: inputs the CLI once accepted in silence or answered
+with a library's raw message fail with one line naming the flag and the fix, status 2."""
 import os
 
 import numpy as np

@@ -1,6 +1,6 @@
-"""Issue 13, items 4 and 5: honest reports (partial runs marked, warm-up before timing) and
-`fishermask select` completeness (.npy/.pt, --labeled, --labeled-fisher, --lamb,
---backward-steps, --parity, --gains, a progress bar)."""
+"""Honest reports (partial runs marked, warm-up before timing) and everything `fishermask
+select` takes (.npy/.pt, --labeled, --labeled-fisher, --lamb, --backward-steps, --parity,
+--gains, a progress bar)."""
 import json
 
 import numpy as np

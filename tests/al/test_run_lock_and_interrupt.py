@@ -1,5 +1,5 @@
-"""Issue 24, items 6 and 8: a results folder has one writer at a time, and Ctrl-C during
-`fishermask run` says what was saved and how to resume (status 130, no traceback).
+"""A results folder has one writer at a time, and Ctrl-C during `fishermask run` says what was
+saved and how to resume (status 130, no traceback).
 
 Each test starts its own child and waits for a file it writes when ready (generous bounds, no
 timing); only that child is signalled, by its pid."""

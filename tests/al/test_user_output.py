@@ -1,4 +1,4 @@
-"""Issue 24, items 17-19: what a user notices. Progress on a terminal for long library calls
+"""What a user notices. Progress on a terminal for long library calls
 whatever the pool size; honest plot labels, titles and summary; --help text for every entry;
 no empty folder from a failed bench; no made-up rate for a complete store."""
 import io

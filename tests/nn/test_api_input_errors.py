@@ -1,5 +1,5 @@
-"""Issue 13, items 7 and 8: the API's clear errors for the inputs that used to fail inside
-torch (a matmul, an internal argument name, a raw dtype error, autograd's out= rule)."""
+"""The API's clear errors for inputs that used to fail inside torch (a matmul, an internal
+argument name, a raw dtype error, autograd's out= rule)."""
 import numpy as np
 import pytest
 import torch
