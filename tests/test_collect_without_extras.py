@@ -5,7 +5,11 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from fishermask_ext.testing import subprocess_env
+
+pytestmark = pytest.mark.slow     # collects the adapter tests in a subprocess
 
 # The frameworks the adapter tests import; each is replaced by a module whose import fails as a
 # missing package's does (ModuleNotFoundError: pytest.importorskip skips on that one only).

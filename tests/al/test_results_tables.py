@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from testing import tiny_run
 
 from fishermask_ext.al import cli
@@ -23,6 +24,7 @@ def _tables(*args, stderr=None):
     return done.stdout
 
 
+@pytest.mark.slow           # three experiments and a script in a subprocess
 def test_summary_ablation_and_minority_tables(tmp_path):
     main, abl = tmp_path / "digits", tmp_path / "digits-abl-none"
     assert cli.main(["run", *TINY, "--strategies", "bait,random", "--out", str(main)]) == 0

@@ -2,7 +2,7 @@
 build/cuda_on_cpu (ninja keeps it between runs: a rebuild only follows a changed source).
 
 Namespaces: fishermask_ext_cuda_on_cpu holds every CUDA kernel as CPU ops; each planted_*
-namespace holds the step kernels with one bug planted (test_planted_bugs.py)."""
+namespace holds the step kernels with one bug planted (test_step_kernels.py, the planted tests)."""
 import importlib.util
 import os
 

@@ -10,6 +10,8 @@ import torch
 
 from testing import assert_op_matches_twin
 
+pytestmark = pytest.mark.slow     # compiles csrc/cuda as host C++ first
+
 
 def _cases(module):
     """A case module of tests/ops, read by path (its test functions are collected there)."""

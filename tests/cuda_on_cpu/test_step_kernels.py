@@ -9,6 +9,8 @@ import torch
 from fishermask_ext.ops import reference
 from fishermask_ext.testing import greedy_terms, tol
 
+pytestmark = pytest.mark.slow     # compiles csrc/cuda as host C++ first
+
 
 def step_args(N, C, D, dtype, layout="contiguous", seed=0, ties=False):
     """A, B, X, UV, scale, S, Q, eligible as the greedy loop hands them to a step."""
@@ -124,3 +126,19 @@ def test_zero_classes_rejected(shim):
     for op in (shim.trace_ratio_step, torch.ops.fishermask_ext.trace_ratio_step):
         with pytest.raises(RuntimeError, match="C >= 1"):
             op(*args)
+
+
+# The CPU-run CUDA tests can fail: the step kernels with one planted slip each (conftest.PLANTED,
+# compiled into their own op namespaces) fail the checks that the real kernels pass.
+def test_planted_off_by_one_is_caught(shim):
+    op = torch.ops.planted_off_by_one.trace_ratio_step
+    (mine, got), (twin, ref) = run_both(op, step_args(21, 3, 37, torch.float64), 1.0)
+    with pytest.raises(AssertionError):
+        assert_same_step(mine, got, twin, ref)
+
+
+def test_planted_wrong_comparison_is_caught(shim):
+    op = torch.ops.planted_comparison.trace_ratio_step
+    (mine, got), (twin, ref) = run_both(op, step_args(60, 3, 11, torch.float64, ties=True), 1.0)
+    with pytest.raises(AssertionError):
+        assert_same_step(mine, got, twin, ref)

@@ -11,6 +11,8 @@ import pytest
 
 from fishermask_ext.testing import subprocess_env
 
+pytestmark = pytest.mark.slow     # torchrun worlds of processes
+
 ARGS = ["run", "--dataset", "digits", "--pool-size", "150", "--test-size", "60",
         "--strategies", "fishermask,bait", "--initial", "10", "--query", "5", "--rounds", "2",
         "--seeds", "0", "--epochs", "3", "--no-progress", "--set", "fishermask.n_samples=40"]

@@ -14,6 +14,8 @@ import torch
 
 from fishermask_ext.testing import gains_tol, subprocess_env
 
+pytestmark = pytest.mark.slow     # gloo worlds of 2 and 3 processes
+
 WORKER = os.path.join(os.path.dirname(__file__), "_worker.py")
 TIMEOUT = 90          # seconds for a whole world, start-up included (2 shared cores)
 

@@ -74,6 +74,7 @@ def _completed(path):
         return []
 
 
+@pytest.mark.slow           # a child process, killed and resumed
 def test_killed_mid_run_resumes_to_the_uninterrupted_bytes(tmp_path):
     killed = str(tmp_path / "killed")
     child = subprocess.Popen([sys.executable, "-c", CHILD, killed], env=subprocess_env())

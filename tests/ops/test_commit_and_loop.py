@@ -135,6 +135,7 @@ def test_greedy_select_under_torch_compile():
     assert fn(X).tolist() == reference.greedy_select(X, P0, F, 1.0, 3, 3, 4, 2)[0].tolist()
 
 
+@pytest.mark.slow           # a subprocess per instruction set
 def test_narrower_cpu_kernels_match_twin():
     """The CPU kernels are compiled per instruction set; run the narrowest one (and AVX2 on an
     AVX-512 machine) in a fresh process, where the choice is made, against the twin: the dense

@@ -173,6 +173,7 @@ def test_memory_is_bounded_by_the_chunk_not_the_batch(name):
     assert 3.5 < peak[(32, 16)] / peak[(32, 4)] < 4.5, peak
 
 
+@pytest.mark.slow           # a subprocess per instruction set
 @needs_native("cpu", "fisher_conv2d_sq")
 def test_conv2d_narrower_instruction_sets_match_the_twin():
     """The fused CPU product is compiled once per instruction set (csrc/cpu/conv_square_sum.h);
