@@ -110,59 +110,6 @@ def check_picks(picks, labeled_mask, k):
     assert not np.asarray(labeled_mask)[picks].any()
 
 
-def strided(t, contiguous):
-    """t itself (True), a non-contiguous view of the same values (False: every other element of
-    a copy), or "sample_major": a delta [C, n, ...] as step A stores it, the transposed view of
-    [n, C, ...] memory (tensors of 3 dims or fewer stay as they are)."""
-    if contiguous == "sample_major":
-        return t.transpose(0, 1).contiguous().transpose(0, 1) if t.dim() > 3 else t
-    return t if contiguous else torch.stack([t, torch.zeros_like(t)], -1)[..., 0]
-
-
-def conv_out_size(size, k, s, p, d):
-    """One spatial dim of a conv's output (torch.nn.Conv2d's formula)."""
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
-
-
-def conv_tensors(n, Cin, H, W, O, C, kernel, stride, padding, dilation, gen, dtype):
-    """(x [n, Cin, H, W], delta [C, n, O, Ho, Wo]): standard normal inputs of a conv op."""
-    Ho, Wo = (conv_out_size(*v) for v in zip((H, W), kernel, stride, padding, dilation))
-    x = torch.randn(n, Cin, H, W, generator=gen, dtype=dtype)
-    delta = torch.randn(C, n, O, Ho, Wo, generator=gen, dtype=dtype)
-    return x, delta
-
-
-def op_terms(name, args):
-    """tol's `terms` for one output of a step A or C op: a sum of S (Linear) or L = Ho·Wo
-    (conv, channel) products for step C; for step A, Σ over n samples and C classes of the
-    square of such a sum (a square doubles its base's relative error): 2·S (or 2·L) + n·C."""
-    delta = args[1] if name != "fisher_channel_sq" else args[0]         # [C, n, ..., S or L]
-    C, n = delta.shape[0], delta.shape[1]
-    inner = args[0].shape[1] if name.endswith("linear_grad") or name.endswith("linear_sq") \
-        else delta.shape[-1] * (delta.shape[-2] if "conv2d" in name else 1)
-    return inner if name.startswith("masked") else 2 * inner + n * C
-
-
-def assert_op_matches_twin(name, args, ops=None):
-    """<ops>.<name>(*args) (default torch.ops.fishermask_ext) against its twin (ops/reference.py)
-    run in float64 on the same values, within tol(dtype, terms=op_terms(name, args)); the
-    magnitude is the twin on |inputs| (its Σ|terms|, so a cancelling sum gets the absolute
-    bound that rounding earns it)."""
-    from fishermask_ext.ops import reference
-    native = getattr(ops or torch.ops.fishermask_ext, name)(*args)
-    twin = getattr(reference, name)
-    up = [t.cpu().double() if torch.is_tensor(t) and t.is_floating_point() else
-          t.cpu() if torch.is_tensor(t) else t for t in args]
-    exact = twin(*up)
-    magnitude = twin(*[t.abs() if torch.is_tensor(t) and t.is_floating_point() else t
-                       for t in up])
-    assert native.dtype == args[0].dtype and native.device == args[0].device
-    assert native.shape == exact.shape
-    torch.testing.assert_close(native.cpu().double(), exact,
-                               **tol(args[0].dtype, terms=op_terms(name, args),
-                                     magnitude=magnitude))
-
-
 def assert_fisher_equal(got, expected, model, x):
     """Two Fisher diagonals {name: f} of `model` over the samples x agree within
     tol(terms=network_terms(model, x, fisher=True)), each tensor at its own scale."""

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from testing import write_cifar10, write_idx
+from testing import write_cifar10
 
 from fishermask_ext.al import data
 from fishermask_ext.testing import tol

@@ -10,7 +10,8 @@ from torch import nn
 from fishermask_ext import ParamMask, fisher_diagonal, masked_grad_embeddings
 from fishermask_ext.ops import reference
 from fishermask_ext.testing import tol
-from testing import op_terms, require_native
+from op_cases import op_terms
+from testing import require_native
 
 
 def _model():

@@ -1,73 +1,34 @@
 """Native masked_linear_grad / masked_conv2d_grad (step C) against their pure-PyTorch twins.
 
-Tolerance: tol with the terms of testing.op_terms, against the float64 twin.
+Cases and tolerance: tests/op_cases.py.
 """
 import pytest
 import torch
 import torch.nn.functional as F
+from op_cases import (EMBED_CONV, EMBED_LINEAR, assert_op_matches_twin, embed_conv_args,
+                      embed_linear_args, index_positions, op_terms, strided)
+from testing import DEVICES, DTYPES, needs_native, require_native
 
 from fishermask_ext.testing import tol
-from testing import (DEVICES, DTYPES, assert_op_matches_twin, conv_tensors, needs_native,
-                     op_terms, require_native, strided)
-
-
-def _index(bound, m, gen):
-    """[m] int64 positions in [0, bound), both ends included when m >= 2, repeats allowed."""
-    idx = torch.randint(0, max(bound, 1), (m,), generator=gen)
-    if m >= 2:
-        idx[0], idx[-1] = bound - 1, 0
-    return idx
-
-
-# (n, S, I, O, C, m): plain, empty batch, empty index, no classes, no sequence, batch of 1,
-# sequence dims, more classes than the CUDA register tile (16).
-LINEAR_CASES = [(4, 1, 7, 5, 3, 9), (0, 1, 7, 5, 3, 9), (4, 1, 7, 5, 3, 0), (3, 2, 4, 5, 0, 6),
-                (2, 0, 4, 5, 3, 6), (1, 1, 7, 5, 10, 35), (3, 5, 11, 13, 10, 17),
-                (2, 3, 6, 5, 20, 30)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("contiguous", [True, False])
-@pytest.mark.parametrize("n,S,I,O,C,m", LINEAR_CASES)
+@pytest.mark.parametrize("n,S,I,O,C,m", EMBED_LINEAR)
 def test_linear_matches_twin(device, dtype, contiguous, n, S, I, O, C, m):
     require_native(device, "masked_linear_grad")
-    gen = torch.Generator().manual_seed(n * 1000 + S * 100 + C * 10 + m)
-    a = torch.randn(n, S, I, generator=gen, dtype=dtype)                 # [n, S, I]
-    delta = torch.randn(C, n, S, O, generator=gen, dtype=dtype)          # [C, n, S, O]
-    index = _index(O * I, m, gen)                                        # [m]
-    args = [strided(t, contiguous).to(device) for t in (a, delta, index)]
+    args = [strided(t, contiguous).to(device) for t in embed_linear_args(n, S, I, O, C, m, dtype)]
     assert_op_matches_twin("masked_linear_grad", args)
 
 
-# (n, Cin, H, W, O, C, m, kernel, stride, padding, dilation, groups)
-CONV_CASES = [
-    (3, 4, 5, 6, 6, 3, 12, (1, 1), (1, 1), (0, 0), (1, 1), 1),     # 1x1
-    (2, 3, 8, 7, 5, 4, 20, (3, 3), (1, 1), (1, 1), (1, 1), 1),     # 3x3, same padding
-    (2, 4, 9, 8, 6, 3, 25, (3, 2), (2, 1), (1, 0), (1, 2), 2),     # non-square, groups=2
-    (2, 4, 7, 7, 4, 2, 16, (3, 3), (2, 2), (2, 1), (2, 1), 4),     # depthwise, wide padding
-    (2, 4, 6, 6, 8, 2, 16, (3, 3), (1, 1), (1, 1), (1, 1), 4),     # grouped, 2 outputs/group
-    (0, 3, 5, 5, 4, 3, 10, (3, 3), (1, 1), (1, 1), (1, 1), 1),     # empty batch
-    (2, 3, 5, 5, 4, 3, 0, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # empty index
-    (2, 3, 5, 5, 4, 0, 10, (3, 3), (1, 1), (1, 1), (1, 1), 1),     # no classes
-    (1, 2, 5, 4, 3, 18, 40, (3, 3), (1, 2), (0, 1), (1, 1), 1),    # batch of 1, C > 16
-]
-
-
-def _conv_inputs(n, Cin, H, W, O, C, m, kernel, stride, padding, dilation, groups, dtype, seed):
-    gen = torch.Generator().manual_seed(seed)
-    x, delta = conv_tensors(n, Cin, H, W, O, C, kernel, stride, padding, dilation, gen, dtype)
-    index = _index(O * Cin // groups * kernel[0] * kernel[1], m, gen)    # [m]
-    return [x, delta, index, list(kernel), list(stride), list(padding), list(dilation), groups]
-
-
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("contiguous", [True, False])
-@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("case", EMBED_CONV)
 def test_conv2d_matches_twin(device, dtype, contiguous, case):
     require_native(device, "masked_conv2d_grad")
-    args = _conv_inputs(*case, dtype, seed=sum(case[:7]))
+    args = embed_conv_args(*case, dtype)
     for j in range(3):
         args[j] = strided(args[j], contiguous).to(device)
     assert_op_matches_twin("masked_conv2d_grad", args)
@@ -77,7 +38,8 @@ def test_conv2d_matches_twin(device, dtype, contiguous, case):
 def test_conv2d_is_the_per_sample_weight_gradient():
     """Ground truth apart from the twin: autograd of F.conv2d, one sample and class at a time."""
     case = (2, 4, 9, 8, 6, 3, 0, (3, 2), (2, 1), (1, 0), (1, 2), 2)
-    x, delta, _, kernel, stride, padding, dilation, groups = _conv_inputs(*case, torch.float64, 1)
+    x, delta, _, kernel, stride, padding, dilation, groups = embed_conv_args(*case, torch.float64,
+                                                                            seed=1)
     weight = torch.zeros(6, 4 // groups, *kernel, dtype=torch.float64, requires_grad=True)
     index = torch.arange(weight.numel())
     op, geometry = torch.ops.fishermask_ext.masked_conv2d_grad, (kernel, stride, padding,
@@ -99,10 +61,10 @@ def test_opcheck(name, device):
     if name == "masked_linear_grad":
         gen = torch.Generator().manual_seed(0)
         args = (torch.randn(3, 2, 5, generator=gen), torch.randn(4, 3, 2, 6, generator=gen),
-                _index(30, 7, gen))
+                index_positions(30, 7, gen))
     else:
-        args = tuple(_conv_inputs(2, 4, 7, 6, 6, 3, 9, (3, 2), (2, 1), (1, 1), (1, 2), 2,
-                                  torch.float32, 0))
+        args = tuple(embed_conv_args(2, 4, 7, 6, 6, 3, 9, (3, 2), (2, 1), (1, 1), (1, 2), 2,
+                                     torch.float32, seed=0))
     args = tuple(a.to(device) if torch.is_tensor(a) else a for a in args)
     torch.library.opcheck(getattr(torch.ops.fishermask_ext, name).default, args)
 
@@ -119,8 +81,8 @@ def _bad_linear():
 
 
 def _bad_conv():
-    x, delta, index, *rest = _conv_inputs(2, 4, 7, 6, 6, 3, 9, (3, 2), (2, 1), (1, 1), (1, 2), 2,
-                                          torch.float32, 0)
+    x, delta, index, *rest = embed_conv_args(2, 4, 7, 6, 6, 3, 9, (3, 2), (2, 1), (1, 1), (1, 2),
+                                             2, torch.float32, seed=0)
     bound = 6 * 2 * 3 * 2
     yield (x, delta, torch.tensor([bound]), *rest), "index entries must be"
     yield (x, delta, torch.tensor([-1]), *rest), "index entries must be"

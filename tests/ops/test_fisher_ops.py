@@ -1,99 +1,62 @@
 """Native fisher_linear_sq / fisher_conv2d_sq / fisher_channel_sq (step A) against their
 pure-PyTorch twins and against autograd, opcheck, bad inputs, and memory bounded by the chunk.
 
-Tolerance: tol with the terms of testing.op_terms, against the float64 twin.
+Cases and tolerance: tests/op_cases.py.
 """
 
 import pytest
 import torch
 import torch.nn.functional as F
+from op_cases import (FISHER_CHANNEL, FISHER_CONV, FISHER_LINEAR, assert_op_matches_twin,
+                      fisher_channel_args, fisher_conv_args, fisher_linear_args, op_terms,
+                      strided)
+from testing import (DEVICES, DTYPES, needs_native, peak_bytes, require_native,
+                     run_under_narrower_isas)
 
 from fishermask_ext.testing import tol
-from testing import (DEVICES, DTYPES, assert_op_matches_twin, conv_tensors, needs_native,
-                     op_terms, peak_bytes, require_native, run_under_narrower_isas, strided)
 
 OPS = ["fisher_linear_sq", "fisher_conv2d_sq", "fisher_channel_sq"]
-
-
-# (n, S, I, O, C, chunk): S = 1 (the product of squared factors), shared weights S > 1, empty
-# batch, no classes, no positions, chunk larger than n, odd sizes that leave a partial chunk.
-LINEAR_CASES = [(5, 1, 7, 3, 2, 2), (5, 3, 4, 6, 3, 2), (0, 1, 7, 5, 3, 4), (4, 2, 3, 5, 0, 3),
-                (3, 0, 4, 5, 2, 2), (7, 1, 9, 5, 10, 16), (9, 4, 5, 7, 4, 4)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("contiguous", [True, False])
-@pytest.mark.parametrize("n,S,I,O,C,chunk", LINEAR_CASES)
-def test_linear_matches_twin(device, dtype, contiguous, n, S, I, O, C, chunk):
+@pytest.mark.parametrize("case", FISHER_LINEAR, ids=str)
+def test_linear_matches_twin(device, dtype, contiguous, case):
     require_native(device, "fisher_linear_sq")
-    gen = torch.Generator().manual_seed(n * 100 + S * 10 + C)
-    a = torch.randn(n, S, I, generator=gen, dtype=dtype)                  # [n, S, I]
-    delta = torch.randn(C, n, S, O, generator=gen, dtype=dtype)           # [C, n, S, O]
+    a, delta, chunk = fisher_linear_args(*case, dtype)
     assert_op_matches_twin("fisher_linear_sq", [strided(a, contiguous).to(device),
                                                 strided(delta, contiguous).to(device), chunk])
-
-
-# (n, Cin, H, W, O, C, kernel, stride, padding, dilation, groups, chunk)
-CONV_CASES = [
-    (3, 4, 5, 6, 6, 3, (1, 1), (1, 1), (0, 0), (1, 1), 1, 2),     # 1x1
-    (5, 3, 8, 7, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, 2),     # 3x3, same padding
-    (4, 4, 9, 8, 6, 3, (3, 2), (2, 1), (1, 0), (1, 2), 2, 3),     # strided, dilated, groups=2
-    (3, 4, 7, 7, 4, 2, (3, 3), (2, 2), (2, 1), (2, 1), 4, 1),     # depthwise, wide padding
-    (2, 4, 6, 6, 8, 2, (3, 3), (3, 2), (3, 3), (1, 1), 4, 5),     # padding wider than stride
-    (0, 3, 5, 5, 4, 3, (3, 3), (1, 1), (1, 1), (1, 1), 1, 2),     # empty batch
-    (2, 3, 5, 5, 4, 0, (3, 3), (1, 1), (1, 1), (1, 1), 1, 2),     # no classes
-    (7, 2, 5, 4, 3, 10, (3, 3), (1, 2), (0, 1), (1, 1), 1, 3),    # odd n, C = 10
-    # K = 144 (several column blocks of the CPU's fused tiles), C = 7 and 11 (unequal class blocks)
-    (3, 16, 6, 6, 5, 7, (3, 3), (1, 1), (1, 1), (1, 1), 1, 2),
-    (2, 16, 5, 5, 3, 11, (3, 3), (1, 1), (1, 1), (1, 1), 1, 4),
-]
-
-
-def _conv_inputs(n, Cin, H, W, O, C, kernel, stride, padding, dilation, groups, chunk, dtype,
-                 seed):
-    gen = torch.Generator().manual_seed(seed)
-    x, delta = conv_tensors(n, Cin, H, W, O, C, kernel, stride, padding, dilation, gen, dtype)
-    return [x, delta, list(kernel), list(stride), list(padding), list(dilation), groups, chunk]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("contiguous", [True, False, "sample_major"])
-@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("case", FISHER_CONV)
 def test_conv2d_matches_twin(device, dtype, contiguous, case):
     require_native(device, "fisher_conv2d_sq")
-    args = _conv_inputs(*case, dtype, seed=sum(case[:6]))
+    args = fisher_conv_args(*case, dtype)
     for j in range(2):
         args[j] = strided(args[j], contiguous).to(device)
     assert_op_matches_twin("fisher_conv2d_sq", args)
 
 
-# (C, n, O, L, with a): BatchNorm γ (with x̂), biases (without), empty batch, no positions;
-# L = 16 and 21: whole and partial runs of the kernel's 8 interleaved partial sums.
-CHANNEL_CASES = [(3, 5, 4, 6, True), (3, 5, 4, 6, False), (2, 0, 3, 4, True),
-                 (2, 3, 3, 0, True), (10, 7, 5, 1, False), (1, 9, 300, 3, True),
-                 (3, 4, 2, 16, False), (2, 3, 5, 21, True)]
-
-
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("contiguous", [True, False, "sample_major"])
-@pytest.mark.parametrize("C,n,O,L,with_a", CHANNEL_CASES)
-def test_channel_matches_twin(device, dtype, contiguous, C, n, O, L, with_a):
+@pytest.mark.parametrize("case", FISHER_CHANNEL, ids=str)
+def test_channel_matches_twin(device, dtype, contiguous, case):
     require_native(device, "fisher_channel_sq")
-    gen = torch.Generator().manual_seed(C * 100 + n * 10 + L)
-    delta = strided(torch.randn(C, n, O, L, generator=gen, dtype=dtype), contiguous)
-    a = strided(torch.randn(n, O, L, generator=gen, dtype=dtype), contiguous) if with_a else None
-    assert_op_matches_twin("fisher_channel_sq",
-                           [delta.to(device), a.to(device) if with_a else None])
+    args = [None if t is None else strided(t, contiguous).to(device)
+            for t in fisher_channel_args(*case, dtype)]
+    assert_op_matches_twin("fisher_channel_sq", args)
 
 
 @needs_native("cpu", "fisher_conv2d_sq")
 def test_conv2d_is_the_sum_of_squared_autograd_gradients():
     """Ground truth apart from the twin: autograd of F.conv2d, one sample and class at a time."""
-    x, delta, kernel, stride, padding, dilation, groups, _ = _conv_inputs(
-        *CONV_CASES[2], torch.float64, 1)
+    x, delta, kernel, stride, padding, dilation, groups, _ = fisher_conv_args(
+        *FISHER_CONV[2], torch.float64, seed=1)
     weight = torch.zeros(6, 4 // groups, *kernel, dtype=torch.float64, requires_grad=True)
     expected = torch.zeros_like(weight)
     for s in range(x.shape[0]):
@@ -113,7 +76,7 @@ def _opcheck_args(name):
     if name == "fisher_linear_sq":
         return (torch.randn(5, 3, 4, generator=gen), torch.randn(2, 5, 3, 6, generator=gen), 2)
     if name == "fisher_conv2d_sq":
-        return tuple(_conv_inputs(*CONV_CASES[2], torch.float32, 0))
+        return tuple(fisher_conv_args(*FISHER_CONV[2], torch.float32, seed=0))
     return (torch.randn(3, 4, 5, 6, generator=gen), torch.randn(4, 5, 6, generator=gen))
 
 
@@ -132,7 +95,7 @@ def _bad_inputs():
     yield "fisher_linear_sq", (a, delta[0], 2), "delta must be"
     yield "fisher_linear_sq", (a, delta.double(), 2), "one dtype"
     yield "fisher_linear_sq", (a.int(), delta.int(), 2), "float32 or float64"
-    x, d, *rest = _conv_inputs(*CONV_CASES[2], torch.float32, 0)
+    x, d, *rest = fisher_conv_args(*FISHER_CONV[2], torch.float32, seed=0)
     yield "fisher_conv2d_sq", (x, d, *rest[:-1], 0), "chunk"
     yield "fisher_conv2d_sq", (x[0], d, *rest), "x must be"
     yield "fisher_conv2d_sq", (x, d[..., :-1], *rest), "spatial dim"

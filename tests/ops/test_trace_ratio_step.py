@@ -3,7 +3,6 @@ C, NaN and layout rules, opcheck and the fake kernel's checks."""
 import pytest
 import torch
 
-import fishermask_ext as fm
 from fishermask_ext.ops import reference
 from fishermask_ext.testing import greedy_terms, tol
 
