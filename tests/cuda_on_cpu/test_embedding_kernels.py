@@ -12,28 +12,17 @@ pytestmark = pytest.mark.slow     # compiles csrc/cuda as host C++ first
 DTYPES = [torch.float32, torch.float64]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", EMBED_LINEAR, ids=str)
-def test_masked_linear_grad(shim, dtype, case):
-    assert_op_matches_twin("masked_linear_grad", embed_linear_args(*case, dtype), ops=shim)
+CASES = [(name, build, case) for name, build, cases in (
+    ("masked_linear_grad", embed_linear_args, EMBED_LINEAR),
+    ("masked_conv2d_grad", embed_conv_args, EMBED_CONV),
+    ("fisher_linear_sq", fisher_linear_args, FISHER_LINEAR),
+    ("fisher_conv2d_sq", fisher_conv_args, FISHER_CONV)) for case in cases]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", EMBED_CONV)
-def test_masked_conv2d_grad(shim, dtype, case):
-    assert_op_matches_twin("masked_conv2d_grad", embed_conv_args(*case, dtype), ops=shim)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", FISHER_LINEAR, ids=str)
-def test_fisher_linear_sq(shim, dtype, case):
-    assert_op_matches_twin("fisher_linear_sq", fisher_linear_args(*case, dtype), ops=shim)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", FISHER_CONV)
-def test_fisher_conv2d_sq(shim, dtype, case):
-    assert_op_matches_twin("fisher_conv2d_sq", fisher_conv_args(*case, dtype), ops=shim)
+@pytest.mark.parametrize("name, build, case", CASES, ids=[f"{n}-{c}" for n, _, c in CASES])
+def test_kernel_matches_twin(shim, dtype, name, build, case):
+    assert_op_matches_twin(name, build(*case, dtype), ops=shim)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
