@@ -73,7 +73,7 @@ def gains_tol(gains, twin_gains, *, D, C, steps):
     return bound
 
 
-def network_terms(model, x, fisher=False):
+def network_terms(model, x, fisher=False, product=False):
     """`terms` of tol for one entry of a per-sample gradient of `model` at a sample of x: the
     longest chain of rounded accumulations through a forward and a backward pass. A layer whose
     weight has fan-in k (in/groups·kernel) and fan-out o (out/groups·kernel) sums k terms forward
@@ -81,7 +81,9 @@ def network_terms(model, x, fisher=False):
     over its features, the softmax over the C classes; a layer called twice counts twice. The
     errors add along the chain (condition 1: the tests' networks are shallow and well scaled).
     With fisher, for the Fisher diagonal over all of x instead: the square of such a gradient
-    (twice its relative error), summed over the n samples and C classes."""
+    (twice its relative error), summed over the n samples and C classes. With product, only the
+    last step, the sum over a layer's positions: all that two computations sharing the forward
+    and backward passes (step C's backends) differ in."""
     chain, positions = [], [1]
 
     def count(module, inputs, out):
@@ -104,6 +106,8 @@ def network_terms(model, x, fisher=False):
         model.train(training)
         for h in handles:
             h.remove()
+    if product:
+        return max(positions)
     terms = sum(chain) + max(positions) + C
     return 2 * terms + len(x) * C if fisher else terms
 

@@ -57,4 +57,5 @@ def test_network_terms_counts_the_chain():
     model, x = torch.nn.Linear(5, 3), torch.randn(2, 5)
     assert network_terms(model, x) == 5 + 3 + 1 + 3
     assert network_terms(model, x, fisher=True) == 2 * 12 + 2 * 3
+    assert network_terms(torch.nn.Conv2d(2, 3, 3), torch.randn(1, 2, 5, 5), product=True) == 9
     assert model.training                              # left in the mode it was in

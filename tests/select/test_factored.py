@@ -5,7 +5,7 @@ import torch
 
 import fishermask_ext as fm
 from fishermask_ext import FactoredEmbeddings
-from fishermask_ext.testing import gains_tol, tol
+from fishermask_ext.testing import gains_tol, greedy_terms, tol
 
 
 def _random(N, C, d, Dr, dtype=torch.float64, seed=0, columns=False):
@@ -136,8 +136,10 @@ def test_float32_factored_equals_float64_factored_and_dense():
     b = fm.select_batch(E.to(torch.float64), K, **kw)
     c = fm.select_batch(E.dense(torch.float64), K, **kw)
     assert a[0].tolist() == b[0].tolist() == c[0].tolist()
-    twin = fm.select_batch(E.dense(torch.float64), K, backend="torch", **kw)
-    torch.testing.assert_close(a[1], b[1], **gains_tol(c[1], twin[1], D=27, C=4, steps=3 * K))
+    # a and b: one factored loop on the same values (float32 ones convert exactly): the same
+    # arithmetic up to its blocking, whatever the conditioning (condition 1).
+    torch.testing.assert_close(a[1], b[1], **tol(torch.float64, terms=greedy_terms(27, 4, 3 * K),
+                                                 magnitude=b[1]))
 
 
 @pytest.mark.parametrize("backend", ["native", "torch"])
