@@ -3,6 +3,7 @@ import torch
 
 from . import batches, hooks, state, stored
 from . import factored as factored_nn
+from .._checks import check_choice
 from .._progress import progress_bar
 from ..ops import resolve
 from ..store.factored import FactoredEmbeddings
@@ -45,8 +46,7 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
     Returns out (the store), or a new [N, C, D] tensor (or FactoredEmbeddings) in the model's
     dtype on `device`.
     """
-    if weighting not in hooks.WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {hooks.WEIGHTINGS}, got {weighting!r}")
+    check_choice(weighting, "weighting", hooks.WEIGHTINGS)
     _check_out_type(out)
     factored = factored_nn.check_factored(factored)
     if isinstance(out, torch.Tensor) and factored is True:

@@ -4,7 +4,10 @@ import hashlib
 
 import torch
 
-__all__ = ["eval_mode", "eval_with_grad", "no_tf32", "model_device", "logits_of", "model_fingerprint"]
+from .._checks import check_device
+
+__all__ = ["eval_mode", "eval_with_grad", "no_tf32", "model_device", "logits_of",
+           "model_fingerprint"]
 
 
 @contextlib.contextmanager
@@ -44,10 +47,11 @@ def eval_with_grad(model):
         yield
 
 
-def model_device(model, device):
-    """`device` if given, else the device of the model's first parameter or buffer (or CPU)."""
+def model_device(model, device=None):
+    """Where `model` runs: `device` if given (check_device), else the device of the model's
+    first parameter or buffer, else the CPU (a model without either, e.g. a bare nn.ReLU)."""
     if device is not None:
-        return torch.device(device)
+        return check_device(device)
     first = next(iter([*model.parameters(), *model.buffers()]), None)
     return first.device if first is not None else torch.device("cpu")
 
