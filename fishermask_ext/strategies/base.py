@@ -7,7 +7,7 @@ from torch import nn
 
 from .._checks import check_bool, check_budget, check_device, check_int
 from ..nn import batches
-from ..nn.state import eval_mode, logits_of, model_device
+from ..nn.state import check_input_dtype, eval_mode, logits_of, model_device, model_dtype
 
 __all__ = ["Strategy", "PoolView", "Picks"]
 
@@ -138,13 +138,12 @@ def _check_pool_dtype(model, pool):
     """TypeError unless a tensor pool fits the model's floating parameters: float images of
     their dtype (torch's own error is about mat1 and mat2), integers only for a model that
     embeds tokens (an nn.Embedding)."""
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    dtype = model_dtype(model)
     if not isinstance(pool, torch.Tensor) or dtype is None or pool.dtype == dtype:
         return
-    if pool.is_floating_point():
-        raise TypeError(f"pool is {pool.dtype} but the model's parameters are {dtype}; pass "
-                        f"pool.to({dtype}) (or the model in {pool.dtype})")
-    if not any(isinstance(m, nn.Embedding) for m in model.modules()):
+    check_input_dtype(pool, dtype, "pool")
+    tokens = any(isinstance(m, nn.Embedding) for m in model.modules())
+    if not pool.is_floating_point() and not tokens:
         raise TypeError(f"pool is {pool.dtype} but the model takes {dtype} inputs; convert the "
                         f"images as for training, e.g. pool.to({dtype}) / 255 and the same "
                         f"normalisation")

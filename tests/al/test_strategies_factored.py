@@ -40,6 +40,6 @@ def test_factored_default_same_picks_as_dense(view, name, options):
 
 
 def test_factored_option_checked_at_construction():
-    with pytest.raises(ValueError, match="factored must be True, False or 'auto', got 'yes'"):
+    with pytest.raises(ValueError, match="factored must be one of True, False, 'auto', got 'yes'"):
         strategies.get("bait", factored="yes")
     assert strategies.get("fishermask", factored=False).factored is False
