@@ -1,5 +1,6 @@
 """The package's layers: no import runs back up a layer (docs/DEVELOPING.md, "Layers"); the
-backend imports without the driver; the shared argument checks."""
+backend imports without the driver; the driver's names load on first access (the shared
+argument checks: tests/test_checks.py)."""
 import ast
 import pathlib
 import subprocess
@@ -9,7 +10,6 @@ import textwrap
 import pytest
 
 import fishermask_ext
-from fishermask_ext._checks import check_bool, check_budget, check_int
 from fishermask_ext.testing import subprocess_env
 
 
@@ -105,25 +105,3 @@ def test_driver_names_load_on_first_access():
     with pytest.raises(AttributeError, match="has no attribute 'loops'"):
         fishermask_ext.loops
 
-
-def test_check_int():
-    assert check_int(3, "k", minimum=1) == 3 and type(check_int(True + 2, "k")) is int
-    for bad in (True, 2.0, "2", None):
-        with pytest.raises(TypeError, match="k must be an int"):
-            check_int(bad, "k")
-    with pytest.raises(ValueError, match="k must be an int >= 1 and <= 5, got 6"):
-        check_int(6, "k", minimum=1, maximum=5)
-    with pytest.raises(ValueError, match="k must be an int >= 0, got -1"):
-        check_int(-1, "k", minimum=0)
-
-
-def test_check_bool_and_budget():
-    assert check_bool(False, "flag") is False
-    with pytest.raises(TypeError, match="flag must be True or False, got 1"):
-        check_bool(1, "flag")
-    assert check_budget(4, 4, "points") == 4
-    with pytest.raises(ValueError,
-                       match="budget must be between 1 and the 4 points, got 5; ask for at most 4"):
-        check_budget(5, 4, "points")
-    with pytest.raises(ValueError, match="budget must be between 1 and the 4 points, got 0"):
-        check_budget(0, 4, "points")

@@ -116,8 +116,6 @@ def _select(args):
     from ..select import select_batch, select_from_pool
     from . import pool_files
     pool_files.check_out(args.out, gains=args.gains)        # before any work
-    if (args.labeled_fisher is None) != (args.n_labeled is None):
-        raise ValueError("--labeled-fisher and --n-labeled go together: F_L and its n_L")
     store = embed_cmd.load_pool(args.embeddings)             # None: not a store folder
     pool, labeled = (store, None) if store is not None else pool_files.read_pool(args.embeddings)
     mask = None
@@ -125,9 +123,7 @@ def _select(args):
         if labeled is not None:
             raise ValueError(f"{args.embeddings} holds 'labeled' already; drop --labeled")
         mask, labeled = pool_files.read_labeled(args.labeled, pool.shape[0])
-    if args.labeled_fisher and labeled is not None:
-        raise ValueError("pass labeled embeddings (--labeled, or 'labeled' in the file) or "
-                         "--labeled-fisher, not both")
+    # labeled_fisher with n_labeled, and not with labeled embeddings: select_batch's checks.
     fisher = (None if args.labeled_fisher is None else
               _tensor(pool_files.read_array(args.labeled_fisher, "--labeled-fisher")))
     opts = dict(labeled_fisher=fisher, n_labeled=args.n_labeled, lamb=args.lamb,
