@@ -74,7 +74,7 @@ def preset_config(name, scale="full"):
         raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(available())}")
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    # Imported here: the cli imports this module for its flags, and `fishermask bench --help`
+    # Imported here: the cli imports this module for its flags, and `fishermask info`
     # must not load the driver's strategies (or torch) for them.
     import torch
     from .. import strategies
