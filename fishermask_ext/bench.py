@@ -131,12 +131,18 @@ def _plan(N, K, twin_rows, native):
     return runs
 
 
+def _has_native(pool, device):
+    """Whether select_batch has native kernels for `pool` on `device`."""
+    factored = isinstance(pool, FactoredEmbeddings)
+    return native_available(device, "factored_step" if factored else "greedy_select")
+
+
 def measure(pool, K, device, repeats=1, twin_rows=None, progress=None):
     """(rates, [run dicts]) of select_batch on `pool` (see the module docstring)."""
     N = pool.shape[0]
-    native = native_available(device, "factored_step" if isinstance(pool, FactoredEmbeddings)
-                              else "greedy_select")
-    runs = _plan(N, K, N if twin_rows is None else twin_rows, native)
+    runs = _plan(N, K, N if twin_rows is None else twin_rows, _has_native(pool, device))
+    if not runs:
+        raise ValueError(f"no native kernels for {device} and --twin-rows 0: nothing to time")
     with progress_bar(1 + len(runs) * (1 + repeats), progress, "bench", "call") as bar:
         rates = device_rates(device)
         bar.update(1)
@@ -239,7 +245,7 @@ def run(args):
              f"written), float64 GEMM {rates['dgemm_GFLOPs']:.1f} GFLOP/s",
              "rates: the counted work of the whole selection (Fisher, initial A and B, K steps;\n"
              "fishermask_ext/select/counts.py) over its time", "", *_table(runs), "", picks]
-    if not native_available(device):
+    if not _has_native(pool, device):
         lines.append(f"no native kernels for {device}: the twin only (python -m fishermask_ext "
                      f"info says why)")
     print("\n".join(lines))
