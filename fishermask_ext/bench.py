@@ -40,17 +40,17 @@ def add_parser(sub):
                        description=__doc__.split("\n\n")[2].replace("\n", " "))
     b.add_argument("--shape", required=True, metavar="N,C,D",
                    help="the pool: N candidates, C classes, D columns (e.g. 20000,10,1402)")
-    b.add_argument("--budget", type=int, required=True, help="K, the number of points to pick")
+    b.add_argument("--budget", type=int, required=True, metavar="K", help="K, the number of points to pick")
     b.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default: cpu)")
     b.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="the pool's storage type (default: float32)")
     b.add_argument("--factored", action="store_true",
                    help="a FactoredEmbeddings pool: D = C·d̄ + D_r (see --d-bar)")
-    b.add_argument("--d-bar", type=int, default=None,
+    b.add_argument("--d-bar", type=int, default=None, metavar="D_BAR",
                    help="d̄ of --factored (default: D // C, the rest D_r = D − C·d̄)")
-    b.add_argument("--repeats", type=int, default=1,
+    b.add_argument("--repeats", type=int, default=1, metavar="R",
                    help="timed calls of each engine; the best counts (default: 1)")
-    b.add_argument("--twin-rows", type=int, default=None,
+    b.add_argument("--twin-rows", type=int, default=None, metavar="M",
                    help="time the twin on the first M rows only (native is timed on them too, "
                         "for the ratio); 0: no twin (default: all N rows)")
     b.add_argument("--json", default=None, metavar="PATH", help="also write the figures here")
