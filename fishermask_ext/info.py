@@ -59,9 +59,9 @@ def _extension_lines():
 def _cpu_isa_line():
     cap = os.environ.get("FISHERMASK_CPU_ISA")
     return (f"CPU instruction set: torch's choice {torch.backends.cpu.get_cpu_capability()} "
-            f"(torch.backends.cpu.get_cpu_capability()); no op reports the one these kernels "
-            f"chose: csrc/cpu/isa.h takes AVX-512 (avx512f and avx512dq), else AVX2 with FMA, "
-            f"else SSE2" + (f", capped by FISHERMASK_CPU_ISA={cap}" if cap else ""))
+            f"(torch.backends.cpu.get_cpu_capability());\n  no op reports the one these "
+            f"kernels chose: csrc/cpu/isa.h takes AVX-512 (avx512f and avx512dq),\n  else AVX2 "
+            f"with FMA, else SSE2" + (f"; capped by FISHERMASK_CPU_ISA={cap}" if cap else ""))
 
 
 def _kernel_table():
