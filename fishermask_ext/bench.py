@@ -143,8 +143,8 @@ def measure(pool, K, device, repeats=1, twin_rows=None, progress=None):
     runs = _plan(N, K, N if twin_rows is None else twin_rows, _has_native(pool, device))
     if not runs:
         raise ValueError(f"no native kernels for {device} and --twin-rows 0: nothing to time")
-    with progress_bar(1 + len(runs) * (1 + repeats), progress, "bench", "call") as bar:
-        rates = device_rates(device)
+    with progress_bar(2 + len(runs) * (1 + repeats), progress, "bench", "call") as bar:
+        before = device_rates(device)
         bar.update(1)
         out = []
         for engine, rows in runs:
@@ -160,7 +160,11 @@ def measure(pool, K, device, repeats=1, twin_rows=None, progress=None):
                 best = min(best, seconds)
                 bar.update(1)
             out.append(dict(engine=engine, rows=rows, seconds=best, picks=picks.tolist()))
-    return rates, out
+        # Peaks before and after, the better of each: a short measurement that other work on a
+        # shared machine slowed would otherwise understate them and overstate every share.
+        after = device_rates(device)
+        bar.update(1)
+    return {k: max(before[k], after[k]) for k in before}, out
 
 
 def _figures(runs, rates, shape, K, itemsize, device, factors):
@@ -241,8 +245,8 @@ def run(args):
     _figures(runs, rates, shape, K, dtype.itemsize, device, factors)
     ok, picks = _agreement(runs)
     lines = [_describe(shape, K, args.dtype, device, factors, args.repeats),
-             f"measured now on {device}: copy {rates['copy_GBs']:.1f} GB/s (bytes read + "
-             f"written), float64 GEMM {rates['dgemm_GFLOPs']:.1f} GFLOP/s",
+             f"measured before and after on {device} (the better): copy {rates['copy_GBs']:.1f} "
+             f"GB/s (bytes read + written), float64 GEMM {rates['dgemm_GFLOPs']:.1f} GFLOP/s",
              "rates: the counted work of the whole selection (Fisher, initial A and B, K steps;\n"
              "fishermask_ext/select/counts.py) over its time", "", *_table(runs), "", picks]
     if not _has_native(pool, device):
