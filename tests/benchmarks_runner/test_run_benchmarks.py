@@ -13,9 +13,9 @@ import time
 import pytest
 
 import matplotlib
-import run as bench
+import run as runner
 import run_group
-import run_report as bench_report
+import run_report
 
 from fishermask_ext.testing import subprocess_env
 
@@ -47,7 +47,7 @@ def test_quick_runs_every_benchmark_and_writes_table_and_plot(tmp_path):
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert cpu < QUICK_CPU_S, f"--quick used {cpu:.1f} CPU s"
     table = json.loads((out / "results.json").read_text())
-    selected, _ = bench.collect()
+    selected, _ = runner.collect()
     ran = [d for d in selected if d[3] is None]                # not skipped on this machine
     assert sorted(r["name"] for r in table["benchmarks"]) == sorted(
         d[0].split("::")[-1] for d in ran)
@@ -56,16 +56,16 @@ def test_quick_runs_every_benchmark_and_writes_table_and_plot(tmp_path):
     assert "smoke sizes" in md and "| test_select_pool_size[native-N/4] |" in md
     png = (out / "select-time.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
-    points = bench_report.series(bench_report.rows(
+    points = run_report.series(run_report.rows(
         json.loads((out / "pytest-benchmark.json").read_text())))
     assert {m for m, d in points} == {"native", "twin", "direct"}
     assert [n for n, _, _ in points[("native", "float32")]] == [10, 20, 40]
 
 
 def test_list_shows_every_benchmark_and_the_estimate(capsys):
-    assert bench.main(["--list"]) == 0
+    assert runner.main(["--list"]) == 0
     printed = capsys.readouterr().out
-    selected, _ = bench.collect()
+    selected, _ = runner.collect()
     for nodeid, *_ in selected:
         assert nodeid.split("::", 1)[1] in printed
     assert "bench_select.py (about 68 min at full size)" in printed
@@ -75,10 +75,10 @@ def test_list_shows_every_benchmark_and_the_estimate(capsys):
 def test_default_run_says_how_long(monkeypatch, tmp_path, capsys):
     """-k pool_size keeps 6 of bench_select's 15 benchmarks: the estimate is prorated."""
     calls = []
-    monkeypatch.setattr(bench, "run_child", lambda cmd, cwd, env=None: calls.append(cmd) or 0)
-    assert bench.main(["-k", "pool_size", "--out", str(tmp_path / "b")]) == 0
+    monkeypatch.setattr(runner, "run_child", lambda cmd, cwd, env=None: calls.append(cmd) or 0)
+    assert runner.main(["-k", "pool_size", "--out", str(tmp_path / "b")]) == 0
     printed = capsys.readouterr().out
-    minutes = bench.file_minutes()["bench_select.py"]
+    minutes = runner.file_minutes()["bench_select.py"]
     assert f"about {minutes * 6 / 15:.0f} min" in printed
     cmd = calls[0]
     assert cmd[:3] == [sys.executable, "-m", "pytest"] and cmd[3].endswith("benchmarks")
@@ -88,9 +88,9 @@ def test_default_run_says_how_long(monkeypatch, tmp_path, capsys):
 
 
 def test_out_folder_is_checked_first(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(bench, "run_child", lambda cmd, cwd, env=None: pytest.fail("must not run"))
+    monkeypatch.setattr(runner, "run_child", lambda cmd, cwd, env=None: pytest.fail("must not run"))
     (tmp_path / "old").mkdir()
-    assert bench.main(["--quick", "--out", str(tmp_path / "old")]) == 2
+    assert runner.main(["--quick", "--out", str(tmp_path / "old")]) == 2
     assert "already exists; bench never overwrites" in capsys.readouterr().err
 
 
@@ -164,17 +164,17 @@ def test_report_table_and_plot_from_benchmark_json(tmp_path):
                machine_info={}, commit_info={})
     path = tmp_path / "raw.json"
     path.write_text(json.dumps(raw))
-    paths = bench_report.write(str(path), str(tmp_path), command=bench.COMMAND)
+    paths = run_report.write(str(path), str(tmp_path), command=runner.COMMAND)
     assert set(paths) == {"markdown", "json", "plot"}
     md = (tmp_path / "results.md").read_text()
     assert "| g | t[native-20] | 0.02 | 0.02 | 0.02 | 3 | C=3, D=5, K=2, note=1.5 |" in md
     assert "| other |" in md
-    series = bench_report.series(bench_report.rows(raw))
+    series = run_report.series(run_report.rows(raw))
     assert [p[:2] for p in series[("twin", "float32")]] == [(10, 0.03), (20, 0.06)]
     raw["benchmarks"] = raw["benchmarks"][-1:]              # no selection points: no plot
     path.write_text(json.dumps(raw))
     os.remove(paths["plot"])
-    assert "plot" not in bench_report.write(str(path), str(tmp_path))
+    assert "plot" not in run_report.write(str(path), str(tmp_path))
     assert not os.path.exists(paths["plot"])
 
 
@@ -199,7 +199,7 @@ def test_plot_tells_the_dtypes_apart(monkeypatch, tmp_path):
     table = [dict(name=f"{m}-{d}-{n}", min_s=0.1 * n, extra=dict(method=m, dtype=d,
                                                                  pool_size=n))
              for m in ("native", "twin") for d in ("float32", "float64") for n in (10, 20)]
-    assert bench_report.plot(table, str(tmp_path / "p.png"), "t")
+    assert run_report.plot(table, str(tmp_path / "p.png"), "t")
     lines = {line.get_label(): line for line in figures[0].axes[0].get_lines()}
     for method in ("native", "twin"):
         a, b = lines[f"{method} float32"], lines[f"{method} float64"]
@@ -211,7 +211,7 @@ def test_plot_tells_the_dtypes_apart(monkeypatch, tmp_path):
 def test_a_failed_run_leaves_no_empty_folder(tmp_path, capsys):
     """Issue 24, item 19: a bench run that measured nothing left an empty results folder."""
     out = tmp_path / "bench"
-    assert bench.main(["--quick", "-k", "no_such_benchmark_here", "--out", str(out)]) == 5
+    assert runner.main(["--quick", "-k", "no_such_benchmark_here", "--out", str(out)]) == 5
     assert not out.exists()
     assert "nothing was measured (pytest status 5); removed the empty folder" in \
         capsys.readouterr().out
