@@ -16,8 +16,11 @@ from fishermask_ext.testing import subprocess_env
 # Each package or top-level module of fishermask_ext and its floor; a module may import its own
 # floor and those below, never one above or a sibling on the same floor (al and adapters).
 # Every module must be listed, so that new code is placed on purpose (DEVELOPING.md says where).
-FLOORS = {"_checks": 0, "_files": 0, "_progress": 0,
+FLOORS = {"_checks": 0, "_files": 0, "_progress": 0, "_version": 0,
           "ops": 1, "store": 2, "select": 3, "nn": 4, "distributed": 5, "strategies": 6,
+          # The `fishermask bench` and `fishermask info` commands need the backend only, so an
+          # install without the al extra has them; al's command line lists them.
+          "bench": 6, "info": 6,
           "al": 7, "adapters": 7,
           # The front: the package's names (the driver's are lazy, PEP 562), the command, and
           # the test support shared with benchmarks/.

@@ -73,7 +73,7 @@ def preset_config(name, scale="full"):
     `scale` ("full" or "small")."""
     check_choice(name, "preset", available())
     check_choice(scale, "scale", SCALES)
-    # Imported here: the cli imports this module for its flags, and `fishermask bench --help`
+    # Imported here: the cli imports this module for its flags, and `fishermask info`
     # must not load the driver's strategies (or torch) for them.
     import torch
     from .. import strategies
