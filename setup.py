@@ -9,6 +9,7 @@ Install with `pip install --no-build-isolation -e ".[al]"` after torch (see READ
 `[al]` only the backend's dependencies come (torch, numpy).
 """
 import glob
+import json
 import os
 
 from setuptools import find_packages, setup
@@ -26,6 +27,13 @@ AL_REQUIRES = ["scikit-learn", "matplotlib", "tqdm"]   # the active-learning dri
 # the query conventions of both versions. baal < 2.1 pins numpy < 2.
 ADAPTER_REQUIRES = {"skactiveml": ["scikit-activeml>=1.0", "skorch>=1.2"], "baal": ["baal>=2.1"],
                     "modal": ["modAL-python>=0.4.1"]}
+
+
+def _version():
+    """fishermask_ext/_version.py's __version__ (its one home), read without importing the package."""
+    scope = {}
+    exec(open(os.path.join(HERE, "fishermask_ext", "_version.py")).read(), scope)
+    return scope["__version__"]
 
 
 def _flag(name):
@@ -68,9 +76,37 @@ def _extension():
     return CppExtension("fishermask_ext.ops._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
 
 
+class _BuildExt(BuildExtension.with_options(use_ninja=True)):
+    """build_ext that also records what it built, next to the extension
+    (fishermask_ext/ops/_build_info.json): `python -m fishermask_ext info` reports it, since
+    neither torch nor the compiled module can say which CUDA archs this build holds."""
+
+    def build_extensions(self):
+        super().build_extensions()
+        ext = self.extensions[0]
+        path = os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), "_build_info.json")
+        with open(path, "w") as f:
+            json.dump(_build_info(ext), f, indent=1)
+
+
+def _build_info(ext):
+    cuda = any(src.endswith(".cu") for src in ext.sources)
+    info = dict(torch=torch.__version__, torch_cuda=torch.version.cuda, cuda=cuda,
+                debug=_flag("FISHERMASK_DEBUG"), cuda_archs=None,
+                TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST"))
+    if cuda:
+        try:   # the -gencode flags torch's build passes to nvcc (a private helper of torch)
+            from torch.utils.cpp_extension import _get_cuda_arch_flags
+            flags = _get_cuda_arch_flags()
+            info["cuda_archs"] = sorted({f.split("code=")[1] for f in flags if "code=" in f})
+        except Exception as exc:     # noqa: BLE001  (a record, never a failed build)
+            info["cuda_archs"] = f"unknown ({type(exc).__name__}: {exc})"
+    return info
+
+
 setup(
     name="fishermask_ext",
-    version="0.1.0",
+    version=_version(),
     description="Fused CPU/CUDA kernels for Fisher-information active learning (FisherMask, BAIT)",
     packages=find_packages(include=["fishermask_ext", "fishermask_ext.*"]),
     python_requires=">=3.10",
@@ -80,7 +116,7 @@ setup(
                     "adapters": sorted({r for reqs in ADAPTER_REQUIRES.values() for r in reqs}),
                     "test": ["pytest", "pytest-benchmark", *AL_REQUIRES]},   # tests cover al too
     ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": _BuildExt},
     entry_points={"console_scripts": ["fishermask=fishermask_ext.al.cli:main"]},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},   # torch builds with Py_LIMITED_API 3.10
 )

@@ -51,7 +51,7 @@ from fishermask_ext.testing import (batch_fisher_diagonal, batch_graph_embedding
                                     loop_fisher_diagonal, max_error, network_terms,
                                     subprocess_env, tol)
 
-# What `fishermask bench` prints before a full run: an estimate, not a timed whole run (this
+# What benchmarks/run.py prints before a full run: an estimate, not a timed whole run (this
 # file was never timed end to end here): the per-method rates of RESULTS-embed.md (about 70 s
 # of timed calls), the same calls again in the peak-memory subprocesses, their start-ups and
 # the float64 truth, plus step A's two methods (fisher:native, fisher:old).

@@ -13,7 +13,7 @@ factors and on the dense matrix, and a pool of 10⁶ candidates on one machine.
   to change it), in a child process: total, initialisation (Fisher and A/B), per step, peak RSS.
 Random factors: G, h̄ and R with the real shapes; the picks do not depend on the model.
 """
-# What `fishermask bench` prints before a full run (2-core machine, idle, estimated from the
+# What benchmarks/run.py prints before a full run (2-core machine, idle, estimated from the
 # pieces timed while writing it): BAIT's dense selection dominates.
 FULL_RUN_MINUTES = 45
 import json

@@ -7,7 +7,8 @@
   against which every figure below is stated;
 - selection, N = 50,000, C = 10, D = 1,402, K = 1,000 (K·C = 7·D), float32 and float64: native
   whole call; float32 picks must equal float64 picks; one greedy step's bytes and FLOPs as counted
-  (step_counts: the W/Z producer and the update-and-score kernel of docs/SCALING.md), its
+  (fishermask_ext/select/counts.py, step_counts: the W/Z producer and the update-and-score
+  kernel of docs/SCALING.md, with the products' round trip between them), its
   achieved GB/s and GFLOP/s, and those as fractions of the copy and GEMM rates; the twin's per-step time on the same pool (K = 50) for the ratio;
 - embeddings, the narrow ResNet-18 on 50,000 random 3x32x32 images, D = 1,402: step A (the
   Fisher mask on 1,024 images) and step C (masked_grad_embeddings), images per second.
@@ -21,7 +22,9 @@ import pytest
 import torch
 
 import fishermask_ext as fm
+from fishermask_ext.bench import device_rates
 from fishermask_ext.ops import reference
+from fishermask_ext.select.counts import step_counts
 from fishermask_ext.ops.sizes import BLOCK
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -69,27 +72,10 @@ def _cuda_time(fn, repeat=1):
     return best, out
 
 
-def step_counts(N, C, D, itemsize):
-    """(bytes, FLOPs) of one greedy step on N candidates, as the CUDA kernels move and compute
-    them: the producer reads X once and writes WZ [N, C, 2C] f64 (2·C·D·2C FLOPs per candidate);
-    the update reads WZ and A, B, writes A, B and the score; per candidate its C×C products
-    (T = WS, A -= TWᵀ, G = Z - ½TQ, B's symmetric half: 8C³) and score (Cholesky 2C³/3, two
-    triangular solves 2C³) take about 10.7·C³ FLOPs."""
-    producer_bytes = N * C * D * itemsize + N * C * 2 * C * 8
-    update_bytes = N * C * 2 * C * 8 + 4 * N * C * C * 8 + N * 9
-    flops = N * (2 * C * D * 2 * C + (8 + 2 / 3 + 2) * C ** 3)
-    return producer_bytes + update_bytes, flops
-
-
 def test_rates(sizes):
     """The device's copy and float64 GEMM rates: the yardsticks of the figures below."""
-    n, m = (1 << 24, 512) if sizes else (1 << 28, 8192)   # bytes copied, GEMM size
-    a = torch.empty(n // 4, dtype=torch.float32, device=DEVICE).fill_(1.0)
-    b = torch.empty_like(a)
-    tc, _ = _cuda_time(lambda: b.copy_(a), 5)
-    x = torch.randn(m, m, dtype=torch.float64, device=DEVICE)
-    tg, _ = _cuda_time(lambda: x @ x, 3)
-    FIGURES["rates"] = dict(device=DEVICE, copy_GBs=2 * n / tc / 1e9, dgemm_GFLOPs=2 * m ** 3 / tg / 1e9)
+    sizes = (1 << 24, 512) if sizes else (1 << 28, 8192)   # bytes copied, GEMM size
+    FIGURES["rates"] = dict(device=DEVICE, **device_rates(torch.device(DEVICE), sizes))
     print(FIGURES["rates"])
     assert FIGURES["rates"]["copy_GBs"] > 0 and FIGURES["rates"]["dgemm_GFLOPs"] > 0
 
@@ -117,7 +103,7 @@ def test_select_gpu(sizes):
     el = torch.ones(N, dtype=torch.bool, device=DEVICE)
     step = torch.ops.fishermask_ext.trace_ratio_step
     ts, _ = _cuda_time(lambda: step(A, B, X, UV, 1.0, eye, eye, el, 1.0), 5)
-    step_bytes, step_flops = step_counts(N, C, D, X.element_size())
+    step_bytes, step_flops = step_counts(N, C, D, X.element_size(), round_trip=True)
     rates = FIGURES.get("rates", {})
     FIGURES["select"] = dict(
         case=s, float32_s=t32, float64_s=t64, float32_equals_float64=agree == s["K"],

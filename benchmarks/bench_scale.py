@@ -19,7 +19,7 @@ import pytest
 
 from fishermask_ext.testing import subprocess_env
 
-# What `fishermask bench` prints before a full run: an estimate, not a timed run: two worlds of
+# What benchmarks/run.py prints before a full run: an estimate, not a timed run: two worlds of
 # 100 steps over a 205 MB pool (about 2 GFLOP each, plus process start-ups), about 2 minutes,
 # and the store case, whose two selections took 301 s and 149 s in the README's run at 085e19d,
 # plus writing its 4.5 GB store.

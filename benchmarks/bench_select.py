@@ -7,14 +7,14 @@ Three cases:
 - the classic one, N = 5000, C = 10, D = 1402, K = 50 (K·C < D): native vs twin vs the direct
   formula (fishermask_ext.testing.direct_select in the dtype of X, as the reference computes);
 - the classic one in float32 at N/4 and N/2 as well: time against pool size per method (the plot
-  `fishermask bench` draws);
+  benchmarks/run.py draws);
 - a real-scale one, N = 20000, C = 10, D = 1402, K = 500, float32 (K·C = 3.6·D, where float32
   arithmetic would lose the argmax): native vs twin, the agreement of float32 picks with float64
   picks of the same values, and the step's achieved GFLOP/s and GB/s against this machine's
   measured float64 GEMM rate and copy bandwidth.
 Every method's picks are checked before its time counts; the summary is printed at the end.
 """
-# What `fishermask bench` prints before a full run: run 4 (benchmarks/RESULTS-select.md) took
+# What benchmarks/run.py prints before a full run: run 4 (benchmarks/RESULTS-select.md) took
 # 59.6 minutes on the 2-core AVX2 machine; the pool-size case adds about 8 (its N/4 and N/2
 # calls scaled linearly from run 4's N = 5,000 float32 times: 3 native, 3 twin, 1 direct each).
 FULL_RUN_MINUTES = 68
@@ -150,7 +150,7 @@ def _check_picks(picks, method, X, K, float64_picks, float32_native):
 
 
 def _tag(benchmark, method, X, K):
-    """What `fishermask bench` plots: time against pool size, one line per method and dtype."""
+    """What benchmarks/run.py plots: time against pool size, one line per method and dtype."""
     N, C, D = X.shape
     benchmark.extra_info.update(method=method, dtype=str(X.dtype).replace("torch.", ""),
                                 pool_size=N, C=C, D=D, K=K)

@@ -1,11 +1,11 @@
 """Benchmark sizing: tiny inputs for the smoke pass (benchmarks disabled) and for
-`fishermask bench --quick` (benchmarks timed, `--smoke-sizes`), full ones otherwise."""
+`python benchmarks/run.py --quick` (benchmarks timed, `--smoke-sizes`), full ones otherwise."""
 import pytest
 
 
 def pytest_addoption(parser):
     parser.addoption("--smoke-sizes", action="store_true", default=False,
-                     help="time every benchmark at its smoke sizes (fishermask bench --quick)")
+                     help="time every benchmark at its smoke sizes (benchmarks/run.py --quick)")
 
 
 @pytest.fixture(scope="session")

@@ -48,20 +48,8 @@ versions() {   # nvcc on PATH, and its CUDA major version equal to torch's
   fi
   [ "${torch_cuda%%.*}" = "${nvcc_cuda%%.*}" ] || { echo "CUDA major differs: torch ${torch_cuda}, nvcc ${nvcc_cuda}"; return 1; }
 }
-info() {
-  "$PY" - <<'EOF'
-import torch
-import fishermask_ext as f
-from fishermask_ext.ops import native_available
-ops = ["trace_ratio_step", "trace_ratio_update", "greedy_select", "masked_linear_grad",
-       "masked_conv2d_grad", "fisher_linear_sq", "fisher_conv2d_sq", "fisher_channel_sq"]
-print("fishermask_ext", f.__version__, "torch", torch.__version__, "CUDA", torch.version.cuda)
-for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-    print(dev, {op: native_available(dev, op) for op in ops})
-EOF
-}
 export DRY PY
-export -f versions info   # run by `timeout` in a child bash
+export -f versions   # run by `timeout` in a child bash
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 stage versions 30 bash -c versions || { [ "$DRY" = 1 ] || { echo "see $OUT/versions.log"; exit 1; }; }
 if [ "$DRY" = 1 ]; then   # setup.py's configuration without compiling: CI built the CPU module,
@@ -70,7 +58,7 @@ else
   stage build 300 env FISHERMASK_FORCE_CUDA=1 MAX_JOBS=16 "$PY" setup.py build_ext --inplace \
     || { echo "build failed: see $OUT/build.log"; exit 1; }
 fi
-stage info 60 bash -c info
+stage info 60 "$PY" -m fishermask_ext info   # versions, native kernels per op and device, archs
 if [ "$DRY" = 1 ]; then   # the CUDA kernels themselves, on the CPU
   stage tests 300 "$PY" -m pytest -q -x -p no:cacheprovider tests -k cuda --ignore=tests/adapters \
     --junitxml="$OUT/tests.xml"

@@ -19,8 +19,8 @@ from .nn import (MLP, ParamMask, ResNet18Narrow, SmallCNN, fisher_diagonal, fish
                  get_model, masked_grad_embeddings, random_mask)
 from .select import fisher_matrix, select_batch, select_from_pool
 from .store import EmbeddingStore, FactoredEmbeddings, open_store
+from ._version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["select_batch", "select_from_pool", "fisher_matrix", "native_available",
            "FactoredEmbeddings",
            "EmbeddingStore", "open_store",

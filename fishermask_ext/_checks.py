@@ -1,9 +1,12 @@
-"""Argument checks shared by every layer (select, nn, al): one wording for each rule."""
+"""Argument checks shared by every layer (ops to adapters): one wording for each rule, one error
+type for each (TypeError for a wrong type, ValueError for a value out of range or choices)."""
+import math
 import numbers
 
 import torch
 
-__all__ = ["check_int", "check_bool", "check_budget", "check_device"]
+__all__ = ["check_int", "check_bool", "check_number", "check_fraction", "check_choice",
+           "check_keys", "check_budget", "check_device"]
 
 
 def check_int(value, name, minimum=None, maximum=None):
@@ -25,6 +28,52 @@ def check_bool(value, name):
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def check_number(value, name, *, positive=False, minimum=None):
+    """`value` as a finite float; TypeError unless it is a real number (bool is not),
+    ValueError for NaN or ±Inf (NaN passes every comparison), for value <= 0 with `positive`,
+    and below `minimum` (None: no bound)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def check_fraction(value, name, low_open=True):
+    """`value` as a float in (0, 1] (low_open: a share that must keep something) or [0, 1];
+    TypeError unless it is a real number (bool is not), ValueError outside the interval."""
+    value = check_number(value, name)
+    if not (0 < value <= 1 if low_open else 0 <= value <= 1):
+        raise ValueError(f"{name} must be a fraction in {'(' if low_open else '['}0, 1], got "
+                         f"{value!r}")
+    return value
+
+
+def check_choice(value, name, choices):
+    """`value` unchanged; ValueError unless it is one of `choices` (the message lists them in
+    the order given). A value of another type than the choices is not one of them (True is
+    not 1)."""
+    if not any(isinstance(value, type(c)) and isinstance(value, bool) == isinstance(c, bool)
+               and value == c for c in choices):
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got "
+                         f"{value!r}")
+    return value
+
+
+def check_keys(given, valid, owner):
+    """TypeError naming the keyword options in `given` that `owner` (e.g. "strategy 'bait'")
+    does not have, and listing those it has (in the order of `valid`)."""
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise TypeError(f"{owner} has no option {', '.join(unknown)}; its options: "
+                        f"{', '.join(valid)}")
 
 
 def check_budget(budget, available, what):

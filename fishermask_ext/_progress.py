@@ -24,6 +24,9 @@ class NoBar:
     def update(self, n):
         pass
 
+    def set_postfix_str(self, s):
+        pass
+
     def refresh(self):
         pass
 

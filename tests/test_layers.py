@@ -1,4 +1,8 @@
-"""The package's layers: the backend imports without the driver; the shared argument checks."""
+"""The package's layers: no import runs back up a layer (docs/DEVELOPING.md, "Layers"); the
+backend imports without the driver; the driver's names load on first access (the shared
+argument checks: tests/test_checks.py)."""
+import ast
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -6,8 +10,60 @@ import textwrap
 import pytest
 
 import fishermask_ext
-from fishermask_ext._checks import check_bool, check_budget, check_int
 from fishermask_ext.testing import subprocess_env
+
+
+# Each package or top-level module of fishermask_ext and its floor; a module may import its own
+# floor and those below, never one above or a sibling on the same floor (al and adapters).
+# Every module must be listed, so that new code is placed on purpose (DEVELOPING.md says where).
+FLOORS = {"_checks": 0, "_files": 0, "_progress": 0, "_version": 0,
+          "ops": 1, "store": 2, "select": 3, "nn": 4, "distributed": 5, "strategies": 6,
+          # The `fishermask bench` and `fishermask info` commands need the backend only, so an
+          # install without the al extra has them; al's command line lists them.
+          "bench": 6, "info": 6,
+          "al": 7, "adapters": 7,
+          # The front: the package's names (the driver's are lazy, PEP 562), the command, and
+          # the test support shared with benchmarks/.
+          "__init__": 8, "__main__": 8, "testing": 8}
+PACKAGE = pathlib.Path(fishermask_ext.__file__).parent
+
+
+def _imports(path, package):
+    """The fishermask_ext modules `path` imports anywhere (top level or inside a function)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - max(node.level - 1, 0)]
+            module = ".".join(base + [node.module]) if node.level and node.module else \
+                ".".join(base) if node.level else node.module
+            # `from . import x` names modules; `from .m import x` names attributes of m.
+            yield from ([f"{module}.{a.name}" for a in node.names] if not node.module
+                        else [module])
+
+
+def _floor(module):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_no_import_runs_back_up_a_layer():
+    wrong, unplaced = [], set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        package = module if rel.name == "__init__" else module.rsplit(".", 1)[0]
+        here = _floor(module) if rel.name != "__init__" or len(rel.parts) > 2 else "__init__"
+        unplaced |= {here} - set(FLOORS)
+        for target in _imports(path, package):
+            if not target.startswith("fishermask_ext.") or _floor(target) == here:
+                continue
+            there = _floor(target)
+            unplaced |= {there} - set(FLOORS)
+            if there in FLOORS and here in FLOORS and FLOORS[there] >= FLOORS[here]:
+                wrong.append(f"{module} imports {target}")
+    assert not unplaced, f"modules on no floor (add them to FLOORS and DEVELOPING.md): {unplaced}"
+    assert not wrong, "imports that run up a layer or sideways:\n" + "\n".join(wrong)
 
 
 def test_importing_the_backend_loads_no_driver_and_no_driver_dependency():
@@ -52,25 +108,3 @@ def test_driver_names_load_on_first_access():
     with pytest.raises(AttributeError, match="has no attribute 'loops'"):
         fishermask_ext.loops
 
-
-def test_check_int():
-    assert check_int(3, "k", minimum=1) == 3 and type(check_int(True + 2, "k")) is int
-    for bad in (True, 2.0, "2", None):
-        with pytest.raises(TypeError, match="k must be an int"):
-            check_int(bad, "k")
-    with pytest.raises(ValueError, match="k must be an int >= 1 and <= 5, got 6"):
-        check_int(6, "k", minimum=1, maximum=5)
-    with pytest.raises(ValueError, match="k must be an int >= 0, got -1"):
-        check_int(-1, "k", minimum=0)
-
-
-def test_check_bool_and_budget():
-    assert check_bool(False, "flag") is False
-    with pytest.raises(TypeError, match="flag must be True or False, got 1"):
-        check_bool(1, "flag")
-    assert check_budget(4, 4, "points") == 4
-    with pytest.raises(ValueError,
-                       match="budget must be between 1 and the 4 points, got 5; ask for at most 4"):
-        check_budget(5, 4, "points")
-    with pytest.raises(ValueError, match="budget must be between 1 and the 4 points, got 0"):
-        check_budget(0, 4, "points")

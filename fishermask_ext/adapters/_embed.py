@@ -19,13 +19,13 @@ intercept, append a constant 1 to φ in `transform`. The class columns are those
 import numpy as np
 import torch
 
+from .._checks import check_choice, check_fraction
 from ..nn.factored import check_factored
+from ..nn.hooks import WEIGHTINGS
 from ..store.factored import FactoredEmbeddings
 
-WEIGHTINGS = ("sqrt_p", "none")
-
 __all__ = ["linear_softmax_embeddings", "linear_softmax_fisher_diagonal", "top_columns",
-           "classifier_embeddings", "WEIGHTINGS"]
+           "classifier_embeddings"]
 
 
 def _probs_features(probs, features):
@@ -51,8 +51,7 @@ def linear_softmax_embeddings(probs, features, *, weighting="sqrt_p", columns=No
     = w_c·(δ_ck − p_k), the same matrix with column j = k·F + f, its natural order: it needs
     every column (columns=None); "auto": factored when columns is None, else the array.
     """
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    check_choice(weighting, "weighting", WEIGHTINGS)
     factored = check_factored(factored)
     p, phi = _probs_features(probs, features)
     if factored is True and columns is not None:
@@ -93,11 +92,7 @@ def top_columns(diagonal, pct_top):
     D = len(diagonal)
     if pct_top is None:
         return np.arange(D)
-    if isinstance(pct_top, bool) or not isinstance(pct_top, (int, float)) or \
-            not 0 < pct_top <= 1:
-        raise ValueError(f"pct_top must be a fraction in (0, 1] or None (every entry of W), "
-                         f"got {pct_top!r}")
-    n = max(1, int(pct_top * D))
+    n = max(1, int(check_fraction(pct_top, "pct_top") * D))
     # A stable sort of −diag puts equal entries in index order: reproducible masks.
     return np.sort(np.argsort(-np.asarray(diagonal), kind="stable")[:n])
 

@@ -2,13 +2,13 @@
 the modAL and scikit-activeml adapters share (embeddings from `_embed`, picks from select_batch)."""
 import numpy as np
 
-from ..strategies import Bait, FisherMask
+from .. import strategies
+from .._checks import check_keys
 from ..select import select_batch
 from ._embed import classifier_embeddings, linear_softmax_fisher_diagonal, top_columns
 
-__all__ = ["KINDS", "sklearn_options", "sklearn_select"]
+__all__ = ["sklearn_options", "sklearn_select"]
 
-KINDS = {"bait": Bait, "fishermask": FisherMask}
 # The options a classifier without layers can use; the rest of the torch strategies' options
 # (n_samples, fish_init, ...) concern the network and its labeled-set switches.
 OPTION_NAMES = ("weighting", "lamb", "backward_steps", "parity", "backend", "factored")
@@ -19,7 +19,7 @@ def _defaults(kind):
     is BAIT there (λ = 0.01, one backward step, sqrt_p) and FisherMask is FisherMask (its
     default variant: the options a variant sets are None in the signature, so they are read
     from a strategy built with no options)."""
-    built = KINDS[kind]()
+    built = strategies.get(kind)
     return {name: getattr(built, name) for name in OPTION_NAMES}
 
 
@@ -31,10 +31,7 @@ def sklearn_options(kind, options):
         # A classifier seen as linear-softmax is one layer: FisherMask(pct_top=None) keeps the
         # whole W there (auto_pct of a one-layer model is 1); a fraction keeps W's top entries.
         allowed["pct_top"] = None
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise TypeError(f"{kind} has no option {', '.join(unknown)}; its options are "
-                        f"{', '.join(sorted(allowed))}")
+    check_keys(options, sorted(allowed), kind)
     return {**allowed, **options}
 
 

@@ -3,37 +3,20 @@ themselves (their masks, embeddings and options), returning pool positions and p
 import numpy as np
 import torch
 
-from .._checks import check_budget
-from ..strategies import Bait, FisherMask
-from ..strategies.base import PoolView
-from ..nn import batches
-from ..nn.state import eval_mode
+from .. import strategies
 
 __all__ = ["torch_select", "skorch_module", "skorch_select"]
-
-KINDS = {"bait": Bait, "fishermask": FisherMask}
 
 
 def torch_select(kind, model, data, labeled_mask, budget, options):
     """Strategy `kind` ("bait" or "fishermask", built with `options`) on `model` over `data`
     (every pool point, labeled or not: a Tensor, Dataset or DataLoader of inputs or (inputs,
-    labels, ...) tuples, in pool order). Returns numpy (picks [budget] int64 pool positions, all
-    unlabeled, gains [budget] float64)."""
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"the model must be a torch.nn.Module (a trained network), got "
-                        f"{type(model).__name__}; train it before querying")
-    strategy = KINDS[kind](**options)
-    mask = torch.as_tensor(np.asarray(labeled_mask), dtype=torch.bool)
-    N = batches.num_samples(data)
-    if mask.shape != (N,):
-        raise ValueError(f"the labeled mask must have one flag per pool point, shape [{N}], "
-                         f"got {tuple(mask.shape)}")
-    budget = check_budget(budget, int((~mask).sum()), f"unlabeled points of the pool of {N}")
-    device = strategy.device or next(model.parameters()).device
-    view = PoolView(model, data, mask, strategy.seed, strategy.batch_size, device)
-    with eval_mode(model):
-        picks, gains = strategy.pool_picks(view, budget, return_gains=True)
-    return picks.cpu().numpy(), gains.cpu().numpy()
+    labels, ...) tuples, in pool order): its Strategy.select with gains. Returns numpy (picks
+    [budget] int64 pool positions, all unlabeled, gains [budget] float64)."""
+    strategy = strategies.get(kind, **options)
+    picks, gains = strategy.select(model, data, np.asarray(labeled_mask), budget,
+                                   return_gains=True)
+    return picks.numpy(), gains.numpy()
 
 
 def skorch_module(clf):

@@ -10,8 +10,8 @@ experiment loop, its report and the `fishermask` command. Installed with the `al
     preflight.py   what run_experiment checks and warms up before it writes anything
     io.py          atomic writes and JSON files of a results folder
     report.py      curves, plot and summary of a results folder
-    cli.py         the `fishermask` command, one function pair per subcommand
+    cli.py         the `fishermask` command, one function pair per subcommand (bench and
+                   info are the backend's: fishermask_ext/bench.py, fishermask_ext/info.py)
     pool_files.py  the files of `fishermask select` (embeddings, labeled points, picks)
     embed_cmd.py   `fishermask embed` (a checkpoint and a data set into a store)
-    bench.py       `fishermask bench` (runs benchmarks/); bench_report.py its table and plot
 """

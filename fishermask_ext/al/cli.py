@@ -6,7 +6,9 @@
     fishermask embed model.pt --dataset digits --out pool.store [--resume]
     fishermask select emb.npy --budget 10 --out picks.txt
     fishermask select pool.store --budget 10 --labeled labeled.txt --out picks.txt
-    fishermask bench --quick            # every benchmark at smoke sizes; --list, -k select, ...
+    fishermask bench --shape 20000,10,1402 --budget 20     # native against the twin, timed
+    fishermask info                     # versions, native kernels, CPU ISA, CUDA archs
+    fishermask --version
 
 One function pair per subcommand: `_<name>_parser(sub)` adds its flags, `_<name>(args)` runs
 it. Bad input is one line on stderr naming the input and the fix, exit status 2, and nothing
@@ -19,8 +21,9 @@ import re
 import shlex
 import sys
 
+from .. import bench, info
+from .._version import __version__
 from ..ops import BACKENDS
-from . import bench
 from . import config as schema
 from . import embed_cmd
 from . import presets
@@ -44,7 +47,7 @@ def _run_parser(sub):
 
 def _run(args):
     from .launch import results_folder, torchrun_rank
-    from .loop import run_experiment       # here: `fishermask bench --help` needs no driver
+    from .loop import run_experiment       # here: `fishermask info` needs no driver
     presets.apply(args)          # the preset's values where no flag was given
     config = schema.default_config(**schema.from_args(args))
     name = args.name or re.sub(r"[^\w.-]+", "-", f"{args.dataset}-{args.model}" +
@@ -116,8 +119,6 @@ def _select(args):
     from ..select import select_batch, select_from_pool
     from . import pool_files
     pool_files.check_out(args.out, gains=args.gains)        # before any work
-    if (args.labeled_fisher is None) != (args.n_labeled is None):
-        raise ValueError("--labeled-fisher and --n-labeled go together: F_L and its n_L")
     store = embed_cmd.load_pool(args.embeddings)             # None: not a store folder
     pool, labeled = (store, None) if store is not None else pool_files.read_pool(args.embeddings)
     mask = None
@@ -125,9 +126,7 @@ def _select(args):
         if labeled is not None:
             raise ValueError(f"{args.embeddings} holds 'labeled' already; drop --labeled")
         mask, labeled = pool_files.read_labeled(args.labeled, pool.shape[0])
-    if args.labeled_fisher and labeled is not None:
-        raise ValueError("pass labeled embeddings (--labeled, or 'labeled' in the file) or "
-                         "--labeled-fisher, not both")
+    # labeled_fisher with n_labeled, and not with labeled embeddings: select_batch's checks.
     fisher = (None if args.labeled_fisher is None else
               _tensor(pool_files.read_array(args.labeled_fisher, "--labeled-fisher")))
     opts = dict(labeled_fisher=fisher, n_labeled=args.n_labeled, lamb=args.lamb,
@@ -149,22 +148,15 @@ def _tensor(a):
     return torch.from_numpy(np.array(a)) if isinstance(a, np.ndarray) else a
 
 
-def _bench_parser(sub):
-    b = sub.add_parser("bench", help="run benchmarks/ with pytest-benchmark (other arguments "
-                                     "go to pytest, e.g. -k select)",
-                       description=bench.USAGE, allow_abbrev=False,
-                       usage="fishermask bench [--quick] [--list] [--out DIR] [PYTEST ARGS ...]")
-    bench.add_arguments(b)
-
-
 COMMANDS = {"run": (_run_parser, _run), "report": (_report_parser, _report),
             "select": (_select_parser, _select), "embed": (embed_cmd.add_parser, embed_cmd.run),
-            "bench": (_bench_parser, bench.run)}
+            "bench": (bench.add_parser, bench.run), "info": (info.add_parser, info.run)}
 
 
 def _parser():
     """(the `fishermask` parser, {command: its subparser})."""
     p = argparse.ArgumentParser(prog="fishermask", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"fishermask {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)
@@ -206,9 +198,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser, commands = _parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "bench":
+    if extra:
         commands[args.command].error(_unrecognized(commands[args.command], extra))
-    args.pytest_args = extra
     try:
         return COMMANDS[args.command][1](args)
     except USER_ERRORS as exc:

@@ -6,19 +6,19 @@ comparison of --resume (`UNCHECKED`). A new setting is one `Option` here and not
 """
 import argparse
 import json
-import math
-import numbers
 from typing import NamedTuple
 
-from .._checks import check_bool, check_int
+from .._checks import check_bool, check_choice, check_fraction, check_int, check_number
+from .data import POOL_ORDERS
 
 __all__ = ["Option", "SCHEMA", "DEFAULTS", "UNCHECKED", "default_config", "add_arguments",
            "from_args"]
 
 
 class Option(NamedTuple):
-    """One config key. kind: "str", "int", "float", "bool", "ints" (comma list on the CLI),
-    "names" (comma list), "options" (KEY=VALUE, repeatable) or "nested" (STRATEGY.KEY=VALUE).
+    """One config key. kind: "str", "int", "float", "fraction" (a float in [0, 1]), "bool",
+    "ints" (comma list on the CLI), "names" (comma list), "options" (KEY=VALUE, repeatable) or
+    "nested" (STRATEGY.KEY=VALUE).
     A "bool" flag flips the default (`flag` says which way, e.g. --keep-weights)."""
     key: str
     kind: str
@@ -29,7 +29,6 @@ class Option(NamedTuple):
     choices: tuple = ()
     flag: str = None             # default: --key-with-dashes
     positive: bool = False       # for "float": must be > 0
-    maximum: float = None        # for "float": must be <= this
     nonempty: bool = False       # for "names" and "ints": at least one item
 
 
@@ -43,7 +42,7 @@ SCHEMA = (
     Option("test_size", "int", None, "random subset of the test images", optional=True,
            minimum=1),
     Option("pool_order", "str", "dataset", "order of the pool images: dataset (the source's) "
-           "or class (sorted by label, the published code's)", choices=("dataset", "class")),
+           "or class (sorted by label, the published code's)", choices=POOL_ORDERS),
     Option("split_seed", "int", 0, "seeds the train/test split and the random subsets"),
     Option("model", "str", "mlp", "mlp | small_cnn | resnet18_narrow"),
     Option("model_options", "options", {}, "model constructor option (repeatable)",
@@ -58,8 +57,8 @@ SCHEMA = (
     Option("seeds", "ints", [0, 1], "comma list of seeds", nonempty=True),
     # At least one epoch: with 0 every round evaluates an untrained model, a flat curve.
     Option("epochs", "int", 60, "epochs (max epochs with --train-accuracy)", minimum=1),
-    Option("train_accuracy", "float", None, "train each round until this training accuracy, "
-           "a fraction in [0, 1]", optional=True, minimum=0, maximum=1.0),
+    Option("train_accuracy", "fraction", None, "train each round until this training "
+           "accuracy, a fraction in [0, 1]", optional=True),
     Option("optimizer", "str", "adam", "the optimizer", choices=("adam", "sgd")),
     Option("lr", "float", 1e-3, "learning rate", positive=True),
     Option("weight_decay", "float", 0.0, "the optimizer's weight decay", minimum=0),
@@ -108,16 +107,9 @@ def _check(opt, value, name=None):
         for v in value:
             check_int(v, f"every item of {name}", minimum=opt.minimum)
     elif opt.kind == "float":
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name} must be a number, got {value!r}")
-        if not math.isfinite(value):     # NaN passes every comparison below
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if opt.positive and not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value!r}")
-        if opt.minimum is not None and value < opt.minimum:
-            raise ValueError(f"{name} must be >= {opt.minimum}, got {value!r}")
-        if opt.maximum is not None and value > opt.maximum:
-            raise ValueError(f"{name} must be <= {opt.maximum:g} (a fraction), got {value!r}")
+        check_number(value, name, positive=opt.positive, minimum=opt.minimum)
+    elif opt.kind == "fraction":
+        check_fraction(value, name, low_open=False)
     elif opt.kind == "bool":
         check_bool(value, name)
     elif opt.kind == "names":
@@ -129,8 +121,8 @@ def _check(opt, value, name=None):
             raise TypeError(f"{name} must be a dict, got {value!r}")
     elif not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got {value!r}")
-    if opt.choices and value not in opt.choices:
-        raise ValueError(f"{name} must be one of {', '.join(opt.choices)}, got {value!r}")
+    if opt.choices:
+        check_choice(value, name, opt.choices)
 
 
 def _check_list(value, name, nonempty=False):
@@ -228,4 +220,5 @@ def _names(text):
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-_PARSERS = {"str": str, "int": int, "float": float, "ints": _ints, "names": _names}
+_PARSERS = {"str": str, "int": int, "float": float, "fraction": float, "ints": _ints,
+            "names": _names}

@@ -12,7 +12,10 @@ import struct
 import numpy as np
 import torch
 
-__all__ = ["load", "available", "parse_imbalance", "apply_imbalance", "read_idx"]
+from .._checks import check_choice
+
+__all__ = ["load", "load_for", "num_classes", "available", "parse_imbalance", "apply_imbalance",
+           "read_idx", "POOL_ORDERS"]
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"   # Debian's dataset-fashion-mnist
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -49,15 +52,11 @@ def load(name, *, data_dir=None, split_seed=0, imbalance=None, pool_size=None, t
             them by label (stable), the published code's pool, whose first images, its step A
             sample, then hold only the first classes.
     """
-    if pool_order not in POOL_ORDERS:
-        raise ValueError(f"pool_order must be one of {', '.join(POOL_ORDERS)}, got "
-                         f"{pool_order!r}")
+    check_choice(pool_order, "pool_order", POOL_ORDERS)
     if name.startswith("torchvision:"):
         arrays = _torchvision(name.split(":", 1)[1], data_dir)
-    elif name in _LOADERS:
-        arrays = _LOADERS[name](data_dir, split_seed)
     else:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(available())}")
+        arrays = _LOADERS[check_choice(name, "dataset", available())](data_dir, split_seed)
     train_x, train_y, test_x, test_y = arrays
     if imbalance:
         spec = parse_imbalance(imbalance) if isinstance(imbalance, str) else dict(imbalance)
@@ -74,6 +73,20 @@ def load(name, *, data_dir=None, split_seed=0, imbalance=None, pool_size=None, t
         order = np.argsort(train_y, kind="stable")
         train_x, train_y = train_x[order], train_y[order]
     return _normalise(train_x, train_y, test_x, test_y)
+
+
+def load_for(config):
+    """load() of the data keys of an experiment config (al.config): one mapping from a config
+    to its data, for `fishermask run` and `fishermask embed` (the same flags, the same pool)."""
+    return load(config["dataset"], data_dir=config["data_dir"], split_seed=config["split_seed"],
+                imbalance=config["imbalance"], pool_size=config["pool_size"],
+                test_size=config["test_size"], pool_order=config["pool_order"])
+
+
+def num_classes(train_y, test_y):
+    """The number of classes of a loaded data set, whose labels are 0..k-1 (imbalance
+    relabels the classes it keeps)."""
+    return int(max(train_y.max(), test_y.max())) + 1
 
 
 def parse_imbalance(spec):

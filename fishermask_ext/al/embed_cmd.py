@@ -25,7 +25,7 @@ from ..store import MANIFEST
 from . import config as schema
 from . import data as datasets
 from .. import strategies
-from .io import read_json, write_json
+from .io import atomic_path, read_json, write_json
 from .training import build_model
 from ..strategies.base import PoolView
 
@@ -129,11 +129,9 @@ def run(args):
     opts = schema.default_config(**schema.from_args(args, DATA_KEYS))
     # Open first: a store already there fails now, not after step A.
     store = open_store(args.out, mode="a" if args.resume else "w", chunk_rows=args.chunk_rows)
-    pool, train_y, _, test_y = datasets.load(
-        opts["dataset"], data_dir=opts["data_dir"], split_seed=opts["split_seed"],
-        imbalance=opts["imbalance"], pool_size=opts["pool_size"], pool_order=opts["pool_order"])
+    pool, train_y, _, test_y = datasets.load_for(opts)
     model = load_checkpoint(args.checkpoint, tuple(pool.shape[1:]), name=opts["model"],
-                            num_classes=int(max(train_y.max(), test_y.max())) + 1,
+                            num_classes=datasets.num_classes(train_y, test_y),
                             model_options=opts["model_options"]).to(opts["device"])
     mask, weighting = _mask(args, model, pool, opts["device"])
     weighting = args.weighting or weighting
@@ -204,15 +202,14 @@ def _mask(args, model, pool, device):
     strategy = strategies.get(args.mask or "fishermask", seed=args.seed or 0,
                               batch_size=args.batch_size, device=device, **extra)
     unlabeled = torch.zeros(len(pool), dtype=torch.bool)
-    view = PoolView(model, pool, unlabeled, args.seed or 0, args.batch_size, torch.device(device))
+    view = PoolView(model, pool, unlabeled, args.seed or 0, args.batch_size, strategy.device)
     return strategy.mask(view), strategy.weighting
 
 
 def _save_mask(mask, path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    mask.save(tmp)
-    os.replace(tmp, path)      # whole or absent: a resume may load it
+    with atomic_path(path) as tmp:      # whole or absent: a resume may load it
+        mask.save(tmp)
 
 
 def load_pool(path):

@@ -16,8 +16,8 @@ import os
 import time
 
 import torch
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from . import data as datasets
 from .. import strategies
 from . import preflight
@@ -76,9 +76,9 @@ class ActiveLearningLoop:
 
     def _model(self, r):
         cfg = self.config
-        num_classes = int(max(self.train_y.max(), self.test_y.max())) + 1
         torch.manual_seed(seed_for(self.seed, "init"))
-        model = build_model(cfg["model"], tuple(self.train_x.shape[1:]), num_classes,
+        model = build_model(cfg["model"], tuple(self.train_x.shape[1:]),
+                            datasets.num_classes(self.train_y, self.test_y),
                             cfg["model_options"]).to(cfg["device"])
         if self._keeps_checkpoint() and self.state["checkpoint"]:
             path = os.path.join(self.run_dir, self.state["checkpoint"])
@@ -197,10 +197,7 @@ def run_experiment(config, out_dir, resume=False, progress=True):
     config = default_config(**config)
     # Everything that can fail on bad input fails here, before the folder is written.
     preflight.check_experiment(config)
-    arrays = datasets.load(config["dataset"], data_dir=config["data_dir"],
-                           split_seed=config["split_seed"], imbalance=config["imbalance"],
-                           pool_size=config["pool_size"], test_size=config["test_size"],
-                           pool_order=config["pool_order"])
+    arrays = datasets.load_for(config)
     check_schedule(config, len(arrays[1]))
     check_free(out_dir)         # another run writing there now: its pid, before other verdicts
     check_folder(out_dir, config, resume)
@@ -215,8 +212,8 @@ def run_experiment(config, out_dir, resume=False, progress=True):
 def _run_all(config, arrays, out_dir, resume, progress):
     """Every (strategy, seed) run of `config`, one after the other, with one progress bar."""
     runs = [(s, seed) for seed in config["seeds"] for s in config["strategies"]]
-    with tqdm(total=len(runs) * (config["rounds"] + 1), disable=not progress,
-              desc=os.path.basename(os.path.normpath(out_dir))) as bar:
+    with progress_bar(len(runs) * (config["rounds"] + 1), progress,
+                      os.path.basename(os.path.normpath(out_dir)), "rounds") as bar:
         for name, seed in runs:
             loop = ActiveLearningLoop(config, name, seed, arrays,
                                       os.path.join(out_dir, "runs", f"{name}-seed{seed}"), resume)

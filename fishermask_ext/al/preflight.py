@@ -9,9 +9,10 @@ lazy imports) that would otherwise be charged to the first strategy's timed roun
 """
 import torch
 
-from .._checks import check_device
+from .._checks import check_choice, check_device
 from ..nn import MODELS
 from .. import strategies
+from .data import num_classes
 from .training import build_model, evaluate, train_model
 
 __all__ = ["check_experiment", "warm_up", "WARM_UP_POOL"]
@@ -23,18 +24,14 @@ def check_experiment(config):
     """Raise a ValueError/TypeError naming the setting and the fix for any bad name, option or
     device of a checked config (config.default_config); no data is loaded."""
     check_device(config["device"], "device (--device)")
-    if config["model"] not in MODELS:
-        raise ValueError(f"unknown model {config['model']!r} (--model); valid names: "
-                         f"{', '.join(sorted(MODELS))}")
+    check_choice(config["model"], "model (--model)", sorted(MODELS))
     unused = sorted(set(config["strategy_options"]) - set(config["strategies"]))
     if unused:
         raise ValueError(f"options are set for {', '.join(map(repr, unused))} (--set), which "
                          f"this run does not use; its strategies: "
                          f"{', '.join(config['strategies'])}")
-    unknown = sorted(set(config["untrained_first_query"]) - set(strategies.available()))
-    if unknown:
-        raise ValueError(f"untrained_first_query names unknown strategies {unknown}; valid "
-                         f"names: {', '.join(strategies.available())}")
+    for name in config["untrained_first_query"]:
+        check_choice(name, "every item of untrained_first_query", strategies.available())
     for name in config["strategies"]:   # unknown names, unknown options, bad option values
         try:
             strategies.get(name, **config["strategy_options"].get(name, {}))
@@ -50,10 +47,9 @@ def warm_up(config, arrays):
     train_x, train_y, test_x, test_y = arrays
     n = min(len(train_y), WARM_UP_POOL)
     device = config["device"]
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
     with torch.random.fork_rng(devices=[]):
-        model = build_model(config["model"], tuple(train_x.shape[1:]), num_classes,
-                            config["model_options"]).to(device)
+        model = build_model(config["model"], tuple(train_x.shape[1:]),
+                            num_classes(train_y, test_y), config["model_options"]).to(device)
         _check_forward(model, train_x[:2].to(device), config)
         train_model(model, train_x[:n], train_y[:n], dict(config, epochs=1, train_accuracy=None),
                     torch.Generator().manual_seed(0))

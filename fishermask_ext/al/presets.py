@@ -15,6 +15,7 @@ Where the reference has a quirk the presets do not follow, they say so (see PROT
 """
 import json
 
+from .._checks import check_choice
 from . import config as schema
 
 __all__ = ["PRESETS", "SCALES", "PROTOCOL_NOTES", "available", "preset_config",
@@ -70,11 +71,9 @@ def available():
 def preset_config(name, scale="full"):
     """The config values ({config key: value}, for config.default_config) of preset `name` at
     `scale` ("full" or "small")."""
-    if name not in _PROTOCOLS:
-        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(available())}")
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    # Imported here: the cli imports this module for its flags, and `fishermask bench --help`
+    check_choice(name, "preset", available())
+    check_choice(scale, "scale", SCALES)
+    # Imported here: the cli imports this module for its flags, and `fishermask info`
     # must not load the driver's strategies (or torch) for them.
     import torch
     from .. import strategies

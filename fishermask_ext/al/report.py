@@ -16,7 +16,7 @@ import os
 import statistics
 import textwrap
 
-from .io import read_json, write_atomic, write_json
+from .io import atomic_path, read_json, write_atomic, write_json
 
 __all__ = ["load_rows", "aggregate", "write_report"]
 
@@ -122,9 +122,11 @@ def _plot(curves, title, path, planned):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png")
-    plt.close(fig)
-    os.replace(path + ".tmp.png", path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
 
 
 def _title(config):

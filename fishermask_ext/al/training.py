@@ -32,7 +32,7 @@ def build_model(name, sample_shape, num_classes, options=None):
     try:
         return get_model(name, **kwargs)
     except (RuntimeError, ValueError, TypeError) as exc:
-        if str(exc).startswith(("unknown model", f"model {name!r}")):    # already says so
+        if name not in MODELS or str(exc).startswith(f"model {name!r}"):   # already says so
             raise
         raise ValueError(f"model {name!r} cannot be built with options {options or {}} "
                          f"({str(exc).splitlines()[0]}); fix --model-option") from None

@@ -12,7 +12,8 @@ import torch.distributed as dist
 
 from .._checks import check_int
 from ..select.checks import check_embeddings
-from ..select.core import check_options, given_labeled_fisher, labeled_mean, make_plan
+from ..select.core import (check_options, given_labeled_fisher, labeled_mean, make_plan,
+                           one_labeled_source)
 from ..select.fisher import checked_sums
 from .comm import agree, comm_device, guarded, require_group, step_exchange
 
@@ -41,8 +42,7 @@ def select_batch(local_unlabeled, budget, *, labeled=None, labeled_fisher=None, 
     rank, _ = require_group(group)
 
     def check_local():
-        if labeled is not None and labeled_fisher is not None:
-            raise ValueError("give either labeled (embeddings) or labeled_fisher, not both")
+        one_labeled_source(labeled, labeled_fisher)
         U = check_embeddings(local_unlabeled, "local_unlabeled", allow_empty=True)
         L = None if labeled is None else check_embeddings(labeled, "labeled", allow_empty=True)
         if L is not None and (L.shape[1:] != U.shape[1:] or L.dtype != U.dtype

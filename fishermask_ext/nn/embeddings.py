@@ -3,6 +3,7 @@ import torch
 
 from . import batches, hooks, state, stored
 from . import factored as factored_nn
+from .._checks import check_choice
 from .._progress import progress_bar
 from ..ops import resolve
 from ..store.factored import FactoredEmbeddings
@@ -45,8 +46,7 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
     Returns out (the store), or a new [N, C, D] tensor (or FactoredEmbeddings) in the model's
     dtype on `device`.
     """
-    if weighting not in hooks.WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {hooks.WEIGHTINGS}, got {weighting!r}")
+    check_choice(weighting, "weighting", hooks.WEIGHTINGS)
     _check_out_type(out)
     factored = factored_nn.check_factored(factored)
     if isinstance(out, torch.Tensor) and factored is True:
@@ -73,7 +73,7 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
     bar = progress_bar(N, progress, "embeddings", "img")
 
     def embed(x):   # [n, C, D] embeddings (or their factors) of one batch
-        _check_input_dtype(x, dtype)
+        state.check_input_dtype(x, dtype, "data")
         emb = fac.embed(x) if fac is not None else None
         if emb is None and fac is not None and factored is True:
             raise ValueError(f"factored=True: {fac.reason}; {factored_nn.FIX}")
@@ -188,21 +188,13 @@ def _masked_grad(view, delta, attr, index, backend):
 def _model_dtype(model):
     """The dtype of the model's floating parameters; TypeError for half precision, which the
     kernels do not compute in (an internal argument name would be the error otherwise)."""
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    dtype = state.model_dtype(model)
     if dtype in (torch.float16, torch.bfloat16):
         raise TypeError(f"the model's parameters are {dtype}: masked_grad_embeddings computes "
                         f"in float32 or float64; pass model.float() (and float32 inputs)")
     return dtype
 
 
-def _check_input_dtype(x, dtype):
-    """TypeError unless a floating batch has the model's dtype (a float64 pool for a float32
-    model would fail inside the first layer with a raw dtype error)."""
-    if dtype is not None and x.is_floating_point() and x.dtype != dtype:
-        other = (f" or model.to({x.dtype})" if x.dtype in (torch.float32, torch.float64)
-                 else "")
-        raise TypeError(f"data is {x.dtype} but the model's parameters are {dtype}; convert "
-                        f"with data.to({dtype}){other}")
 
 
 def _check_out_type(out):

@@ -20,6 +20,7 @@ no_grad per batch and no backward pass at all.
 import torch
 from torch import nn
 
+from .._checks import check_choice
 from ..store.factored import FactoredEmbeddings
 from . import hooks
 from .masks import ParamMask
@@ -31,9 +32,7 @@ FIX = "pass factored=False for the dense embeddings (factored='auto' falls back 
 
 def check_factored(factored):
     """factored as given: False, True or "auto" (1 and 0 are not accepted as bools)."""
-    if isinstance(factored, bool) or factored == "auto":
-        return factored
-    raise ValueError(f"factored must be True, False or 'auto', got {factored!r}")
+    return check_choice(factored, "factored", (True, False, "auto"))
 
 
 def _param(mod_name, attr):

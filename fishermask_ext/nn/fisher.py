@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from .._checks import check_int
+from .._checks import check_fraction, check_int
 from ..ops import reference, resolve, sizes
 from . import batches, hooks, state
 from .masks import ParamMask, split_flat
@@ -153,8 +153,7 @@ def fisher_mask(model, data, *, pct_top=0.002, n_samples=1024, seed=0, always_in
     always = _always_included(params, always_include)
     total = sum(p.numel() for p in params.values())
     n_always = sum(params[name].numel() for name in always)
-    if not 0 < pct_top <= 1:
-        raise ValueError(f"pct_top must be in (0, 1], got {pct_top}")
+    pct_top = check_fraction(pct_top, "pct_top")
     n_top = int(pct_top * total)
     if n_top <= n_always:
         raise ValueError(

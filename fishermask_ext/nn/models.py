@@ -10,6 +10,8 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_choice, check_keys
+
 __all__ = ["MLP", "SmallCNN", "ResNet18Narrow", "get_model", "MODELS"]
 
 
@@ -118,11 +120,7 @@ MODELS = {"mlp": MLP, "small_cnn": SmallCNN, "resnet18_narrow": ResNet18Narrow}
 
 def get_model(name, **kwargs):
     """A new model of registry name `name` (see MODELS), built with `kwargs`."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
-    valid = [p for p in inspect.signature(MODELS[name]).parameters if p != "self"]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise TypeError(f"model {name!r} has no option {', '.join(unknown)}; its options: "
-                        f"{', '.join(valid)}")
+    check_choice(name, "model", sorted(MODELS))
+    check_keys(kwargs, [p for p in inspect.signature(MODELS[name]).parameters if p != "self"],
+               f"model {name!r}")
     return MODELS[name](**kwargs)

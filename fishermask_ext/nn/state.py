@@ -4,7 +4,10 @@ import hashlib
 
 import torch
 
-__all__ = ["eval_mode", "eval_with_grad", "no_tf32", "model_device", "logits_of", "model_fingerprint"]
+from .._checks import check_device
+
+__all__ = ["eval_mode", "eval_with_grad", "no_tf32", "model_device", "model_dtype",
+           "check_input_dtype", "logits_of", "model_fingerprint"]
 
 
 @contextlib.contextmanager
@@ -44,12 +47,29 @@ def eval_with_grad(model):
         yield
 
 
-def model_device(model, device):
-    """`device` if given, else the device of the model's first parameter or buffer (or CPU)."""
+def model_device(model, device=None):
+    """Where `model` runs: `device` if given (check_device), else the device of the model's
+    first parameter or buffer, else the CPU (a model without either, e.g. a bare nn.ReLU)."""
     if device is not None:
-        return torch.device(device)
+        return check_device(device)
     first = next(iter([*model.parameters(), *model.buffers()]), None)
     return first.device if first is not None else torch.device("cpu")
+
+
+def model_dtype(model):
+    """The dtype of the model's first floating parameter; None for a model without one."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def check_input_dtype(x, dtype, name):
+    """TypeError unless a floating input `x` (named `name`) has the model's dtype `dtype`
+    (None: any): the model would fail inside its first layer with torch's "mat1 and mat2
+    must have the same dtype". Integer inputs are left to the caller (token models)."""
+    if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+        other = (f" or model.to({x.dtype})" if x.dtype in (torch.float32, torch.float64)
+                 else "")
+        raise TypeError(f"{name} is {x.dtype} but the model's parameters are {dtype}; convert "
+                        f"with {name}.to({dtype}){other}")
 
 
 def logits_of(out):

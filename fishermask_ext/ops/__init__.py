@@ -4,6 +4,7 @@ import warnings
 
 import torch
 
+from .._checks import check_choice
 from . import reference
 
 try:
@@ -58,8 +59,7 @@ def native_available(device="cpu", name="greedy_select"):
 
 def resolve(name, device, backend="auto"):
     """The callable for op `name` on `device`: the native op or its pure-PyTorch twin."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_choice(backend, "backend", BACKENDS)
     if backend == "torch" or (backend == "auto" and not native_available(device, name)):
         return getattr(reference, name)
     if not native_available(device, name):

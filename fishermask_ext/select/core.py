@@ -13,37 +13,39 @@ All three run the same arithmetic and give the same picks (tests/select/test_fac
 tests/ops/test_commit_and_loop.py, tests/distributed).
 """
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-from .._checks import check_bool, check_budget, check_int
+from .._checks import check_bool, check_budget, check_choice, check_int, check_number
 from .._progress import shows_bar, step_bar
-from ..ops import native_available, resolve
+from ..ops import BACKENDS, native_available, resolve
 from ..ops.loop import greedy_loop
 from ..ops.sizes import BLOCK
 from .checks import check_fisher
 
-__all__ = ["Plan", "make_plan", "check_options", "given_labeled_fisher", "labeled_mean",
-           "initial_inverse"]
+__all__ = ["Plan", "make_plan", "check_options", "one_labeled_source", "given_labeled_fisher",
+           "labeled_mean", "initial_inverse"]
 
 
 def check_options(lamb, backward_steps, parity, progress, return_gains, backend):
     """The options every front-end shares, checked once."""
-    from ..ops import BACKENDS
     backward_steps = check_int(backward_steps, "backward_steps", minimum=0)
-    if not (isinstance(lamb, numbers.Real) and math.isfinite(lamb) and lamb > 0):
-        raise ValueError(f"lamb must be a finite number > 0, got {lamb!r}")
+    lamb = check_number(lamb, "lamb", positive=True)
     for flag, name in ((parity, "parity"), (return_gains, "return_gains")):
         check_bool(flag, name)
     if progress is not None:
         check_bool(progress, "progress")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return dict(lamb=float(lamb), backward_steps=backward_steps, parity=parity,
+    check_choice(backend, "backend", BACKENDS)
+    return dict(lamb=lamb, backward_steps=backward_steps, parity=parity,
                 progress=progress, backend=backend)
+
+
+def one_labeled_source(labeled, labeled_fisher):
+    """ValueError when both the labeled points' embeddings and their Fisher are given."""
+    if labeled is not None and labeled_fisher is not None:
+        raise ValueError("give either labeled (embeddings) or labeled_fisher, not both")
 
 
 def given_labeled_fisher(labeled_fisher, n_labeled, rows):

@@ -1,7 +1,8 @@
 """Greedy Fisher trace-ratio batch selection (FisherMask / BAIT, docs/ALGORITHM.md, step E)
 over a set of candidates: the `select_batch` front-end of the selection core (core.py)."""
 from .checks import check_embeddings
-from .core import check_options, given_labeled_fisher, labeled_mean, make_plan
+from .core import (check_options, given_labeled_fisher, labeled_mean, make_plan,
+                   one_labeled_source)
 from .fisher import checked_sums
 
 __all__ = ["select_batch"]
@@ -64,8 +65,7 @@ def select_batch(unlabeled, budget, *, labeled=None, labeled_fisher=None, n_labe
 def _labeled_fisher(U, labeled, labeled_fisher, n_labeled):
     """(F_L [D, D] float64 in U's working order, n_L) from `labeled` or from
     (`labeled_fisher`, `n_labeled`)."""
-    if labeled is not None and labeled_fisher is not None:
-        raise ValueError("give either labeled (embeddings) or labeled_fisher, not both")
+    one_labeled_source(labeled, labeled_fisher)
     if labeled is None:
         return given_labeled_fisher(labeled_fisher, n_labeled, U)
     L = check_embeddings(labeled, "labeled", allow_empty=True)

@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from .._checks import check_int
+from .._checks import check_choice, check_int
 from .._files import write_atomic
 from .factored import FactoredEmbeddings
 from .manifest import DTYPES, parts, ranges, read_manifest
@@ -64,9 +64,7 @@ class EmbeddingStore(StoreWriter):
     _fds = {}        # set before anything can raise, so __del__ always finds it
 
     def __init__(self, path, mode="r", *, chunk_rows=None):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES} ('r' read, 'w' new, 'a' resume), "
-                             f"got {mode!r}")
+        check_choice(mode, "mode", MODES)     # 'r' read, 'w' new, 'a' resume
         path = os.fspath(path)
         self.path = os.path.dirname(path) if os.path.basename(path) == MANIFEST else path
         self.mode, self._fds, self._m = mode, {}, None

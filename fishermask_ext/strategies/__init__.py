@@ -2,22 +2,25 @@
 
     strategy = strategies.get("fishermask", seed=0, pct_top=0.01)
     picks = strategy.select(model, pool, labeled_mask, budget)   # [budget] int64 pool positions
+    picks, gains = strategy.select(model, pool, labeled_mask, budget, return_gains=True)
 
 `Strategy.select` checks its arguments, runs the model in eval mode and hands a `PoolView` to
-`choose`, the one method a strategy overrides. Every strategy takes `seed` (same seed, same
-picks), `batch_size` and `device` (where the model runs). One module per family:
-fisher.py (fishermask, fishermask_reference, bait), diversity.py (badge, coreset), uncertainty.py (entropy, margin,
-least_confidence), random.py (random).
+`choose`, the one method a strategy overrides (it returns positions, or `Picks`: positions and
+their gains). Every strategy takes `seed` (same seed, same picks), `batch_size` and `device`
+(where the model runs). One module per family: fisher.py (fishermask, fishermask_reference,
+bait), diversity.py (badge, coreset), uncertainty.py (entropy, margin, least_confidence),
+random.py (random).
 """
 import inspect
 
-from .base import PoolView, Strategy
+from .._checks import check_choice, check_keys
+from .base import Picks, PoolView, Strategy
 from .diversity import Badge, CoreSet
 from .fisher import Bait, FisherMask, ReferenceFisherMask
 from .random import Random
 from .uncertainty import Entropy, LeastConfidence, Margin
 
-__all__ = ["Strategy", "PoolView", "get", "available", "STRATEGIES"]
+__all__ = ["Strategy", "PoolView", "Picks", "get", "available", "STRATEGIES"]
 
 
 STRATEGIES = {"fishermask": FisherMask, "fishermask_reference": ReferenceFisherMask, "bait": Bait,
@@ -32,13 +35,9 @@ def available():
 
 def get(name, **options):
     """A new strategy by name; `options` go to its constructor (seed, batch_size, device, ...)."""
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; valid names: {', '.join(available())}")
+    check_choice(name, "strategy", available())
     cls = STRATEGIES[name]
     valid = {p for c in cls.__mro__ if c is not object for p in
              inspect.signature(c.__init__).parameters if p not in ("self", "common")}
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise TypeError(f"strategy {name!r} has no option {', '.join(unknown)}; "
-                        f"its options: {', '.join(sorted(valid))}")
+    check_keys(options, sorted(valid), f"strategy {name!r}")
     return cls(**options)

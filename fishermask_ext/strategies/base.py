@@ -1,12 +1,22 @@
 """The one interface every query strategy implements: `Strategy.select` is the template (checks,
 eval mode, the mode restored), `choose` the override point, `PoolView` what `choose` sees."""
+from typing import NamedTuple, Optional
+
 import torch
 from torch import nn
 
-from .._checks import check_budget, check_int
-from ..nn.state import eval_mode, logits_of
+from .._checks import check_bool, check_budget, check_device, check_int
+from ..nn import batches
+from ..nn.state import check_input_dtype, eval_mode, logits_of, model_device, model_dtype
 
-__all__ = ["Strategy", "PoolView"]
+__all__ = ["Strategy", "PoolView", "Picks"]
+
+
+class Picks(NamedTuple):
+    """What `choose` returns when its picks have gains: positions [budget] into
+    `view.unlabeled`, and gains [budget], each pick's score as the strategy ranked it."""
+    positions: torch.Tensor
+    gains: Optional[torch.Tensor]
 
 
 class PoolView:
@@ -65,37 +75,62 @@ class Strategy:
     def __init__(self, *, seed=0, batch_size=256, device=None):
         self.seed = check_int(seed, "seed")
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
-        self.device = torch.device(device) if device is not None else None
+        self.device = None if device is None else check_device(device)
 
-    def select(self, model, pool, labeled_mask, budget):
+    def select(self, model, pool, labeled_mask, budget, *, return_gains=False):
         """Pick `budget` unlabeled points.
 
         Args:
             model: nn.Module returning logits [n, C] or (logits, embedding).
-            pool: [N, ...] inputs of every pool point, labeled or not.
-            labeled_mask: [N] bool, True where the point is labeled.
+            pool: [N, ...] inputs of every pool point, labeled or not (the Fisher strategies
+                also take a map-style Dataset or a DataLoader over one, in pool order).
+            labeled_mask: [N] bool (tensor or array), True where the point is labeled.
             budget: number of points to pick, 1 <= budget <= number of unlabeled points.
+            return_gains: also return each pick's gain (below).
         Returns:
-            [budget] int64 positions into `pool`: unique, all unlabeled.
+            [budget] int64 positions into `pool`: unique, all unlabeled, in pick order. With
+            return_gains, (positions, gains): gains [budget] float64 on the CPU, the score each
+            pick was chosen by, or None for a strategy without one (random, badge). Fisher
+            strategies (fishermask, bait): the decrease of the trace ratio tr(M⁻¹F) the pick
+            brought (select_batch's gains); entropy, margin, least_confidence: the uncertainty
+            score the points were ranked by, larger first; coreset: the pick's distance to the
+            nearest labeled or earlier pick (inf for a first pick without labeled points).
         """
+        check_bool(return_gains, "return_gains")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module (a trained network), got "
+                            f"{type(model).__name__}")
+        N = batches.num_samples(pool)
+        if N is None:
+            raise TypeError(f"pool must have a length (a Tensor, a map-style Dataset or a "
+                            f"DataLoader over one), got {type(pool).__name__}")
         labeled_mask = torch.as_tensor(labeled_mask, dtype=torch.bool).cpu()
-        if labeled_mask.shape != (len(pool),):
-            raise ValueError(f"labeled_mask must have shape [{len(pool)}] (one flag per pool "
+        if labeled_mask.shape != (N,):
+            raise ValueError(f"labeled_mask must have shape [{N}] (one flag per pool "
                              f"point), got {tuple(labeled_mask.shape)}")
         budget = check_budget(budget, int((~labeled_mask).sum()),
-                              f"unlabeled points left in the pool of {len(pool)}")
+                              f"unlabeled points left in the pool of {N}")
         _check_pool_dtype(model, pool)
-        device = self.device or next(model.parameters()).device
-        view = PoolView(model, pool, labeled_mask, self.seed, self.batch_size, device)
+        view = PoolView(model, pool, labeled_mask, self.seed, self.batch_size,
+                        model_device(model, self.device))
         with eval_mode(model):
-            positions = torch.as_tensor(self.choose(view, budget)).long().cpu()
+            got = self.choose(view, budget)
+        positions, gains = got if isinstance(got, Picks) else (got, None)
+        positions = torch.as_tensor(positions).long().cpu()
         if positions.shape != (budget,) or len(positions.unique()) != budget:
             raise RuntimeError(f"{type(self).__name__}.choose returned {positions.tolist()}, "
                                f"not {budget} distinct positions")
-        return view.unlabeled[positions]
+        if gains is not None:
+            gains = torch.as_tensor(gains).double().cpu()
+            if gains.shape != (budget,):
+                raise RuntimeError(f"{type(self).__name__}.choose returned gains of shape "
+                                   f"{tuple(gains.shape)}, not [{budget}]")
+        picks = view.unlabeled[positions]
+        return (picks, gains) if return_gains else picks
 
     def choose(self, view, budget):
-        """Return [budget] distinct int64 positions into `view.unlabeled`."""
+        """Return [budget] distinct int64 positions into `view.unlabeled`, or Picks(those
+        positions, their gains [budget]) for a strategy whose picks have a score."""
         raise NotImplementedError
 
 
@@ -103,13 +138,12 @@ def _check_pool_dtype(model, pool):
     """TypeError unless a tensor pool fits the model's floating parameters: float images of
     their dtype (torch's own error is about mat1 and mat2), integers only for a model that
     embeds tokens (an nn.Embedding)."""
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    dtype = model_dtype(model)
     if not isinstance(pool, torch.Tensor) or dtype is None or pool.dtype == dtype:
         return
-    if pool.is_floating_point():
-        raise TypeError(f"pool is {pool.dtype} but the model's parameters are {dtype}; pass "
-                        f"pool.to({dtype}) (or the model in {pool.dtype})")
-    if not any(isinstance(m, nn.Embedding) for m in model.modules()):
+    check_input_dtype(pool, dtype, "pool")
+    tokens = any(isinstance(m, nn.Embedding) for m in model.modules())
+    if not pool.is_floating_point() and not tokens:
         raise TypeError(f"pool is {pool.dtype} but the model takes {dtype} inputs; convert the "
                         f"images as for training, e.g. pool.to({dtype}) / 255 and the same "
                         f"normalisation")

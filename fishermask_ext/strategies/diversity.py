@@ -1,7 +1,7 @@
 """Diversity sampling: batches spread over feature or gradient-embedding space (Core-Set, BADGE)."""
 import torch
 
-from .base import Strategy
+from .base import Picks, Strategy
 
 __all__ = ["CoreSet", "Badge"]
 
@@ -13,7 +13,7 @@ class CoreSet(Strategy):
     """k-center greedy on penultimate features (Sener & Savarese, 2018).
 
     Each pick is the unlabeled point farthest from every labeled and already picked point;
-    without labeled points the first pick is random (seeded).
+    without labeled points the first pick is random (seeded). A pick's gain is that distance.
     """
 
     def choose(self, view, budget):
@@ -22,14 +22,15 @@ class CoreSet(Strategy):
         dist = torch.full((len(fu),), float("inf"), dtype=torch.float64)
         for s in range(0, len(fl), _DISTANCE_CHUNK):
             dist = torch.minimum(dist, torch.cdist(fu, fl[s:s + _DISTANCE_CHUNK]).min(1).values)
-        picks = []
+        picks, gains = [], []
         for _ in range(budget):
             j = int(dist.argmax()) if len(fl) or picks else \
                 int(torch.randint(len(fu), (1,), generator=view.generator))
             picks.append(j)
+            gains.append(float(dist[j]))
             dist = torch.minimum(dist, (fu - fu[j]).norm(dim=1))
             dist[picks] = -1.0
-        return torch.tensor(picks)
+        return Picks(torch.tensor(picks), torch.tensor(gains, dtype=torch.float64))
 
 
 class Badge(Strategy):

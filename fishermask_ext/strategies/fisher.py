@@ -1,10 +1,8 @@
 """Fisher-information strategies: FisherMask (steps A to E of docs/ALGORITHM.md) and BAIT."""
-import numbers
-
 import torch
 from torch import nn
 
-from .._checks import check_bool, check_int
+from .._checks import check_bool, check_choice, check_fraction, check_int
 from .. import distributed
 from ..distributed import sharded_world
 from ..nn import ParamMask, batches, fisher_mask, masked_grad_embeddings
@@ -12,7 +10,7 @@ from ..nn.factored import check_factored
 from ..nn.hooks import WEIGHTINGS
 from ..select import fisher_matrix, select_from_pool
 from ..select.core import check_options
-from .base import Strategy
+from .base import Picks, Strategy
 
 __all__ = ["FisherMask", "ReferenceFisherMask", "Bait", "VARIANTS", "auto_pct"]
 
@@ -66,9 +64,7 @@ class FisherMask(Strategy):
                  backward_steps=0, n_samples=1024, reference_order=None, fish_init=True,
                  fish_identity=False, parity=None, backend="auto", factored="auto", **common):
         super().__init__(**common)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, "
-                             f"got {variant!r}")
+        check_choice(variant, "variant", tuple(VARIANTS))
         explicit = dict(weighting=weighting, parity=parity, reference_order=reference_order)
         # None means "as the variant says"; anything given explicitly wins.
         chosen = {k: VARIANTS[variant][k] if v is None else v for k, v in explicit.items()}
@@ -78,13 +74,9 @@ class FisherMask(Strategy):
                            ("parity", chosen["parity"]),
                            ("reference_order", chosen["reference_order"])):
             check_bool(flag, name)
-        if pct_top is not None and (isinstance(pct_top, bool) or not isinstance(
-                pct_top, numbers.Real) or not 0 < pct_top <= 1):
-            raise TypeError(f"pct_top must be a number in (0, 1] (or None for the automatic "
-                            f"fraction), got {pct_top!r}")
-        if chosen["weighting"] not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got "
-                             f"{chosen['weighting']!r}")
+        if pct_top is not None:                  # None: auto_pct, the automatic fraction
+            pct_top = check_fraction(pct_top, "pct_top")
+        check_choice(chosen["weighting"], "weighting", WEIGHTINGS)
         check_options(lamb, backward_steps, chosen["parity"], False, False, backend)
         check_int(n_samples, "n_samples", minimum=1)
         self.factored = check_factored(factored)
@@ -105,22 +97,21 @@ class FisherMask(Strategy):
         return fisher_mask(view.model, view.pool, **kw)
 
     def choose(self, view, budget):
+        """Picks: positions into view.unlabeled and each pick's decrease of the trace ratio
+        (the selection's gains, which it computes either way)."""
         mask = self.mask(view)
         if sharded_world():
-            return self._choose_sharded(view, budget, mask)
-        picks = self.pool_picks(view, budget, mask)
-        return torch.searchsorted(view.unlabeled, picks.cpu())  # positions into view.unlabeled
+            return Picks(*self._choose_sharded(view, budget, mask))
+        picks, gains = self._pool_picks(view, budget, mask)
+        return Picks(torch.searchsorted(view.unlabeled, picks.cpu()), gains)
 
-    def pool_picks(self, view, budget, mask=None, *, return_gains=False):
-        """One process: [budget] positions into the POOL (with return_gains, (picks, gains):
-        select_from_pool's per-pick gains). The adapters call it for the gains; `mask` defaults
-        to self.mask(view). The model must be in eval mode (Strategy.select sees to it)."""
-        mask = self.mask(view) if mask is None else mask
+    def _pool_picks(self, view, budget, mask):
+        """One process: ([budget] positions into the POOL, their gains)."""
         emb = self._embed(view, view.pool, mask)
         # The pool is read in place: no copies of its labeled and unlabeled rows.
         # progress=None: a bar on a terminal once the selection has run a few seconds.
         return select_from_pool(emb, budget, view.labeled_mask.to(emb.device),
-                                return_gains=return_gains, progress=None,
+                                return_gains=True, progress=None,
                                 **self._select_options(view, emb, lambda: fisher_matrix(emb)))
 
     def _choose_sharded(self, view, budget, mask):
@@ -139,7 +130,8 @@ class FisherMask(Strategy):
         opts = self._select_options(view, emb, full_fisher)
         labeled = {} if "labeled_fisher" in opts else dict(labeled=emb[lab])
         # The ranks' unlabeled rows, concatenated in rank order, are view.unlabeled in order.
-        return distributed.select_batch(emb[~lab], budget, **labeled, **opts)
+        return distributed.select_batch(emb[~lab], budget, **labeled, return_gains=True,
+                                        **opts)
 
     def _embed(self, view, pool, mask):
         return masked_grad_embeddings(view.model, pool, mask, weighting=self.weighting,

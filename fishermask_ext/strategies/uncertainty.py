@@ -1,7 +1,8 @@
-"""Uncertainty sampling: score each unlabeled point by its softmax output alone, take the top."""
+"""Uncertainty sampling: score each unlabeled point by its softmax output alone, take the top.
+Each pick's gain (Strategy.select's return_gains) is its score."""
 import torch
 
-from .base import Strategy
+from .base import Picks, Strategy
 
 __all__ = ["Entropy", "Margin", "LeastConfidence"]
 
@@ -10,8 +11,10 @@ _P_FLOOR = 1e-12
 
 
 def _top(scores, budget):
-    """Positions of the `budget` largest scores; ties go to the lowest position."""
-    return torch.argsort(-scores, stable=True)[:budget]
+    """Picks of the `budget` largest scores, with those scores; ties go to the lowest
+    position."""
+    top = torch.argsort(-scores, stable=True)[:budget]
+    return Picks(top, scores[top])
 
 
 class Entropy(Strategy):

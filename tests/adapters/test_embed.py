@@ -58,8 +58,8 @@ def test_top_columns():
     assert top_columns(diag, 0.6).tolist() == [1, 2, 3]
     assert top_columns(diag, 0.01).tolist() == [1]          # at least one, lower index on ties
     assert top_columns(diag, None).tolist() == [0, 1, 2, 3, 4]
-    for bad in (0, 1.5, "0.1", True):
-        with pytest.raises(ValueError, match="pct_top"):
+    for bad, error in ((0, ValueError), (1.5, ValueError), ("0.1", TypeError), (True, TypeError)):
+        with pytest.raises(error, match="pct_top must be a"):
             top_columns(diag, bad)
 
 

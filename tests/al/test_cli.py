@@ -49,7 +49,7 @@ def test_run_default_folder_name(tmp_path, monkeypatch):
 
 def test_run_reports_bad_names(capsys, tmp_path):
     assert cli.main(["run", "--strategies", "entropy,bald", "--out", str(tmp_path)]) == 2
-    assert "unknown strategy 'bald'" in capsys.readouterr().err
+    assert "strategy must be one of 'badge'" in capsys.readouterr().err
     assert cli.main(["run", "--set", "entropy.lamb=1", "--out", str(tmp_path)]) == 2
     assert "has no option lamb" in capsys.readouterr().err
 

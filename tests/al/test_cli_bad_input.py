@@ -20,7 +20,7 @@ _fails = cli_fails
 
 # Item 1: a failed start leaves nothing that blocks the corrected retry.
 @pytest.mark.parametrize("bad, needles", [
-    (["--model", "resnet50"], ["unknown model 'resnet50'", "mlp"]),
+    (["--model", "resnet50"], ["model (--model) must be one of 'mlp'", "got 'resnet50'"]),
     (["--device", "cuda"], ["device (--device) 'cuda'", "use cpu"]),
 ], ids=["model", "device"])
 def test_failed_start_writes_nothing_and_retry_runs(tmp_path, capsys, bad, needles):

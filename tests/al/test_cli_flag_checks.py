@@ -31,7 +31,7 @@ def _usage_error(capsys, argv, *needles):
     # Item 1: ran to the end with untrained models (flat accuracy 0.114), status 0.
     (["--epochs", "0"], "--epochs must be an int >= 1, got 0"),
     # Item 2: a training-accuracy target that can never be reached.
-    (["--train-accuracy", "2"], "--train-accuracy must be <= 1 (a fraction), got 2.0"),
+    (["--train-accuracy", "2"], "--train-accuracy must be a fraction in [0, 1], got 2.0"),
     # Item 3: config.json recorded 100000 for a pool of 1,347.
     (["--pool-size", "100000"], "pool_size (--pool-size) is 100000, but there are only 1,347 "
                                 "training images of digits"),

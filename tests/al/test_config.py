@@ -34,7 +34,7 @@ def test_values_are_checked_against_the_schema():
         config.default_config(seeds=[0, 1.5])
     with pytest.raises(TypeError, match="'reset_weights' must be True or False"):
         config.default_config(reset_weights="no")
-    with pytest.raises(ValueError, match="'optimizer' must be one of adam, sgd"):
+    with pytest.raises(ValueError, match="'optimizer' must be one of 'adam', 'sgd'"):
         config.default_config(optimizer="lbfgs")
     with pytest.raises(ValueError, match="bad option 'lamb=1'; expected STRATEGY.KEY=VALUE"):
         _parsed("--set", "lamb=1")

@@ -141,12 +141,14 @@ def test_class_pool_order_sorts_the_same_images_by_label(opts):
     # Same images; the pool's mean and std, summed in another order, may round differently.
     torch.testing.assert_close(cx, x[order], **_standard_tol(x))
     assert not torch.equal(cy, y)                  # the source's order was not sorted already
-    with pytest.raises(ValueError, match="pool_order must be one of dataset, class"):
+    with pytest.raises(ValueError,
+                       match="pool_order must be one of 'dataset', 'class', got 'sorted'"):
         data.load("digits", pool_order="sorted")
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(ValueError, match="valid names: cifar10, digits, fashion-mnist"):
+    with pytest.raises(ValueError,
+                       match="dataset must be one of 'cifar10', 'digits', 'fashion-mnist'"):
         data.load("mnist")
 
 

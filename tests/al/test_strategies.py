@@ -5,21 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from fishermask_ext import MLP, ResNet18Narrow, select_batch
+from fishermask_ext import ResNet18Narrow, select_batch
 from fishermask_ext import strategies
 from fishermask_ext.strategies.fisher import auto_pct
 
-N, C = 60, 4
-
-
-@pytest.fixture
-def setup():
-    torch.manual_seed(0)
-    model = MLP(in_features=16, num_classes=C, hidden=(8,))
-    pool = torch.randn(N, 1, 4, 4)
-    labeled = torch.zeros(N, dtype=torch.bool)
-    labeled[torch.randperm(N)[:10]] = True
-    return model, pool, labeled
+N, C = 60, 4      # the `setup` fixture's pool (conftest.py)
 
 
 def _opts(name):
@@ -52,7 +42,8 @@ def test_budget_checks(setup, name):
 
 
 def test_registry_errors():
-    with pytest.raises(ValueError, match="valid names: badge, bait, coreset, entropy"):
+    with pytest.raises(ValueError,
+                       match="strategy must be one of 'badge', 'bait', 'coreset', 'entropy'"):
         strategies.get("bald")
     with pytest.raises(TypeError, match="no option pct_top; its options: batch_size, device"):
         strategies.get("entropy", pct_top=0.1)

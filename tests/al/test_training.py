@@ -115,6 +115,7 @@ def test_untrained_first_query(tmp_path, monkeypatch, spy_select):
     # The last query of each: the loop's round 0 (the warm-up before it queries too).
     assert same(seen["entropy"][-1], e_start) and not same(seen["entropy"][-1], e_end)
     assert same(seen["random"][-1], r_end) and not same(seen["random"][-1], r_start)
-    with pytest.raises(ValueError, match="untrained_first_query names unknown strategies"):
+    with pytest.raises(ValueError,
+                       match="every item of untrained_first_query must be one of 'badge'"):
         loop.run_experiment(_digits_cnn(untrained_first_query=["bald"]), str(tmp_path / "y"),
                             progress=False)

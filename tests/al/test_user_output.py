@@ -1,17 +1,16 @@
 """What a user notices. Progress on a terminal for long library calls
 whatever the pool size; honest plot labels, titles and summary; --help text for every entry;
-no empty folder from a failed bench; no made-up rate for a complete store."""
+no made-up rate for a complete store (the bench runner's items: tests/benchmarks_runner)."""
 import io
 import json
 import sys
 
-import matplotlib
 import pytest
 import torch
 from testing import tiny_run
 
 import fishermask_ext as fm
-from fishermask_ext.al import bench_report, cli, embed_cmd, presets, report
+from fishermask_ext.al import cli, embed_cmd, presets, report
 from fishermask_ext import _progress as progress
 
 TINY = tiny_run(strategies="random,entropy")
@@ -80,21 +79,6 @@ def test_balanced_preset_title_lists_no_imbalance():
         presets.preset_config("cifar10-imbalanced", "small"))
 
 
-def test_bench_plot_tells_the_dtypes_apart(monkeypatch, tmp_path):
-    """Item 18: in select-time.png the float64 lines looked like the float32 ones."""
-    matplotlib.use("Agg")
-    table = [dict(name=f"{m}-{d}-{n}", min_s=0.1 * n, extra=dict(method=m, dtype=d,
-                                                                 pool_size=n))
-             for m in ("native", "twin") for d in ("float32", "float64") for n in (10, 20)]
-    fig = _figure_of(monkeypatch, lambda: bench_report.plot(table, str(tmp_path / "p.png"), "t"))
-    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
-    for method in ("native", "twin"):
-        a, b = lines[f"{method} float32"], lines[f"{method} float64"]
-        assert a.get_color() == b.get_color()                    # one colour per method
-        assert a.get_marker() != b.get_marker()
-        assert a.get_linestyle() != b.get_linestyle()
-
-
 @pytest.mark.parametrize("command", ["run", "report", "select", "embed"])
 def test_every_help_entry_has_text_and_its_default(command):
     """Item 19: --no-progress, --backend, report's folder, --optimizer, --pool-order and
@@ -107,15 +91,6 @@ def test_every_help_entry_has_text_and_its_default(command):
         assert action.help, f"{command} {name} has no help text"
         if action.choices:
             assert "default" in action.help, f"{command} {name} does not say its default"
-
-
-def test_a_failed_bench_leaves_no_empty_folder(tmp_path, capsys):
-    """Item 19: a bench run that measured nothing left an empty results folder."""
-    out = tmp_path / "bench"
-    assert cli.main(["bench", "--quick", "-k", "no_such_benchmark_here", "--out", str(out)]) == 5
-    assert not out.exists()
-    assert "nothing was measured (pytest status 5); removed the empty folder" in \
-        capsys.readouterr().out
 
 
 def test_resume_of_a_complete_store_reports_no_rate(tmp_path, capsys):

@@ -8,11 +8,11 @@ from torch.utils.data import (BatchSampler, DataLoader, IterableDataset, RandomS
 
 from fishermask_ext.nn import (MLP, ParamMask, ResNet18Narrow, SmallCNN, fisher_diagonal,
                                masked_grad_embeddings)
+from fishermask_ext.nn.hooks import WEIGHTINGS
 from fishermask_ext.testing import func_embeddings, loop_embeddings, network_terms, tol
 
 from testing import require_native
 
-WEIGHTINGS = ["sqrt_p", "none"]
 # torch's note that padding="same" with an even kernel pads a copy of the input (Conv1dNet)
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 

@@ -179,7 +179,7 @@ def test_partial_classifier_mask_refused(positions, why):
 def test_bad_arguments():
     model = _mlp()
     mask, x = _mask(model), torch.randn(5, 6, dtype=torch.float64)
-    with pytest.raises(ValueError, match="factored must be True, False or 'auto', got 1"):
+    with pytest.raises(ValueError, match="factored must be one of True, False, 'auto', got 1"):
         masked_grad_embeddings(model, x, mask, factored=1)
     with pytest.raises(ValueError, match="out: a preallocated tensor .* factored=True"):
         masked_grad_embeddings(model, x, mask, factored=True,

@@ -38,5 +38,6 @@ def test_small_cnn_has_strided_dilated_and_grouped_convs():
 def test_get_model_builds_registered_models_and_lists_valid_names():
     assert isinstance(get_model("resnet18_narrow", num_classes=3), ResNet18Narrow)
     assert get_model("mlp", in_features=4, num_classes=2)(torch.randn(5, 4)).shape == (5, 2)
-    with pytest.raises(ValueError, match="valid names: " + ", ".join(sorted(MODELS))):
+    with pytest.raises(ValueError,
+                       match="model must be one of " + ", ".join(map(repr, sorted(MODELS)))):
         get_model("resnet18")

@@ -33,7 +33,7 @@ X0 = torch.randn(6, 2, 3, dtype=torch.float64)
     (dict(unlabeled=X0, budget=2, labeled_fisher=-9 * torch.eye(3), n_labeled=4),
      "labeled_fisher must be positive semi-definite"),
     (dict(unlabeled=X0, budget=2, backward_steps=-1), "backward_steps must be an int >= 0"),
-    (dict(unlabeled=X0, budget=2, lamb=0.0), "lamb must be a finite number > 0"),
+    (dict(unlabeled=X0, budget=2, lamb=0.0), "lamb must be > 0, got 0.0"),
     (dict(unlabeled=X0, budget=2, backend="gpu"), "backend must be one of"),
 ])
 def test_bad_input_raises(kwargs, match):

@@ -1,4 +1,4 @@
-"""The table and the plot of a `fishermask bench` run, from pytest-benchmark's JSON.
+"""The table and the plot of a benchmarks/run.py run, from pytest-benchmark's JSON.
 
     write("results/bench/pytest-benchmark.json", "results/bench")   # results.md, .json, .png
 
@@ -9,7 +9,7 @@ line per method and dtype.
 """
 import os
 
-from .io import read_json, write_atomic, write_json
+from fishermask_ext.al.io import read_json, write_atomic, write_json
 
 __all__ = ["rows", "markdown", "write", "plot"]
 
@@ -95,7 +95,7 @@ def write(raw_path, out_dir, command=None, quick=False):
     table = rows(raw)
     machine = raw.get("machine_info", {})
     sizes = "smoke sizes (--quick)" if quick else "full sizes"
-    header = [f"# fishermask bench: {len(table)} benchmarks, {sizes}", "",
+    header = [f"# benchmarks/run.py: {len(table)} benchmarks, {sizes}", "",
               f"`{' '.join(command or [])}` on {machine.get('cpu', {}).get('brand_raw', '?')}, "
               f"{raw.get('datetime', '')}, commit {raw.get('commit_info', {}).get('id', '?')}. "
               f"Times are seconds per call; ratios only between rows of this one run."]
