@@ -15,7 +15,7 @@ from torch import nn
 from torch._C._profiler import _EventType
 
 from fishermask_ext.ops import native_available
-from fishermask_ext.testing import DEVICES, DTYPES, tol  # noqa: F401
+from fishermask_ext.testing import DEVICES, DTYPES, network_terms, tol  # noqa: F401
 
 
 def needs_native(device, name="greedy_select"):
@@ -113,7 +113,6 @@ def check_picks(picks, labeled_mask, k):
 def assert_fisher_equal(got, expected, model, x):
     """Two Fisher diagonals {name: f} of `model` over the samples x agree within
     tol(terms=network_terms(model, x, fisher=True)), each tensor at its own scale."""
-    from fishermask_ext.testing import network_terms
     assert got.keys() == expected.keys()
     terms = network_terms(model, x, fisher=True)
     for n in expected:
