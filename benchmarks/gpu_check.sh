@@ -58,11 +58,18 @@ else
   stage build 300 env FISHERMASK_FORCE_CUDA=1 MAX_JOBS=16 "$PY" setup.py build_ext --inplace \
     || { echo "build failed: see $OUT/build.log"; exit 1; }
 fi
+# The small cases compute-sanitizer runs: every native op against its twin, in float64.
+SANITIZED="tests/ops/test_trace_ratio_step.py tests/ops/test_embed_ops.py tests/ops/test_fisher_ops.py"
+SANITIZE_K="matches_twin and float64"
 stage info 60 "$PY" -m fishermask_ext info   # versions, native kernels per op and device, archs
 if [ "$DRY" = 1 ]; then   # the CUDA kernels themselves, on the CPU
   stage tests 300 "$PY" -m pytest -q -x -p no:cacheprovider tests -k cuda --ignore=tests/adapters \
     --junitxml="$OUT/tests.xml"
   skip sanitizers "dry run: compute-sanitizer needs a GPU"
+  # ... but the tests it would run must exist: the same filter on the CPU collects some
+  # (pytest exits 5 when it collects none).
+  stage sanitizer_filter 120 "$PY" -m pytest -q --collect-only -p no:cacheprovider $SANITIZED \
+    -k "cpu and $SANITIZE_K"
   skip nccl "dry run: NCCL needs a GPU"
 else
   stage tests 150 "$PY" -m pytest -q -x -p no:cacheprovider tests -k cuda --ignore=tests/adapters \
@@ -70,8 +77,7 @@ else
   if command -v compute-sanitizer >/dev/null; then
     for tool in memcheck racecheck; do
       stage "sanitizer_$tool" 120 compute-sanitizer --tool "$tool" --error-exitcode 1 \
-        "$PY" -m pytest -q -x -p no:cacheprovider tests/ops/test_trace_ratio_step.py \
-        tests/ops/test_embed_ops.py tests/ops/test_fisher_ops.py -k "cuda and matches_twin and float64"
+        "$PY" -m pytest -q -x -p no:cacheprovider $SANITIZED -k "cuda and $SANITIZE_K"
     done
   else
     skip sanitizers "compute-sanitizer not on PATH"
