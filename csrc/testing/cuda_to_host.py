@@ -85,11 +85,10 @@ def _write(path, text):
         f.write(text)
 
 
-def sources(namespace, files, mutations=()):
+def sources(namespace, files, mutations=(), out=os.path.join(BUILD, "src")):
     """Generated .cpp files of one variant: its schemas (csrc/ops.cpp in `namespace`) and the
     given CUDA files (names in csrc/cuda, or paths under csrc such as
-    "testing/shim_selftest.cu"), all under namespace `namespace`."""
-    out = os.path.join(BUILD, "src")
+    "testing/shim_selftest.cu"), all under namespace `namespace`, written into `out`."""
     os.makedirs(out, exist_ok=True)
     head = (f"#define FM_SHIM_NAMESPACE {namespace}\n#define fishermask_ext {namespace}\n"
             '#include "cuda_on_cpu.h"\n')
