@@ -15,6 +15,7 @@
 #include <algorithm>
 
 #include "checks.h"
+#include "conv_geometry.h"
 
 namespace fishermask_ext {
 
@@ -57,50 +58,6 @@ C10_HOST_DEVICE inline acc_t channel_sum(const scalar_t* d, const scalar_t* a, i
   return total;
 }
 
-// The im2col layout of one chunk's input patches, patches [P, Cin·kh·kw, Ho·Wo], read from
-// x [P, Cin, H, W] with implicit zero padding. Row r = (p·Cin + ci)·kh·kw + α·kw + β.
-struct PatchGeometry {
-  int64_t Cin, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw;
-};
-
-// Where row r of the patches reads: the input plane (p, ci) and the offsets of its tap (α, β).
-struct PatchRow {
-  int64_t plane, y0, x0;  // input row of output y: y·sh + y0; input column of xo: xo·sw + x0
-};
-
-C10_HOST_DEVICE inline PatchRow patch_row(int64_t r, const PatchGeometry& g) {
-  const int64_t beta = r % g.kw, alpha = r / g.kw % g.kh, plane = r / (g.kw * g.kh);
-  return {plane, alpha * g.dh - g.ph, beta * g.dw - g.pw};
-}
-
-// patches[r, y·Wo + xo] for the plane's pixels xp [H, W]: 0 in the padding.
-template <typename scalar_t>
-C10_HOST_DEVICE inline scalar_t patch_at(const scalar_t* xp, const PatchRow& row, int64_t y,
-                                         int64_t xo, const PatchGeometry& g) {
-  const int64_t iy = y * g.sh + row.y0, ix = xo * g.sw + row.x0;
-  return iy >= 0 && iy < g.H && ix >= 0 && ix < g.W ? xp[iy * g.W + ix] : scalar_t(0);
-}
-
-// The output columns [lo, hi) of one output row whose tap lands inside the input row (the
-// rest read padding): 0 <= xo·sw + x0 < W.
-struct Span {
-  int64_t lo, hi;
-};
-
-C10_HOST_DEVICE inline Span valid_columns(const PatchRow& row, const PatchGeometry& g) {
-  const int64_t lo = row.x0 >= 0 ? 0 : (-row.x0 + g.sw - 1) / g.sw;
-  const int64_t last = g.W - 1 - row.x0;  // xo·sw <= last
-  const int64_t hi = last < 0 ? 0 : std::min(g.Wo, last / g.sw + 1);
-  return {std::min(lo, hi), hi};
-}
-
-inline PatchGeometry patch_geometry(const at::Tensor& x, const at::Tensor& delta,
-                                    at::IntArrayRef k, at::IntArrayRef s, at::IntArrayRef p,
-                                    at::IntArrayRef d) {
-  return {x.size(1), x.size(2), x.size(3), delta.size(3), delta.size(4), k[0], k[1],
-          s[0],      s[1],      p[0],      p[1],          d[0],          d[1]};
-}
-
 // fisher_linear_sq with the device's square_sum(G [P, Gr, C, R], out [Gr, R]), which adds
 // Σ_{p, c} G[p, g, c, r]² to out[g, r].
 template <typename SquareSum>
@@ -133,7 +90,8 @@ at::Tensor fisher_linear_sq_impl(const at::Tensor& a,      // [n, S, I]
 }
 
 // fisher_conv2d_sq with the device's square_sum (see fisher_linear_sq_impl) and its
-// im2col(x [P, Cin, H, W] contiguous, geometry, patches [P, Cin·kh·kw, Ho·Wo]) filling patches.
+// im2col(x [P, Cin, H, W] contiguous, geometry, patches [P, Cin·kh·kw, Ho·Wo]) filling patches
+// (row r of a sample: the tap patch_row(r) of conv_geometry.h).
 template <typename SquareSum, typename Im2col>
 at::Tensor fisher_conv2d_sq_impl(const at::Tensor& x,      // [n, Cin, H, W]
                                  const at::Tensor& delta,  // [C, n, O, Ho, Wo]
@@ -142,10 +100,10 @@ at::Tensor fisher_conv2d_sq_impl(const at::Tensor& x,      // [n, Cin, H, W]
                                  int64_t groups, int64_t chunk, const SquareSum& square_sum,
                                  const Im2col& im2col) {
   check_fisher_conv2d_sq(x, delta, kernel_size, stride, padding, dilation, groups, chunk);
-  const int64_t n = x.size(0), C = delta.size(0), O = delta.size(2), Og = O / groups;
-  const int64_t K = x.size(1) / groups * kernel_size[0] * kernel_size[1];
-  const int64_t L = delta.size(3) * delta.size(4);
-  const PatchGeometry geometry = patch_geometry(x, delta, kernel_size, stride, padding, dilation);
+  const ConvGeometry geometry =
+      conv_geometry(x, delta, kernel_size, stride, padding, dilation, groups);
+  const int64_t n = geometry.n, C = geometry.C, O = geometry.O, Og = geometry.Og;
+  const int64_t K = geometry.K, L = geometry.L;
   at::Tensor out = at::zeros({O, K}, x.options());  // [O, K]: weight.view(O, -1) order
   // One buffer each for a chunk's patches and gradients, reused: fresh chunk-sized tensors
   // would cost page faults on every chunk (the allocator returns large blocks to the OS).

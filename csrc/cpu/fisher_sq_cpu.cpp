@@ -52,7 +52,7 @@ void square_sum_cpu(const at::Tensor& G, const at::Tensor& out) {
 // interior position every tap is inside the image and a row is a plain gather at the taps'
 // offsets; only the border rows test each tap (patch_at).
 template <typename scalar_t>
-void im2col_t_cpu(const at::Tensor& x, const PatchGeometry& g, int64_t G, int64_t K, int64_t Kp,
+void im2col_t_cpu(const at::Tensor& x, const ConvGeometry& g, int64_t G, int64_t K, int64_t Kp,
                   const at::Tensor& patches) {
   const int64_t P = x.size(0), L = g.Ho * g.Wo, plane = g.H * g.W;
   std::vector<PatchRow> taps(G * K);
@@ -103,10 +103,10 @@ at::Tensor fisher_conv2d_sq_cpu(const at::Tensor& x,      // [n, Cin, H, W]
                                 at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                                 int64_t chunk) {
   check_fisher_conv2d_sq(x, delta, kernel_size, stride, padding, dilation, groups, chunk);
-  const int64_t n = x.size(0), C = delta.size(0), O = delta.size(2), Og = O / groups;
-  const int64_t K = x.size(1) / groups * kernel_size[0] * kernel_size[1];
-  const int64_t L = delta.size(3) * delta.size(4);
-  const PatchGeometry geometry = patch_geometry(x, delta, kernel_size, stride, padding, dilation);
+  const ConvGeometry geometry =
+      conv_geometry(x, delta, kernel_size, stride, padding, dilation, groups);
+  const int64_t n = geometry.n, C = geometry.C, O = geometry.O, Og = geometry.Og;
+  const int64_t K = geometry.K, L = geometry.L;
   const ClassSampleBlocks d = class_sample_blocks(delta.flatten(3));  // [C, n, O, L]
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fisher_conv2d_sq_cpu", [&] {

@@ -51,7 +51,7 @@ void square_sum_cuda(const at::Tensor& G, const at::Tensor& out) {
 template <typename scalar_t>
 __global__ void im2col_kernel(const scalar_t* __restrict__ x,  // [P, Cin, H, W]
                               scalar_t* __restrict__ out,      // [P, Cin·kh·kw, Ho·Wo]
-                              int64_t total, PatchGeometry g) {
+                              int64_t total, ConvGeometry g) {
   const int64_t L = g.Ho * g.Wo;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -61,7 +61,7 @@ __global__ void im2col_kernel(const scalar_t* __restrict__ x,  // [P, Cin, H, W]
   }
 }
 
-void im2col_cuda(const at::Tensor& x, const PatchGeometry& g, const at::Tensor& patches) {
+void im2col_cuda(const at::Tensor& x, const ConvGeometry& g, const at::Tensor& patches) {
   const int64_t total = patches.numel();
   if (total == 0) return;
   const int blocks = static_cast<int>(std::min((total + kThreads - 1) / kThreads, kMaxBlocks));

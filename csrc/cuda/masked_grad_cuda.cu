@@ -72,16 +72,16 @@ __global__ void masked_conv2d_grad_kernel(const scalar_t* __restrict__ x,      /
                                           const scalar_t* __restrict__ delta,  // [C, n, O, Ho, Wo]
                                           const int64_t* __restrict__ index,   // [m]
                                           scalar_t* __restrict__ out,          // [n, C, m]
-                                          ConvGeometry g) {
+                                          ConvGeometry g, int64_t m) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;   // float64, as on the CPU
   const int lane = threadIdx.x;
-  const int64_t L = g.Ho * g.Wo, class_stride = g.n * g.O * L;
+  const int64_t L = g.L, class_stride = g.n * g.O * L;
   // p is uniform across a warp, so every lane reaches the shuffles together.
-  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.y) + threadIdx.y; p < g.n * g.m;
+  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.y) + threadIdx.y; p < g.n * m;
        p += static_cast<int64_t>(gridDim.x) * blockDim.y) {
-    const int64_t s = p / g.m, k = p % g.m;
+    const int64_t s = p / m, k = p % m;
     const ConvEntry e = decode_conv_entry(index[k], g);
-    const scalar_t* xs = x + (s * g.Cin + e.channel) * g.H * g.W;
+    const scalar_t* xs = x + (s * g.Cin + e.tap.plane) * g.H * g.W;
     const scalar_t* ds = delta + (s * g.O + e.o) * L;
     for (int64_t c0 = 0; c0 < g.C; c0 += kClassTile) {
       acc_t acc[kClassTile];
@@ -89,8 +89,7 @@ __global__ void masked_conv2d_grad_kernel(const scalar_t* __restrict__ x,      /
       for (int j = 0; j < kClassTile; ++j) acc[j] = acc_t(0);
       for (int64_t l = lane; l < L; l += 32) {
         const int64_t y = l / g.Wo, xo = l % g.Wo;
-        const int64_t iy = y * g.sh - g.ph + e.alpha * g.dh;
-        const int64_t ix = xo * g.sw - g.pw + e.beta * g.dw;
+        const int64_t iy = y * g.sh + e.tap.y0, ix = xo * g.sw + e.tap.x0;
         if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) continue;  // implicit zero padding
         const acc_t xv = xs[iy * g.W + ix];
         const scalar_t* d = ds + c0 * class_stride + l;
@@ -102,7 +101,7 @@ __global__ void masked_conv2d_grad_kernel(const scalar_t* __restrict__ x,      /
       for (int j = 0; j < kClassTile; ++j) {
         if (c0 + j >= g.C) break;  // uniform across the warp: no lane skips a shuffle
         const acc_t total = warp_sum(acc[j]);
-        if (lane == 0) out[(s * g.C + c0 + j) * g.m + k] = static_cast<scalar_t>(total);
+        if (lane == 0) out[(s * g.C + c0 + j) * m + k] = static_cast<scalar_t>(total);
       }
     }
   }
@@ -135,15 +134,15 @@ at::Tensor masked_conv2d_grad_cuda(const at::Tensor& x,      // [n, Cin, H, W]
   const c10::cuda::CUDAGuard guard(x.device());
   const ConvProblem p = prepare_masked_conv2d_grad(x, delta, index, kernel_size, stride, padding,
                                                    dilation, groups);
-  at::Tensor out = at::empty({p.g.n, p.g.C, p.g.m}, p.x.options());  // [n, C, m]
+  at::Tensor out = at::empty({p.g.n, p.g.C, p.m}, p.x.options());  // [n, C, m]
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(p.x.scalar_type(), "masked_conv2d_grad_cuda", [&] {
     masked_conv2d_grad_kernel<scalar_t>
-        <<<blocks_for(p.g.n * p.g.m, kWarps), dim3(32, kWarps), 0,
+        <<<blocks_for(p.g.n * p.m, kWarps), dim3(32, kWarps), 0,
            c10::cuda::getCurrentCUDAStream()>>>(p.x.data_ptr<scalar_t>(),
                                                 p.delta.data_ptr<scalar_t>(),
                                                 p.index.data_ptr<int64_t>(),
-                                                out.data_ptr<scalar_t>(), p.g);
+                                                out.data_ptr<scalar_t>(), p.g, p.m);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;

@@ -3,6 +3,8 @@ empty outputs, so torch.compile and FakeTensor tracing reject what the ops would
 Imported by fishermask_ext.ops once the compiled module has loaded."""
 import torch
 
+from .conv import weight_columns
+
 _FLOAT = (torch.float32, torch.float64)
 
 
@@ -198,8 +200,7 @@ def _(x, delta, kernel_size, stride, padding, dilation, groups, chunk):
     torch._check(groups >= 1 and x.shape[1] % groups == 0 and delta.shape[2] % groups == 0,
                  lambda: "groups must divide Cin and O")
     _check_chunk(chunk)
-    K = x.shape[1] // groups * kernel_size[0] * kernel_size[1]
-    return x.new_empty((delta.shape[2], K))
+    return x.new_empty((delta.shape[2], weight_columns(x.shape[1], kernel_size, groups)))
 
 
 @torch.library.register_fake("fishermask_ext::fisher_channel_sq")
