@@ -68,7 +68,8 @@ at::Tensor fisher_linear_sq_impl(const at::Tensor& a,      // [n, S, I]
   const int64_t n = a.size(0), S = a.size(1), I = a.size(2), C = delta.size(0),
                 O = delta.size(3);
   at::Tensor out = at::zeros({O, I}, a.options());  // [O, I]
-  // Reused across chunks, as in fisher_conv2d_sq_impl.
+  // Reused across chunks: fresh chunk-sized tensors would cost page faults on every chunk (the
+  // allocator returns large blocks to the OS).
   at::Tensor grad_buf = at::empty({S == 1 ? 0 : std::min(chunk, n) * C * O * I}, a.options());
   for (int64_t s = 0; s < n; s += chunk) {
     const int64_t P = std::min(chunk, n - s);
@@ -89,42 +90,26 @@ at::Tensor fisher_linear_sq_impl(const at::Tensor& a,      // [n, S, I]
   return out;
 }
 
-// fisher_conv2d_sq with the device's square_sum (see fisher_linear_sq_impl) and its
-// im2col(x [P, Cin, H, W] contiguous, geometry, patches [P, Cin·kh·kw, Ho·Wo]) filling patches
-// (row r of a sample: the tap patch_row(r) of conv_geometry.h).
-template <typename SquareSum, typename Im2col>
+// fisher_conv2d_sq on either device, `chunk` samples at a time: the checks, the geometry and
+// the chunk loop are written here once, a chunk's arithmetic is the device's Squares:
+//   Squares(geometry, delta [C, n, O, Ho, Wo], most): ready for chunks of up to `most` samples;
+//   add(x_chunk [P, Cin, H, W] contiguous, s): adds Σ_{p, c} G[c, p]² over the chunk's
+//     per-sample gradients G [C, P, O, K] (samples s .. s + P of delta);
+//   result(): the sums, [O, K] in x's dtype, weight.view(O, -1) order.
+// CUDA forms a chunk's gradients with cuBLAS and then squares them (fisher_sq_cuda.cu); the
+// CPU squares them in registers and never stores them (cpu/fisher_sq_cpu.cpp).
+template <typename Squares>
 at::Tensor fisher_conv2d_sq_impl(const at::Tensor& x,      // [n, Cin, H, W]
                                  const at::Tensor& delta,  // [C, n, O, Ho, Wo]
                                  at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                  at::IntArrayRef padding, at::IntArrayRef dilation,
-                                 int64_t groups, int64_t chunk, const SquareSum& square_sum,
-                                 const Im2col& im2col) {
+                                 int64_t groups, int64_t chunk) {
   check_fisher_conv2d_sq(x, delta, kernel_size, stride, padding, dilation, groups, chunk);
-  const ConvGeometry geometry =
-      conv_geometry(x, delta, kernel_size, stride, padding, dilation, groups);
-  const int64_t n = geometry.n, C = geometry.C, O = geometry.O, Og = geometry.Og;
-  const int64_t K = geometry.K, L = geometry.L;
-  at::Tensor out = at::zeros({O, K}, x.options());  // [O, K]: weight.view(O, -1) order
-  // One buffer each for a chunk's patches and gradients, reused: fresh chunk-sized tensors
-  // would cost page faults on every chunk (the allocator returns large blocks to the OS).
-  const int64_t most = std::min(chunk, n);
-  at::Tensor patch_buf = at::empty({most * groups * K * L}, x.options());
-  at::Tensor grad_buf = at::empty({most * groups * C * Og * K}, x.options());
-  for (int64_t s = 0; s < n; s += chunk) {
-    const int64_t P = std::min(chunk, n - s);
-    const at::Tensor patches = patch_buf.narrow(0, 0, P * groups * K * L).view({P, groups * K, L});
-    im2col(x.narrow(0, s, P).contiguous(), geometry, patches);   // [P, Cin·kh·kw, L]
-    // Classes join the rows of each sample's product, so its patches are read once for all C.
-    // With step A's sample-major delta ([n, C, O, L] memory) and groups == 1 this is a view.
-    const at::Tensor d = delta.narrow(1, s, P)
-                             .reshape({C, P, groups, Og, L})
-                             .permute({1, 2, 0, 3, 4})
-                             .reshape({P * groups, C * Og, L});
-    at::Tensor G = grad_buf.narrow(0, 0, P * groups * C * Og * K).view({P * groups, C * Og, K});
-    at::bmm_out(G, d, patches.view({P * groups, K, L}).transpose(1, 2));
-    square_sum(G.view({P, groups, C, Og * K}), out.view({groups, Og * K}));
-  }
-  return out;
+  const ConvGeometry g = conv_geometry(x, delta, kernel_size, stride, padding, dilation, groups);
+  Squares squares(g, delta, std::min(chunk, g.n));
+  for (int64_t s = 0; s < g.n; s += chunk)
+    squares.add(x.narrow(0, s, std::min(chunk, g.n - s)).contiguous(), s);
+  return squares.result();
 }
 
 // delta [C, n, O, L] with each [O, L] block (one class of one sample) contiguous, and its

@@ -1,6 +1,7 @@
 // CUDA kernels of the step-A ops (docs/ALGORITHM.md): sums over samples and class seeds of
 // squared per-sample gradients, summed in float64 as on the CPU. Schemas and exact math: csrc/ops.cpp; the chunk loops (cuBLAS
 // batched GEMMs through ATen) and the arithmetic are csrc/fisher_sq.h, shared with the CPU.
+// Conv2d weights: ConvSquaresCuda is the per-chunk work of the shared fisher_conv2d_sq_impl.
 // im2col: one thread per patch entry. square_sum: one thread per gradient entry, its loads coalesced across the warp.
 // channel: one block per output channel, threads split the (class, sample) pairs, then a
 // fixed-order tree sum in shared memory (deterministic, no atomics).
@@ -72,6 +73,42 @@ void im2col_cuda(const at::Tensor& x, const ConvGeometry& g, const at::Tensor& p
   });
 }
 
+// A chunk of fisher_conv2d_sq (fisher_conv2d_sq_impl's Squares) on CUDA: im2col, every
+// class's per-sample gradients by one batched GEMM (cuBLAS, almost all the FLOPs), then
+// square_sum folds their squares into the sum.
+class ConvSquaresCuda {
+ public:
+  ConvSquaresCuda(const ConvGeometry& g, const at::Tensor& delta, int64_t most)  // [C, n, O, Ho, Wo]
+      : g_(g),
+        delta_(delta),
+        out_(at::zeros({g.O, g.K}, delta.options())),
+        // One buffer each for a chunk's patches and gradients, reused: fresh chunk-sized
+        // tensors would cost page faults on every chunk (the allocator returns large blocks).
+        patch_buf_(at::empty({most * g.groups * g.K * g.L}, delta.options())),
+        grad_buf_(at::empty({most * g.groups * g.C * g.Og * g.K}, delta.options())) {}
+
+  void add(const at::Tensor& x, int64_t s) {  // [P, Cin, H, W] contiguous: samples s .. s + P
+    const int64_t P = x.size(0), G = g_.groups, C = g_.C, Og = g_.Og, K = g_.K, L = g_.L;
+    const at::Tensor patches = patch_buf_.narrow(0, 0, P * G * K * L).view({P, G * K, L});
+    im2col_cuda(x, g_, patches);
+    // Classes join the rows of each sample's product, so its patches are read once for all C.
+    // With step A's sample-major delta ([n, C, O, L] memory) and groups == 1 this is a view.
+    const at::Tensor d = delta_.narrow(1, s, P)
+                             .reshape({C, P, G, Og, L})
+                             .permute({1, 2, 0, 3, 4})
+                             .reshape({P * G, C * Og, L});
+    at::Tensor grads = grad_buf_.narrow(0, 0, P * G * C * Og * K).view({P * G, C * Og, K});
+    at::bmm_out(grads, d, patches.view({P * G, K, L}).transpose(1, 2));
+    square_sum_cuda(grads.view({P, G, C, Og * K}), out_.view({G, Og * K}));
+  }
+
+  at::Tensor result() const { return out_; }  // [O, K]
+
+ private:
+  ConvGeometry g_;
+  at::Tensor delta_, out_, patch_buf_, grad_buf_;
+};
+
 template <typename scalar_t>
 __global__ void channel_sq_kernel(const scalar_t* __restrict__ delta,  // [C, n, O, L]
                                   int64_t sc, int64_t sn,              // its strides over C, n
@@ -106,8 +143,8 @@ at::Tensor fisher_conv2d_sq_cuda(const at::Tensor& x,      // [n, Cin, H, W]
                                  int64_t groups, int64_t chunk) {
   const c10::cuda::CUDAGuard guard(x.device());
   const at::NoTF32Guard no_tf32;
-  return fisher_conv2d_sq_impl(x, delta, kernel_size, stride, padding, dilation, groups, chunk,
-                               square_sum_cuda, im2col_cuda);
+  return fisher_conv2d_sq_impl<ConvSquaresCuda>(x, delta, kernel_size, stride, padding,
+                                                dilation, groups, chunk);
 }
 
 at::Tensor fisher_channel_sq_cuda(const at::Tensor& delta,               // [C, n, O, L]
