@@ -13,6 +13,7 @@
 #include <c10/macros/Macros.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "checks.h"
 #include "conv_geometry.h"
@@ -32,27 +33,34 @@ C10_HOST_DEVICE inline int64_t gradient_row(int64_t p, int64_t g, int64_t c, int
   return ((p * Gr + g) * C + c) * R;
 }
 
-// One per-sample channel gradient: Σ_l d[l]·a[l] (BatchNorm γ, a = x̂) or Σ_l d[l] (a bias,
-// a == nullptr) over the L positions of one channel. kParts interleaved partial sums: one
-// running sum is a chain of dependent adds (latency bound on the CPU, and the compiler may not
-// reorder it into vectors); kParts independent ones vectorise. Same order on every device.
+// One position's term of a per-sample channel gradient: d[l]·a[l] (BatchNorm γ, a = x̂) or d[l]
+// (a bias, a == nullptr). Both devices sum the L terms of a channel in float64, each in its
+// own order: the CPU in channel_sum, CUDA across a segment of lanes (fisher_sq_cuda.cu).
+template <typename acc_t, typename scalar_t>
+C10_HOST_DEVICE inline acc_t channel_term(const scalar_t* d, const scalar_t* a, int64_t l) {
+  return a == nullptr ? static_cast<acc_t>(d[l])
+                      : static_cast<acc_t>(d[l]) * static_cast<acc_t>(a[l]);
+}
+
+// The CPU's Σ_l channel_term over one channel, in kParts interleaved partial sums: one running
+// sum is a chain of dependent adds (latency bound, and the compiler may not reorder it into
+// vectors); kParts independent ones vectorise. Each branch fixes `a`'s nullness for its loop.
 constexpr int kParts = 8;
 
 template <typename acc_t, typename scalar_t>
-C10_HOST_DEVICE inline acc_t channel_sum(const scalar_t* d, const scalar_t* a, int64_t L) {
+inline acc_t channel_sum(const scalar_t* d, const scalar_t* a, int64_t L) {
   acc_t s[kParts] = {};
   const int64_t full = L / kParts * kParts;
-  if (a == nullptr) {
+  const auto sum = [&](auto with_a) {  // std::bool_constant
+    const scalar_t* const ap = decltype(with_a)::value ? a : nullptr;
     for (int64_t l = 0; l < full; l += kParts)
-      for (int k = 0; k < kParts; ++k) s[k] += static_cast<acc_t>(d[l + k]);
-    for (int64_t l = full; l < L; ++l) s[l - full] += static_cast<acc_t>(d[l]);
-  } else {
-    for (int64_t l = 0; l < full; l += kParts)
-      for (int k = 0; k < kParts; ++k)
-        s[k] += static_cast<acc_t>(d[l + k]) * static_cast<acc_t>(a[l + k]);
-    for (int64_t l = full; l < L; ++l)
-      s[l - full] += static_cast<acc_t>(d[l]) * static_cast<acc_t>(a[l]);
-  }
+      for (int k = 0; k < kParts; ++k) s[k] += channel_term<acc_t>(d, ap, l + k);
+    for (int64_t l = full; l < L; ++l) s[l - full] += channel_term<acc_t>(d, ap, l);
+  };
+  if (a == nullptr)
+    sum(std::false_type{});
+  else
+    sum(std::true_type{});
   acc_t total = 0;
   for (int k = 0; k < kParts; ++k) total += s[k];
   return total;
@@ -142,22 +150,6 @@ inline ChannelProblem prepare_fisher_channel_sq(const at::Tensor& delta_,  // [C
   const ClassSampleBlocks d = class_sample_blocks(delta_);
   return {d.delta, a.has_value() ? a->contiguous() : at::Tensor(), d.delta.size(0),
           d.delta.size(1), d.delta.size(2), d.delta.size(3), d.sc, d.sn};
-}
-
-// Σ_{c, i} channel_sum(...)² of output channel o: its entry of fisher_channel_sq, from the
-// pairs (c, i) = divmod(q, n) for q in [q0, C·n) step `step` (one thread's share on CUDA).
-template <typename acc_t, typename scalar_t>
-C10_HOST_DEVICE inline acc_t channel_squares(const scalar_t* delta, int64_t sc, int64_t sn,
-                                             const scalar_t* a, int64_t n, int64_t O, int64_t L,
-                                             int64_t C, int64_t o, int64_t q0, int64_t step) {
-  acc_t acc = 0;
-  for (int64_t q = q0; q < C * n; q += step) {
-    const int64_t c = q / n, i = q % n;
-    const acc_t v = channel_sum<acc_t>(delta + c * sc + i * sn + o * L,
-                                       a == nullptr ? a : a + (i * O + o) * L, L);
-    acc += v * v;
-  }
-  return acc;
 }
 
 }  // namespace fishermask_ext

@@ -160,10 +160,16 @@ at::Tensor fisher_channel_sq_cpu(const at::Tensor& delta,               // [C, n
     const int64_t grain =
         std::max<int64_t>(1, at::internal::GRAIN_SIZE / (p.C * p.n * p.L + 1));
     at::parallel_for(0, p.O, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t o = begin; o < end; ++o)
-        op[o] = static_cast<scalar_t>(
-            channel_squares<acc_t>(dp, p.sc, p.sn, ap, p.n, p.O, p.L, p.C, o, /*q0=*/0,
-                                   /*step=*/1));
+      for (int64_t o = begin; o < end; ++o) {
+        acc_t acc = 0;   // Σ_{c, i} channel_sum(...)² of output channel o
+        for (int64_t q = 0; q < p.C * p.n; ++q) {
+          const int64_t c = q / p.n, i = q % p.n;
+          const acc_t v = channel_sum<acc_t>(dp + c * p.sc + i * p.sn + o * p.L,
+                                             ap == nullptr ? ap : ap + (i * p.O + o) * p.L, p.L);
+          acc += v * v;
+        }
+        op[o] = static_cast<scalar_t>(acc);
+      }
     });
   });
   return out;

@@ -3,8 +3,8 @@
 // batched GEMMs through ATen) and the arithmetic are csrc/fisher_sq.h, shared with the CPU.
 // Conv2d weights: ConvSquaresCuda is the per-chunk work of the shared fisher_conv2d_sq_impl.
 // im2col: one thread per patch entry. square_sum: one thread per gradient entry, its loads coalesced across the warp.
-// channel: one block per output channel, threads split the (class, sample) pairs, then a
-// fixed-order tree sum in shared memory (deterministic, no atomics).
+// channel: lanes over (output channel, position) of each (class, sample) row, coalesced; blocks
+// over (channel group, slice of the rows); fixed-order sums (deterministic, no atomics).
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>
 #include <ATen/Context.h>
@@ -15,12 +15,15 @@
 
 #include <algorithm>
 
+#include "cuda/warp_sum.cuh"
 #include "fisher_sq.h"
 
 namespace fishermask_ext {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;    // channel kernel block
+constexpr int kRowsPerWarp = 4;          // channel kernel: (class, sample) rows per warp at least
 constexpr int64_t kMaxBlocks = 1 << 20;  // grid-stride loops cover the rest
 
 template <typename scalar_t>
@@ -109,23 +112,44 @@ class ConvSquaresCuda {
   at::Tensor delta_, out_, patch_buf_, grad_buf_;
 };
 
+// fisher_channel_sq's partial sums, partial [O, parts] float64: block b holds output channels
+// [o0, o0 + 32 / width) (o0 = b / parts · 32 / width) and slice b % parts of the C·n (class,
+// sample) rows. Its warps take the slice's rows in turn; in a row's contiguous [O, L] block,
+// the segment of `width` lanes (segment_width(L)) of output channel o reads o's positions
+// l = sub, sub + width, ... (neighbouring lanes, neighbouring addresses), sums them by
+// shuffles and squares the sum. The warps' sums meet in shared memory in a fixed order:
+// deterministic, no atomics.
 template <typename scalar_t>
 __global__ void channel_sq_kernel(const scalar_t* __restrict__ delta,  // [C, n, O, L]
                                   int64_t sc, int64_t sn,              // its strides over C, n
                                   const scalar_t* __restrict__ a,      // [n, O, L] or null
-                                  scalar_t* __restrict__ out,          // [O]
-                                  int64_t C, int64_t n, int64_t O, int64_t L) {
+                                  double* __restrict__ partial,        // [O, parts]
+                                  int64_t C, int64_t n, int64_t O, int64_t L, int width,
+                                  int64_t parts) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;   // float64, as on the CPU
-  __shared__ acc_t part[kThreads];
-  const int64_t o = blockIdx.x;
-  part[threadIdx.x] = channel_squares<acc_t>(delta, sc, sn, a, n, O, L, C, o, threadIdx.x,
-                                                kThreads);
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-    __syncthreads();
+  __shared__ acc_t warp_sums[kWarps][32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, sub = lane % width;
+  const int64_t part = blockIdx.x % parts;
+  const int64_t o = blockIdx.x / parts * (32 / width) + lane / width;
+  const int64_t len = o < O ? L : 0;   // lanes past the last channel sum nothing
+  acc_t total = 0;
+  // q is uniform across a warp, so every lane reaches the shuffles together.
+  for (int64_t q = part * kWarps + warp; q < C * n; q += parts * kWarps) {
+    const int64_t c = q / n, i = q % n;
+    const scalar_t* d = delta + c * sc + i * sn + o * L;
+    const scalar_t* ai = a == nullptr ? a : a + (i * O + o) * L;
+    acc_t v = 0;
+    for (int64_t l = sub; l < len; l += width) v += channel_term<acc_t>(d, ai, l);
+    v = segment_sum(v, width);
+    total += v * v;   // the channel's term in its segment's first lane
   }
-  if (threadIdx.x == 0) out[o] = static_cast<scalar_t>(part[0]);
+  warp_sums[warp][lane] = total;
+  __syncthreads();   // every warp's sums are written before warp 0 adds them up
+  if (warp == 0 && sub == 0 && o < O) {
+    acc_t sum = 0;
+    for (int w = 0; w < kWarps; ++w) sum += warp_sums[w][lane];
+    partial[o * parts + part] = sum;
+  }
 }
 
 at::Tensor fisher_linear_sq_cuda(const at::Tensor& a,      // [n, S, I]
@@ -153,14 +177,22 @@ at::Tensor fisher_channel_sq_cuda(const at::Tensor& delta,               // [C, 
   const ChannelProblem p = prepare_fisher_channel_sq(delta, a);
   at::Tensor out = at::empty({p.O}, p.delta.options());  // [O]
   if (p.O == 0) return out;
+  // Rows split so that every warp walks a few: enough blocks to fill the device when O is small.
+  const int width = segment_width(p.L);
+  const int64_t groups = (p.O + 32 / width - 1) / (32 / width);
+  const int64_t parts = std::max<int64_t>(
+      1, std::min((p.C * p.n + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp),
+                  kMaxBlocks / groups));
+  at::Tensor partial = at::empty({p.O, parts}, p.delta.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(p.delta.scalar_type(), "fisher_channel_sq_cuda", [&] {
-    channel_sq_kernel<scalar_t><<<static_cast<unsigned>(p.O), kThreads, 0,
+    channel_sq_kernel<scalar_t><<<static_cast<unsigned>(groups * parts), kWarps * 32, 0,
                                   c10::cuda::getCurrentCUDAStream()>>>(
         p.delta.data_ptr<scalar_t>(), p.sc, p.sn,
-        p.a.defined() ? p.a.data_ptr<scalar_t>() : nullptr,
-        out.data_ptr<scalar_t>(), p.C, p.n, p.O, p.L);
+        p.a.defined() ? p.a.data_ptr<scalar_t>() : nullptr, partial.data_ptr<double>(), p.C,
+        p.n, p.O, p.L, width, parts);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+  out.copy_(partial.sum(1));   // a fixed-order reduction of [O, parts]
   return out;
 }
 

@@ -33,10 +33,9 @@ FISHER = "csrc/cuda/fisher_sq_cuda.cu"
 PLANTED = {
     # off by one: square_sum's grid-stride loop runs one entry past out [Gr, R]
     "asan": ([(FISHER, "t < Gr * R;", "t <= Gr * R;")], "heap-buffer-overflow"),
-    # the barrier between a tree level's reads and the next level's writes removed
-    "tsan": ([(FISHER, "    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];\n"
-                       "    __syncthreads();",
-               "    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];")],
+    # the barrier between the warps' shared-memory writes and warp 0's reads removed
+    "tsan": ([(FISHER, "  __syncthreads();   // every warp's sums are written before warp 0 adds them up\n",
+               "")],
              "ThreadSanitizer: data race"),
 }
 FLAGS = {"asan": ["-fsanitize=address", "-fno-omit-frame-pointer"],

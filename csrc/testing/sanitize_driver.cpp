@@ -59,10 +59,14 @@ void kernels() {
   expect_close("fisher_conv2d_sq",
                call("fisher_conv2d_sq", {x, dc, k, s, p, d, 1, 1}).toTensor(),
                conv.square().sum({0, 1}));
-  // Channel sums: one block per output channel, a barrier-separated tree in shared memory.
+  // Channel sums: warps' sums meet in shared memory behind a barrier. L = 40 gives a channel a
+  // whole warp; L = 6 a segment of 8 lanes, 4 channels per warp.
   const at::Tensor dch = at::randn({2, 3, 3, 40}, f64), ach = at::randn({3, 3, 40}, f64);
   expect_close("fisher_channel_sq", call("fisher_channel_sq", {dch, ach}).toTensor(),
                (dch * ach).sum(-1).square().sum({0, 1}));
+  const at::Tensor dsm = at::randn({2, 3, 5, 6}, f64);
+  expect_close("fisher_channel_sq bias", call("fisher_channel_sq", {dsm, c10::IValue()}).toTensor(),
+               dsm.sum(-1).square().sum({0, 1}));
   // Step C: masked entries of the Linear and Conv2d weights (warp shuffles in the conv kernel).
   const at::Tensor il = at::tensor(std::vector<int64_t>{0, 7, 19, 3}, at::kLong);
   expect_close("masked_linear_grad", call("masked_linear_grad", {a, dl, il}).toTensor(),

@@ -106,7 +106,8 @@ def test_conv2d_matches_twin(device, dtype, contiguous, case):
 # L = 16 and 21: whole and partial runs of the kernel's 8 interleaved partial sums.
 CHANNEL_CASES = [(3, 5, 4, 6, True), (3, 5, 4, 6, False), (2, 0, 3, 4, True),
                  (2, 3, 3, 0, True), (10, 7, 5, 1, False), (1, 9, 300, 3, True),
-                 (3, 4, 2, 16, False), (2, 3, 5, 21, True)]
+                 (3, 4, 2, 16, False), (2, 3, 5, 21, True),
+                 (2, 3, 5, 70, True), (4, 40, 3, 5, False)]   # L > 32; many (class, sample) rows
 
 
 @pytest.mark.parametrize("device", DEVICES)
