@@ -12,7 +12,7 @@
 // - threads (-DFM_SHIM_THREADS, cuda_on_cpu_threads.cpp): every thread of a block is an OS
 //   thread and the barriers are a mutex and condition variable, which ThreadSanitizer
 //   understands; a missing __syncthreads is then a data race it reports
-//   (csrc/testing/sanitize.sh). Divergence is detected too: all threads blocked or exited.
+//   (csrc/testing/sanitize.py). Divergence is detected too: all threads blocked or exited.
 // The blocks of a launch run one after another in both, so `__shared__` can be `static`.
 // - Shuffles and __syncwarp are warp barriers: all 32 lanes must arrive (full masks only).
 // - Launch limits are checked as the driver does; dynamic shared memory is poisoned with NaN

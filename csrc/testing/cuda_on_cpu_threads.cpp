@@ -1,6 +1,6 @@
 // The race-checking scheduler of csrc/testing/cuda_on_cpu.h (-DFM_SHIM_THREADS): every thread
 // of a block is an OS thread, so two threads that touch the same shared memory without a
-// barrier between them are a data race ThreadSanitizer reports (csrc/testing/sanitize.sh).
+// barrier between them are a data race ThreadSanitizer reports (csrc/testing/sanitize.py).
 // All synchronisation is one mutex and condition variable per block: TSan does not model
 // libstdc++'s std::barrier, and one lock makes a deadlock easy to see: a thread about to wait
 // while every other thread waits or has exited completed no barrier, so none ever will.
