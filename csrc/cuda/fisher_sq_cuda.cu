@@ -185,7 +185,7 @@ at::Tensor fisher_channel_sq_cuda(const at::Tensor& delta,               // [C, 
                   kMaxBlocks / groups));
   at::Tensor partial = at::empty({p.O, parts}, p.delta.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(p.delta.scalar_type(), "fisher_channel_sq_cuda", [&] {
-    channel_sq_kernel<scalar_t><<<static_cast<unsigned>(groups * parts), kWarps * 32, 0,
+    channel_sq_kernel<scalar_t><<<static_cast<unsigned>(groups * parts), kThreads, 0,
                                   c10::cuda::getCurrentCUDAStream()>>>(
         p.delta.data_ptr<scalar_t>(), p.sc, p.sn,
         p.a.defined() ? p.a.data_ptr<scalar_t>() : nullptr, partial.data_ptr<double>(), p.C,

@@ -65,12 +65,15 @@ __global__ void masked_linear_grad_kernel(const scalar_t* __restrict__ a,      /
 // blockDim = (32, kWarps). A warp handles 32 / width (sample, masked entry) pairs at once, one
 // per segment of `width` lanes (segment_width(L)): a segment's lanes split the L = Ho·Wo output
 // positions and reduce by shuffles, so a map of fewer than 32 positions still uses every lane.
+// Two blocks per SM: without the bound ptxas takes 156-162 registers (one block of 8 warps per
+// SM); with it 123-127 and no spills, as before the lanes were split into segments.
 template <typename scalar_t>
-__global__ void masked_conv2d_grad_kernel(const scalar_t* __restrict__ x,      // [n, Cin, H, W]
-                                          const scalar_t* __restrict__ delta,  // [C, n, O, Ho, Wo]
-                                          const int64_t* __restrict__ index,   // [m]
-                                          scalar_t* __restrict__ out,          // [n, C, m]
-                                          ConvGeometry g, int64_t m, int width) {
+__global__ void __launch_bounds__(kWarps * 32, 2)
+    masked_conv2d_grad_kernel(const scalar_t* __restrict__ x,      // [n, Cin, H, W]
+                              const scalar_t* __restrict__ delta,  // [C, n, O, Ho, Wo]
+                              const int64_t* __restrict__ index,   // [m]
+                              scalar_t* __restrict__ out,          // [n, C, m]
+                              ConvGeometry g, int64_t m, int width) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;   // float64, as on the CPU
   const int lane = threadIdx.x, sub = lane % width;
   const int64_t per_warp = 32 / width, pairs = g.n * m, class_stride = g.n * g.O * g.L;
