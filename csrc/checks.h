@@ -153,16 +153,22 @@ inline void check_greedy_select(const at::Tensor& X, const at::Tensor& P0, const
               " n_forward=", n_forward, " candidates=", n);
 }
 
-// masked_linear_grad: a [n, S, I]; delta [C, n, S, O]; index [m] int64 in [0, O*I).
-inline void check_masked_linear_grad(const at::Tensor& a, const at::Tensor& delta,
-                                     const at::Tensor& index) {
+// The Linear layer's inputs shared by masked_linear_grad and fisher_linear_sq: a [n, S, I]
+// f32/f64; delta [C, n, S, O] of a's n, S, dtype and device.
+inline void check_linear_inputs(const at::Tensor& a, const at::Tensor& delta) {
   TORCH_CHECK(a.dim() == 3, "a must be [n, S, I], got ", a.sizes());
   TORCH_CHECK(delta.dim() == 4 && delta.size(1) == a.size(0) && delta.size(2) == a.size(1),
               "delta must be [C, n, S, O] with n, S of a ", a.sizes(), ", got ", delta.sizes());
   check_float(a, "a");
   TORCH_CHECK(delta.scalar_type() == a.scalar_type(), "a and delta must have one dtype");
-  TORCH_CHECK(index.dim() == 1 && index.scalar_type() == at::kLong, "index must be [m] int64");
   check_same_device(a, delta, "a", "delta");
+}
+
+// masked_linear_grad: check_linear_inputs; index [m] int64 in [0, O*I).
+inline void check_masked_linear_grad(const at::Tensor& a, const at::Tensor& delta,
+                                     const at::Tensor& index) {
+  check_linear_inputs(a, delta);
+  TORCH_CHECK(index.dim() == 1 && index.scalar_type() == at::kLong, "index must be [m] int64");
   check_same_device(a, index, "a", "index");
 }
 
@@ -209,14 +215,9 @@ inline void check_chunk(int64_t chunk) {
   TORCH_CHECK(chunk >= 1, "chunk (samples per chunk) must be >= 1, got ", chunk);
 }
 
-// fisher_linear_sq: a [n, S, I]; delta [C, n, S, O] of a's dtype and device; chunk >= 1.
+// fisher_linear_sq: check_linear_inputs; chunk >= 1.
 inline void check_fisher_linear_sq(const at::Tensor& a, const at::Tensor& delta, int64_t chunk) {
-  TORCH_CHECK(a.dim() == 3, "a must be [n, S, I], got ", a.sizes());
-  TORCH_CHECK(delta.dim() == 4 && delta.size(1) == a.size(0) && delta.size(2) == a.size(1),
-              "delta must be [C, n, S, O] with n, S of a ", a.sizes(), ", got ", delta.sizes());
-  check_float(a, "a");
-  TORCH_CHECK(delta.scalar_type() == a.scalar_type(), "a and delta must have one dtype");
-  check_same_device(a, delta, "a", "delta");
+  check_linear_inputs(a, delta);
   check_chunk(chunk);
 }
 

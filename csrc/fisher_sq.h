@@ -13,8 +13,10 @@
 #include <c10/macros/Macros.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "checks.h"
+#include "conv_geometry.h"
 
 namespace fishermask_ext {
 
@@ -31,74 +33,37 @@ C10_HOST_DEVICE inline int64_t gradient_row(int64_t p, int64_t g, int64_t c, int
   return ((p * Gr + g) * C + c) * R;
 }
 
-// One per-sample channel gradient: Σ_l d[l]·a[l] (BatchNorm γ, a = x̂) or Σ_l d[l] (a bias,
-// a == nullptr) over the L positions of one channel. kParts interleaved partial sums: one
-// running sum is a chain of dependent adds (latency bound on the CPU, and the compiler may not
-// reorder it into vectors); kParts independent ones vectorise. Same order on every device.
+// One position's term of a per-sample channel gradient: d[l]·a[l] (BatchNorm γ, a = x̂) or d[l]
+// (a bias, a == nullptr). Both devices sum the L terms of a channel in float64, each in its
+// own order: the CPU in channel_sum, CUDA across a segment of lanes (fisher_sq_cuda.cu).
+template <typename acc_t, typename scalar_t>
+C10_HOST_DEVICE inline acc_t channel_term(const scalar_t* d, const scalar_t* a, int64_t l) {
+  return a == nullptr ? static_cast<acc_t>(d[l])
+                      : static_cast<acc_t>(d[l]) * static_cast<acc_t>(a[l]);
+}
+
+// The CPU's Σ_l channel_term over one channel, in kParts interleaved partial sums: one running
+// sum is a chain of dependent adds (latency bound, and the compiler may not reorder it into
+// vectors); kParts independent ones vectorise. Each branch fixes `a`'s nullness for its loop.
 constexpr int kParts = 8;
 
 template <typename acc_t, typename scalar_t>
-C10_HOST_DEVICE inline acc_t channel_sum(const scalar_t* d, const scalar_t* a, int64_t L) {
+inline acc_t channel_sum(const scalar_t* d, const scalar_t* a, int64_t L) {
   acc_t s[kParts] = {};
   const int64_t full = L / kParts * kParts;
-  if (a == nullptr) {
+  const auto sum = [&](auto with_a) {  // std::bool_constant
+    const scalar_t* const ap = decltype(with_a)::value ? a : nullptr;
     for (int64_t l = 0; l < full; l += kParts)
-      for (int k = 0; k < kParts; ++k) s[k] += static_cast<acc_t>(d[l + k]);
-    for (int64_t l = full; l < L; ++l) s[l - full] += static_cast<acc_t>(d[l]);
-  } else {
-    for (int64_t l = 0; l < full; l += kParts)
-      for (int k = 0; k < kParts; ++k)
-        s[k] += static_cast<acc_t>(d[l + k]) * static_cast<acc_t>(a[l + k]);
-    for (int64_t l = full; l < L; ++l)
-      s[l - full] += static_cast<acc_t>(d[l]) * static_cast<acc_t>(a[l]);
-  }
+      for (int k = 0; k < kParts; ++k) s[k] += channel_term<acc_t>(d, ap, l + k);
+    for (int64_t l = full; l < L; ++l) s[l - full] += channel_term<acc_t>(d, ap, l);
+  };
+  if (a == nullptr)
+    sum(std::false_type{});
+  else
+    sum(std::true_type{});
   acc_t total = 0;
   for (int k = 0; k < kParts; ++k) total += s[k];
   return total;
-}
-
-// The im2col layout of one chunk's input patches, patches [P, Cin·kh·kw, Ho·Wo], read from
-// x [P, Cin, H, W] with implicit zero padding. Row r = (p·Cin + ci)·kh·kw + α·kw + β.
-struct PatchGeometry {
-  int64_t Cin, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw;
-};
-
-// Where row r of the patches reads: the input plane (p, ci) and the offsets of its tap (α, β).
-struct PatchRow {
-  int64_t plane, y0, x0;  // input row of output y: y·sh + y0; input column of xo: xo·sw + x0
-};
-
-C10_HOST_DEVICE inline PatchRow patch_row(int64_t r, const PatchGeometry& g) {
-  const int64_t beta = r % g.kw, alpha = r / g.kw % g.kh, plane = r / (g.kw * g.kh);
-  return {plane, alpha * g.dh - g.ph, beta * g.dw - g.pw};
-}
-
-// patches[r, y·Wo + xo] for the plane's pixels xp [H, W]: 0 in the padding.
-template <typename scalar_t>
-C10_HOST_DEVICE inline scalar_t patch_at(const scalar_t* xp, const PatchRow& row, int64_t y,
-                                         int64_t xo, const PatchGeometry& g) {
-  const int64_t iy = y * g.sh + row.y0, ix = xo * g.sw + row.x0;
-  return iy >= 0 && iy < g.H && ix >= 0 && ix < g.W ? xp[iy * g.W + ix] : scalar_t(0);
-}
-
-// The output columns [lo, hi) of one output row whose tap lands inside the input row (the
-// rest read padding): 0 <= xo·sw + x0 < W.
-struct Span {
-  int64_t lo, hi;
-};
-
-C10_HOST_DEVICE inline Span valid_columns(const PatchRow& row, const PatchGeometry& g) {
-  const int64_t lo = row.x0 >= 0 ? 0 : (-row.x0 + g.sw - 1) / g.sw;
-  const int64_t last = g.W - 1 - row.x0;  // xo·sw <= last
-  const int64_t hi = last < 0 ? 0 : std::min(g.Wo, last / g.sw + 1);
-  return {std::min(lo, hi), hi};
-}
-
-inline PatchGeometry patch_geometry(const at::Tensor& x, const at::Tensor& delta,
-                                    at::IntArrayRef k, at::IntArrayRef s, at::IntArrayRef p,
-                                    at::IntArrayRef d) {
-  return {x.size(1), x.size(2), x.size(3), delta.size(3), delta.size(4), k[0], k[1],
-          s[0],      s[1],      p[0],      p[1],          d[0],          d[1]};
 }
 
 // fisher_linear_sq with the device's square_sum(G [P, Gr, C, R], out [Gr, R]), which adds
@@ -111,7 +76,8 @@ at::Tensor fisher_linear_sq_impl(const at::Tensor& a,      // [n, S, I]
   const int64_t n = a.size(0), S = a.size(1), I = a.size(2), C = delta.size(0),
                 O = delta.size(3);
   at::Tensor out = at::zeros({O, I}, a.options());  // [O, I]
-  // Reused across chunks, as in fisher_conv2d_sq_impl.
+  // Reused across chunks: fresh chunk-sized tensors would cost page faults on every chunk (the
+  // allocator returns large blocks to the OS).
   at::Tensor grad_buf = at::empty({S == 1 ? 0 : std::min(chunk, n) * C * O * I}, a.options());
   for (int64_t s = 0; s < n; s += chunk) {
     const int64_t P = std::min(chunk, n - s);
@@ -132,41 +98,26 @@ at::Tensor fisher_linear_sq_impl(const at::Tensor& a,      // [n, S, I]
   return out;
 }
 
-// fisher_conv2d_sq with the device's square_sum (see fisher_linear_sq_impl) and its
-// im2col(x [P, Cin, H, W] contiguous, geometry, patches [P, Cin·kh·kw, Ho·Wo]) filling patches.
-template <typename SquareSum, typename Im2col>
+// fisher_conv2d_sq on either device, `chunk` samples at a time: the checks, the geometry and
+// the chunk loop are written here once, a chunk's arithmetic is the device's Squares:
+//   Squares(geometry, delta [C, n, O, Ho, Wo], most): ready for chunks of up to `most` samples;
+//   add(x_chunk [P, Cin, H, W] contiguous, s): adds Σ_{p, c} G[c, p]² over the chunk's
+//     per-sample gradients G [C, P, O, K] (samples s .. s + P of delta);
+//   result(): the sums, [O, K] in x's dtype, weight.view(O, -1) order.
+// CUDA forms a chunk's gradients with cuBLAS and then squares them (fisher_sq_cuda.cu); the
+// CPU squares them in registers and never stores them (cpu/fisher_sq_cpu.cpp).
+template <typename Squares>
 at::Tensor fisher_conv2d_sq_impl(const at::Tensor& x,      // [n, Cin, H, W]
                                  const at::Tensor& delta,  // [C, n, O, Ho, Wo]
                                  at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                  at::IntArrayRef padding, at::IntArrayRef dilation,
-                                 int64_t groups, int64_t chunk, const SquareSum& square_sum,
-                                 const Im2col& im2col) {
+                                 int64_t groups, int64_t chunk) {
   check_fisher_conv2d_sq(x, delta, kernel_size, stride, padding, dilation, groups, chunk);
-  const int64_t n = x.size(0), C = delta.size(0), O = delta.size(2), Og = O / groups;
-  const int64_t K = x.size(1) / groups * kernel_size[0] * kernel_size[1];
-  const int64_t L = delta.size(3) * delta.size(4);
-  const PatchGeometry geometry = patch_geometry(x, delta, kernel_size, stride, padding, dilation);
-  at::Tensor out = at::zeros({O, K}, x.options());  // [O, K]: weight.view(O, -1) order
-  // One buffer each for a chunk's patches and gradients, reused: fresh chunk-sized tensors
-  // would cost page faults on every chunk (the allocator returns large blocks to the OS).
-  const int64_t most = std::min(chunk, n);
-  at::Tensor patch_buf = at::empty({most * groups * K * L}, x.options());
-  at::Tensor grad_buf = at::empty({most * groups * C * Og * K}, x.options());
-  for (int64_t s = 0; s < n; s += chunk) {
-    const int64_t P = std::min(chunk, n - s);
-    const at::Tensor patches = patch_buf.narrow(0, 0, P * groups * K * L).view({P, groups * K, L});
-    im2col(x.narrow(0, s, P).contiguous(), geometry, patches);   // [P, Cin·kh·kw, L]
-    // Classes join the rows of each sample's product, so its patches are read once for all C.
-    // With step A's sample-major delta ([n, C, O, L] memory) and groups == 1 this is a view.
-    const at::Tensor d = delta.narrow(1, s, P)
-                             .reshape({C, P, groups, Og, L})
-                             .permute({1, 2, 0, 3, 4})
-                             .reshape({P * groups, C * Og, L});
-    at::Tensor G = grad_buf.narrow(0, 0, P * groups * C * Og * K).view({P * groups, C * Og, K});
-    at::bmm_out(G, d, patches.view({P * groups, K, L}).transpose(1, 2));
-    square_sum(G.view({P, groups, C, Og * K}), out.view({groups, Og * K}));
-  }
-  return out;
+  const ConvGeometry g = conv_geometry(x, delta, kernel_size, stride, padding, dilation, groups);
+  Squares squares(g, delta, std::min(chunk, g.n));
+  for (int64_t s = 0; s < g.n; s += chunk)
+    squares.add(x.narrow(0, s, std::min(chunk, g.n - s)).contiguous(), s);
+  return squares.result();
 }
 
 // delta [C, n, O, L] with each [O, L] block (one class of one sample) contiguous, and its
@@ -199,22 +150,6 @@ inline ChannelProblem prepare_fisher_channel_sq(const at::Tensor& delta_,  // [C
   const ClassSampleBlocks d = class_sample_blocks(delta_);
   return {d.delta, a.has_value() ? a->contiguous() : at::Tensor(), d.delta.size(0),
           d.delta.size(1), d.delta.size(2), d.delta.size(3), d.sc, d.sn};
-}
-
-// Σ_{c, i} channel_sum(...)² of output channel o: its entry of fisher_channel_sq, from the
-// pairs (c, i) = divmod(q, n) for q in [q0, C·n) step `step` (one thread's share on CUDA).
-template <typename acc_t, typename scalar_t>
-C10_HOST_DEVICE inline acc_t channel_squares(const scalar_t* delta, int64_t sc, int64_t sn,
-                                             const scalar_t* a, int64_t n, int64_t O, int64_t L,
-                                             int64_t C, int64_t o, int64_t q0, int64_t step) {
-  acc_t acc = 0;
-  for (int64_t q = q0; q < C * n; q += step) {
-    const int64_t c = q / n, i = q % n;
-    const acc_t v = channel_sum<acc_t>(delta + c * sc + i * sn + o * L,
-                                       a == nullptr ? a : a + (i * O + o) * L, L);
-    acc += v * v;
-  }
-  return acc;
 }
 
 }  // namespace fishermask_ext

@@ -6,6 +6,7 @@
 #include <c10/macros/Macros.h>
 
 #include "checks.h"
+#include "conv_geometry.h"
 
 namespace fishermask_ext {
 
@@ -37,15 +38,11 @@ inline LinearProblem prepare_masked_linear_grad(const at::Tensor& a,      // [n,
   return p;
 }
 
-// Sizes of a masked_conv2d_grad call; Ig = Cin / groups and Og = O / groups per group.
-struct ConvGeometry {
-  int64_t n, Cin, H, W, C, O, Ho, Wo, m, kh, kw, sh, sw, ph, pw, dh, dw, Ig, Og;
-};
-
 // masked_conv2d_grad, checked and made contiguous.
 struct ConvProblem {
   at::Tensor x, delta, index;  // [n, Cin, H, W], [C, n, O, Ho, Wo], [m] int64
   ConvGeometry g;
+  int64_t m;
 };
 
 inline ConvProblem prepare_masked_conv2d_grad(const at::Tensor& x,      // [n, Cin, H, W]
@@ -55,25 +52,9 @@ inline ConvProblem prepare_masked_conv2d_grad(const at::Tensor& x,      // [n, C
                                               at::IntArrayRef padding, at::IntArrayRef dilation,
                                               int64_t groups) {
   check_masked_conv2d_grad(x, delta, index, kernel_size, stride, padding, dilation, groups);
-  const ConvGeometry g{x.size(0),      x.size(1),      x.size(2),      x.size(3),
-                       delta.size(0),  delta.size(2),  delta.size(3),  delta.size(4),
-                       index.size(0),  kernel_size[0], kernel_size[1], stride[0],
-                       stride[1],      padding[0],     padding[1],     dilation[0],
-                       dilation[1],    x.size(1) / groups, delta.size(2) / groups};
-  check_index_range(index, g.O * g.Ig * g.kh * g.kw, "[O, Cin/groups, kh, kw] conv");
-  return {x.contiguous(), delta.contiguous(), index.contiguous(), g};
-}
-
-// Masked conv entry flat = ((o*Ig + i)*kh + alpha)*kw + beta of the [O, Ig, kh, kw] weight; it
-// reads input channel (o / Og)*Ig + i (the channels of o's group). Only for 0 <= flat < O*Ig*kh*kw.
-struct ConvEntry {
-  int64_t o, channel, alpha, beta;
-};
-
-C10_HOST_DEVICE inline ConvEntry decode_conv_entry(int64_t flat, const ConvGeometry& g) {
-  const int64_t beta = flat % g.kw, alpha = flat / g.kw % g.kh;
-  const int64_t i = flat / (g.kw * g.kh) % g.Ig, o = flat / (g.kw * g.kh * g.Ig);
-  return {o, o / g.Og * g.Ig + i, alpha, beta};
+  const ConvGeometry g = conv_geometry(x, delta, kernel_size, stride, padding, dilation, groups);
+  check_index_range(index, g.O * g.K, "[O, Cin/groups, kh, kw] conv");
+  return {x.contiguous(), delta.contiguous(), index.contiguous(), g, index.size(0)};
 }
 
 }  // namespace fishermask_ext

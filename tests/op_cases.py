@@ -94,6 +94,7 @@ EMBED_CONV = [
     (2, 3, 5, 5, 4, 3, 0, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # empty index
     (2, 3, 5, 5, 4, 0, 10, (3, 3), (1, 1), (1, 1), (1, 1), 1),     # no classes
     (1, 2, 5, 4, 3, 18, 40, (3, 3), (1, 2), (0, 1), (1, 1), 1),    # batch of 1, C > 16
+    (3, 2, 3, 3, 4, 3, 30, (3, 3), (1, 1), (0, 0), (1, 1), 1),     # 1x1 output map
 ]
 
 
@@ -148,7 +149,8 @@ def fisher_conv_args(n, Cin, H, W, O, C, kernel, stride, padding, dilation, grou
 # L = 16 and 21: whole and partial runs of the kernel's 8 interleaved partial sums.
 FISHER_CHANNEL = [(3, 5, 4, 6, True), (3, 5, 4, 6, False), (2, 0, 3, 4, True),
                  (2, 3, 3, 0, True), (10, 7, 5, 1, False), (1, 9, 300, 3, True),
-                 (3, 4, 2, 16, False), (2, 3, 5, 21, True)]
+                 (3, 4, 2, 16, False), (2, 3, 5, 21, True),
+                 (2, 3, 5, 70, True), (4, 40, 3, 5, False)]   # L > 32; many (class, sample) rows
 
 
 def fisher_channel_args(C, n, O, L, with_a, dtype):

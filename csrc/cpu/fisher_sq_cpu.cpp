@@ -52,9 +52,9 @@ void square_sum_cpu(const at::Tensor& G, const at::Tensor& out) {
 // interior position every tap is inside the image and a row is a plain gather at the taps'
 // offsets; only the border rows test each tap (patch_at).
 template <typename scalar_t>
-void im2col_t_cpu(const at::Tensor& x, const PatchGeometry& g, int64_t G, int64_t K, int64_t Kp,
+void im2col_t_cpu(const at::Tensor& x, const ConvGeometry& g, int64_t Kp,
                   const at::Tensor& patches) {
-  const int64_t P = x.size(0), L = g.Ho * g.Wo, plane = g.H * g.W;
+  const int64_t P = x.size(0), G = g.groups, K = g.K, L = g.L, plane = g.H * g.W;
   std::vector<PatchRow> taps(G * K);
   std::vector<int64_t> offset(G * K);  // of tap r from pixel (y·sh, xo·sw) of plane 0
   for (int64_t r = 0; r < G * K; ++r) {
@@ -94,42 +94,58 @@ at::Tensor fisher_linear_sq_cpu(const at::Tensor& a,      // [n, S, I]
   return fisher_linear_sq_impl(a, delta, chunk, square_sum_cpu);
 }
 
-// The fused product of conv_square_sum.h, a chunk of samples at a time: only the chunk's
-// patches [chunk, G, L, Kp] and an [O, Kp] float64 accumulator are held, never a per-sample
-// gradient (CUDA forms a chunk's gradients with cuBLAS instead: fisher_conv2d_sq_impl).
+// A chunk of fisher_conv2d_sq (fisher_conv2d_sq_impl's Squares) on the CPU: the transposed
+// im2col, then the fused product of conv_square_sum.h into an [O, Kp] float64 accumulator; a
+// per-sample gradient is never stored (CUDA forms them with cuBLAS instead).
+class ConvSquaresCpu {
+ public:
+  ConvSquaresCpu(const ConvGeometry& g, const at::Tensor& delta, int64_t most)  // [C, n, O, Ho, Wo]
+      : g_(g), d_(class_sample_blocks(delta.flatten(3))) {
+    AT_DISPATCH_FLOATING_TYPES(delta.scalar_type(), "fisher_conv2d_sq_cpu", [&] {
+      const int64_t W = cpu::conv_lanes<scalar_t>();
+      Kp_ = (g.K + W - 1) / W * W;
+      column_blocks_ = cpu::conv_column_blocks<scalar_t>(Kp_).count;
+    });
+    acc_ = at::zeros({g.O, Kp_}, delta.options().dtype(at::kDouble));
+    // One patch buffer, reused: fresh chunk-sized tensors would cost page faults on every chunk
+    // (the allocator returns large blocks to the OS).
+    patches_ = at::empty({most * g.groups * g.L * Kp_}, delta.options());
+  }
+
+  void add(const at::Tensor& x, int64_t s) {  // [P, Cin, H, W] contiguous: samples s .. s + P
+    const int64_t P = x.size(0);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fisher_conv2d_sq_cpu", [&] {
+      im2col_t_cpu<scalar_t>(x, g_, Kp_, patches_);
+      const cpu::ConvChunk<scalar_t> job{d_.delta.const_data_ptr<scalar_t>() + s * d_.sn,
+                                         d_.sc, d_.sn, patches_.const_data_ptr<scalar_t>(),
+                                         acc_.data_ptr<double>(), P, g_.groups, g_.Og, g_.C,
+                                         g_.L, Kp_};
+      const int64_t per_tile =
+          std::max<int64_t>(1, P * g_.C * g_.L * Kp_ / std::max<int64_t>(1, column_blocks_));
+      at::parallel_for(0, column_blocks_ * g_.O,
+                       std::max<int64_t>(1, at::internal::GRAIN_SIZE / per_tile),
+                       [&](int64_t b, int64_t e) { cpu::run_conv_tiles(job, b, e); });
+    });
+  }
+
+  at::Tensor result() const {  // [O, K]
+    return acc_.narrow(1, 0, g_.K).to(d_.delta.scalar_type()).contiguous();
+  }
+
+ private:
+  ConvGeometry g_;
+  ClassSampleBlocks d_;
+  int64_t Kp_ = 0, column_blocks_ = 0;
+  at::Tensor acc_, patches_;
+};
+
 at::Tensor fisher_conv2d_sq_cpu(const at::Tensor& x,      // [n, Cin, H, W]
                                 const at::Tensor& delta,  // [C, n, O, Ho, Wo]
                                 at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                 at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                                 int64_t chunk) {
-  check_fisher_conv2d_sq(x, delta, kernel_size, stride, padding, dilation, groups, chunk);
-  const int64_t n = x.size(0), C = delta.size(0), O = delta.size(2), Og = O / groups;
-  const int64_t K = x.size(1) / groups * kernel_size[0] * kernel_size[1];
-  const int64_t L = delta.size(3) * delta.size(4);
-  const PatchGeometry geometry = patch_geometry(x, delta, kernel_size, stride, padding, dilation);
-  const ClassSampleBlocks d = class_sample_blocks(delta.flatten(3));  // [C, n, O, L]
-  at::Tensor out;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fisher_conv2d_sq_cpu", [&] {
-    const int64_t W = cpu::conv_lanes<scalar_t>(), Kp = (K + W - 1) / W * W;
-    const cpu::ColumnBlocks blocks = cpu::conv_column_blocks<scalar_t>(Kp);
-    at::Tensor acc = at::zeros({O, Kp}, x.options().dtype(at::kDouble));
-    // One patch buffer, reused: fresh chunk-sized tensors would cost page faults on every chunk
-    // (the allocator returns large blocks to the OS).
-    at::Tensor patch_buf = at::empty({std::min(chunk, n) * groups * L * Kp}, x.options());
-    const int64_t tiles = blocks.count * O;
-    for (int64_t s = 0; s < n; s += chunk) {
-      const int64_t P = std::min(chunk, n - s);
-      im2col_t_cpu<scalar_t>(x.narrow(0, s, P).contiguous(), geometry, groups, K, Kp, patch_buf);
-      const cpu::ConvChunk<scalar_t> job{d.delta.const_data_ptr<scalar_t>() + s * d.sn,
-                                         d.sc, d.sn, patch_buf.const_data_ptr<scalar_t>(),
-                                         acc.data_ptr<double>(), P, groups, Og, C, L, Kp};
-      const int64_t per_tile = std::max<int64_t>(1, P * C * L * Kp / std::max<int64_t>(1, blocks.count));
-      at::parallel_for(0, tiles, std::max<int64_t>(1, at::internal::GRAIN_SIZE / per_tile),
-                       [&](int64_t b, int64_t e) { cpu::run_conv_tiles(job, b, e); });
-    }
-    out = acc.narrow(1, 0, K).to(x.scalar_type()).contiguous();  // [O, K]
-  });
-  return out;
+  return fisher_conv2d_sq_impl<ConvSquaresCpu>(x, delta, kernel_size, stride, padding, dilation,
+                                               groups, chunk);
 }
 
 at::Tensor fisher_channel_sq_cpu(const at::Tensor& delta,               // [C, n, O, L]
@@ -144,10 +160,16 @@ at::Tensor fisher_channel_sq_cpu(const at::Tensor& delta,               // [C, n
     const int64_t grain =
         std::max<int64_t>(1, at::internal::GRAIN_SIZE / (p.C * p.n * p.L + 1));
     at::parallel_for(0, p.O, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t o = begin; o < end; ++o)
-        op[o] = static_cast<scalar_t>(
-            channel_squares<acc_t>(dp, p.sc, p.sn, ap, p.n, p.O, p.L, p.C, o, /*q0=*/0,
-                                   /*step=*/1));
+      for (int64_t o = begin; o < end; ++o) {
+        acc_t acc = 0;   // Σ_{c, i} channel_sum(...)² of output channel o
+        for (int64_t q = 0; q < p.C * p.n; ++q) {
+          const int64_t c = q / p.n, i = q % p.n;
+          const acc_t v = channel_sum<acc_t>(dp + c * p.sc + i * p.sn + o * p.L,
+                                             ap == nullptr ? ap : ap + (i * p.O + o) * p.L, p.L);
+          acc += v * v;
+        }
+        op[o] = static_cast<scalar_t>(acc);
+      }
     });
   });
   return out;

@@ -69,25 +69,24 @@ at::Tensor masked_conv2d_grad_cpu(const at::Tensor& x,      // [n, Cin, H, W]
   const ConvProblem p = prepare_masked_conv2d_grad(x, delta, index, kernel_size, stride, padding,
                                                    dilation, groups);
   const ConvGeometry& g = p.g;
-  at::Tensor out = at::empty({g.n, g.C, g.m}, p.x.options());  // [n, C, m]
+  at::Tensor out = at::empty({g.n, g.C, p.m}, p.x.options());  // [n, C, m]
   AT_DISPATCH_FLOATING_TYPES(p.x.scalar_type(), "masked_conv2d_grad_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
     const scalar_t* xp = p.x.data_ptr<scalar_t>();
     const scalar_t* dp = p.delta.data_ptr<scalar_t>();
     const int64_t* ip = p.index.data_ptr<int64_t>();
-    const int64_t L = g.Ho * g.Wo, class_stride = g.n * g.O * L;
+    const int64_t class_stride = g.n * g.O * g.L;
     scalar_t* op = out.data_ptr<scalar_t>();
-    for_each_pair(g.n, g.C, g.m, L, op, [&](int64_t s, int64_t k, acc_t* acc) {
+    for_each_pair(g.n, g.C, p.m, g.L, op, [&](int64_t s, int64_t k, acc_t* acc) {
       const ConvEntry e = decode_conv_entry(ip[k], g);
-      const scalar_t* xs = xp + (s * g.Cin + e.channel) * g.H * g.W;
-      const scalar_t* ds = dp + (s * g.O + e.o) * L;
+      const scalar_t* xs = xp + (s * g.Cin + e.tap.plane) * g.H * g.W;
+      const scalar_t* ds = dp + (s * g.O + e.o) * g.L;
+      const Span cols = valid_columns(e.tap, g);  // the rest read the implicit zero padding
       for (int64_t y = 0; y < g.Ho; ++y) {
-        const int64_t iy = y * g.sh - g.ph + e.alpha * g.dh;
-        if (iy < 0 || iy >= g.H) continue;  // implicit zero padding
-        for (int64_t xo = 0; xo < g.Wo; ++xo) {
-          const int64_t ix = xo * g.sw - g.pw + e.beta * g.dw;
-          if (ix < 0 || ix >= g.W) continue;
-          const acc_t xv = xs[iy * g.W + ix];
+        const int64_t iy = y * g.sh + e.tap.y0;
+        if (iy < 0 || iy >= g.H) continue;
+        for (int64_t xo = cols.lo; xo < cols.hi; ++xo) {
+          const acc_t xv = xs[iy * g.W + xo * g.sw + e.tap.x0];
           const scalar_t* d = ds + y * g.Wo + xo;  // class c at d[c * class_stride]
           for (int64_t c = 0; c < g.C; ++c) acc[c] += static_cast<acc_t>(d[c * class_stride]) * xv;
         }

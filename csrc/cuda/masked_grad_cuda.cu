@@ -2,7 +2,8 @@
 // Linear and Conv2d layers for all C class seeds at once. Schemas and exact math: csrc/ops.cpp;
 // validation and index decoding are shared with the CPU kernels through csrc/masked_grad.h.
 // Linear: one thread per (sample, masked entry) pair (the sum over S is short, usually S = 1).
-// Conv2d: one warp per pair, lanes split the Ho·Wo output positions and reduce by shuffles.
+// Conv2d: a segment of lanes per pair (a whole warp from 32 output positions up), the lanes
+// split the Ho·Wo output positions and reduce by shuffles.
 // Both keep kClassTile class sums in registers, so an activation is read once per tile of classes
 // (once in all for C <= kClassTile).
 #include <ATen/ATen.h>
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 
+#include "cuda/warp_sum.cuh"
 #include "masked_grad.h"
 
 namespace fishermask_ext {
@@ -26,12 +28,6 @@ constexpr int64_t kMaxBlocks = 1 << 20;     // grid-stride loops cover the rest
 
 int blocks_for(int64_t items, int64_t per_block) {
   return static_cast<int>(std::min((items + per_block - 1) / per_block, kMaxBlocks));
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
-  return v;
 }
 
 template <typename scalar_t>
@@ -66,31 +62,38 @@ __global__ void masked_linear_grad_kernel(const scalar_t* __restrict__ a,      /
   }
 }
 
-// blockDim = (32, kWarps); warp threadIdx.y of a block handles one pair at a time.
+// blockDim = (32, kWarps). A warp handles 32 / width (sample, masked entry) pairs at once, one
+// per segment of `width` lanes (segment_width(L)): a segment's lanes split the L = Ho·Wo output
+// positions and reduce by shuffles, so a map of fewer than 32 positions still uses every lane.
+// Two blocks per SM: without the bound ptxas takes 156-162 registers (one block of 8 warps per
+// SM); with it 123-127 and no spills, as before the lanes were split into segments.
 template <typename scalar_t>
-__global__ void masked_conv2d_grad_kernel(const scalar_t* __restrict__ x,      // [n, Cin, H, W]
-                                          const scalar_t* __restrict__ delta,  // [C, n, O, Ho, Wo]
-                                          const int64_t* __restrict__ index,   // [m]
-                                          scalar_t* __restrict__ out,          // [n, C, m]
-                                          ConvGeometry g) {
+__global__ void __launch_bounds__(kWarps * 32, 2)
+    masked_conv2d_grad_kernel(const scalar_t* __restrict__ x,      // [n, Cin, H, W]
+                              const scalar_t* __restrict__ delta,  // [C, n, O, Ho, Wo]
+                              const int64_t* __restrict__ index,   // [m]
+                              scalar_t* __restrict__ out,          // [n, C, m]
+                              ConvGeometry g, int64_t m, int width) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;   // float64, as on the CPU
-  const int lane = threadIdx.x;
-  const int64_t L = g.Ho * g.Wo, class_stride = g.n * g.O * L;
-  // p is uniform across a warp, so every lane reaches the shuffles together.
-  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.y) + threadIdx.y; p < g.n * g.m;
-       p += static_cast<int64_t>(gridDim.x) * blockDim.y) {
-    const int64_t s = p / g.m, k = p % g.m;
-    const ConvEntry e = decode_conv_entry(index[k], g);
-    const scalar_t* xs = x + (s * g.Cin + e.channel) * g.H * g.W;
-    const scalar_t* ds = delta + (s * g.O + e.o) * L;
+  const int lane = threadIdx.x, sub = lane % width;
+  const int64_t per_warp = 32 / width, pairs = g.n * m, class_stride = g.n * g.O * g.L;
+  // p0 is uniform across a warp, so every lane reaches the shuffles together; a segment past
+  // the last pair sums no positions and stores nothing.
+  for (int64_t p0 = (blockIdx.x * static_cast<int64_t>(blockDim.y) + threadIdx.y) * per_warp;
+       p0 < pairs; p0 += static_cast<int64_t>(gridDim.x) * blockDim.y * per_warp) {
+    const int64_t p = p0 + lane / width;
+    const bool valid = p < pairs;
+    const int64_t s = valid ? p / m : 0, k = valid ? p % m : 0, L = valid ? g.L : 0;
+    const ConvEntry e = decode_conv_entry(valid ? index[k] : 0, g);
+    const scalar_t* xs = x + (s * g.Cin + e.tap.plane) * g.H * g.W;
+    const scalar_t* ds = delta + (s * g.O + e.o) * g.L;
     for (int64_t c0 = 0; c0 < g.C; c0 += kClassTile) {
       acc_t acc[kClassTile];
 #pragma unroll
       for (int j = 0; j < kClassTile; ++j) acc[j] = acc_t(0);
-      for (int64_t l = lane; l < L; l += 32) {
+      for (int64_t l = sub; l < L; l += width) {
         const int64_t y = l / g.Wo, xo = l % g.Wo;
-        const int64_t iy = y * g.sh - g.ph + e.alpha * g.dh;
-        const int64_t ix = xo * g.sw - g.pw + e.beta * g.dw;
+        const int64_t iy = y * g.sh + e.tap.y0, ix = xo * g.sw + e.tap.x0;
         if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) continue;  // implicit zero padding
         const acc_t xv = xs[iy * g.W + ix];
         const scalar_t* d = ds + c0 * class_stride + l;
@@ -101,8 +104,8 @@ __global__ void masked_conv2d_grad_kernel(const scalar_t* __restrict__ x,      /
 #pragma unroll
       for (int j = 0; j < kClassTile; ++j) {
         if (c0 + j >= g.C) break;  // uniform across the warp: no lane skips a shuffle
-        const acc_t total = warp_sum(acc[j]);
-        if (lane == 0) out[(s * g.C + c0 + j) * g.m + k] = static_cast<scalar_t>(total);
+        const acc_t total = segment_sum(acc[j], width);
+        if (valid && sub == 0) out[(s * g.C + c0 + j) * m + k] = static_cast<scalar_t>(total);
       }
     }
   }
@@ -135,15 +138,16 @@ at::Tensor masked_conv2d_grad_cuda(const at::Tensor& x,      // [n, Cin, H, W]
   const c10::cuda::CUDAGuard guard(x.device());
   const ConvProblem p = prepare_masked_conv2d_grad(x, delta, index, kernel_size, stride, padding,
                                                    dilation, groups);
-  at::Tensor out = at::empty({p.g.n, p.g.C, p.g.m}, p.x.options());  // [n, C, m]
+  at::Tensor out = at::empty({p.g.n, p.g.C, p.m}, p.x.options());  // [n, C, m]
   if (out.numel() == 0) return out;
+  const int width = segment_width(p.g.L);
   AT_DISPATCH_FLOATING_TYPES(p.x.scalar_type(), "masked_conv2d_grad_cuda", [&] {
     masked_conv2d_grad_kernel<scalar_t>
-        <<<blocks_for(p.g.n * p.g.m, kWarps), dim3(32, kWarps), 0,
+        <<<blocks_for(p.g.n * p.m, kWarps * (32 / width)), dim3(32, kWarps), 0,
            c10::cuda::getCurrentCUDAStream()>>>(p.x.data_ptr<scalar_t>(),
                                                 p.delta.data_ptr<scalar_t>(),
                                                 p.index.data_ptr<int64_t>(),
-                                                out.data_ptr<scalar_t>(), p.g);
+                                                out.data_ptr<scalar_t>(), p.g, p.m, width);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;

@@ -2,22 +2,31 @@
 // without a GPU (tests/cuda_on_cpu; the sources pass through csrc/testing/cuda_to_host.py,
 // which rewrites the <<<>>> launches and `extern __shared__` declarations, nothing else).
 //
-// - The threads of a block are fibers (ucontext) on the calling OS thread; the blocks of a
-//   launch run one after another, so `__shared__` can be `static`. A fiber runs until it reaches
-//   a barrier; the scheduler (cuda_on_cpu.cpp) releases a barrier when every thread it concerns
-//   waits at the same call (file and line). Any other state (some threads at another barrier,
-//   or finished) is a divergent barrier: the launch fails with a message instead of hanging.
+// Two schedulers, chosen at compile time, behind one interface (cuda_on_cpu.cpp holds what they
+// share: launch limits, the loop over blocks, the error kept for the launch check):
+// - fibers (default, cuda_on_cpu_fibers.cpp): the threads of a block are ucontext fibers on the
+//   calling OS thread, switched only at barriers. A barrier is released when every thread it
+//   concerns waits at the same call (file and line); any other state (some threads at another
+//   barrier, or finished) is a divergent barrier: the launch fails with a message, no hang.
+//   One order of execution only, so a missing barrier between two writers does not show.
+// - threads (-DFM_SHIM_THREADS, cuda_on_cpu_threads.cpp): every thread of a block is an OS
+//   thread and the barriers are a mutex and condition variable, which ThreadSanitizer
+//   understands; a missing __syncthreads is then a data race it reports
+//   (csrc/testing/sanitize.py). Divergence is detected too: all threads blocked or exited.
+// The blocks of a launch run one after another in both, so `__shared__` can be `static`.
 // - Shuffles and __syncwarp are warp barriers: all 32 lanes must arrive (full masks only).
 // - Launch limits are checked as the driver does; dynamic shared memory is poisoned with NaN
 //   bytes before each block, so a read before a write shows in the results.
-// - A fiber schedule runs the threads in one order only, so it cannot show a missing barrier
-//   between two writers: that needs real threads (a race detector), not this shim.
-// Every translation unit of a shim build includes this header first, with the same settings.
+// Every translation unit of a shim build includes this header first, with the same settings:
+// the scheduler's functions live in an inline namespace named after it, so objects built with
+// different settings fail to link instead of mixing two schedulers.
 #pragma once
 #include <torch/library.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -41,13 +50,27 @@ constexpr int warpSize = 32;
 // The running thread's coordinates: set by the scheduler before it resumes a fiber.
 extern thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 
+#ifdef FM_SHIM_THREADS
+#define FM_SHIM_SCHEDULER threads
+#else
+#define FM_SHIM_SCHEDULER fibers
+#endif
+
 namespace cuda_on_cpu {
+inline namespace FM_SHIM_SCHEDULER {
 
 struct Site {
   const char* file;
   int line;
+  // The caller's file and line. Written as a call with defaulted arguments because GCC 12
+  // evaluates __builtin_LINE() inside a braced initialiser in a default argument at the
+  // declaration, which made every barrier one site and hid divergent ones (test_shim.py).
+  static constexpr Site here(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return {file, line};
+  }
 };
 
+std::string where(const Site& s);
 void block_barrier(Site site);
 // Waits for the 32 lanes of the warp at `site`; the lanes' `value`s are exchanged through it:
 // returns the value of lane `src` (a lane outside the warp gets its own value back).
@@ -59,6 +82,10 @@ void set_max_dynamic_shared(const void* kernel, int bytes);
 void run_launch(dim3 grid, dim3 block, size_t shared_bytes, const void* kernel,
                 void (*body)(void*), void* context);
 void check_last_launch(const char* file, int line);
+// The scheduler's part: runs body(context) as every thread of block blockIdx (blockIdx,
+// blockDim and gridDim are set on the calling thread) with `shared` as its dynamic shared
+// memory; "" or the divergence found.
+std::string run_block(dim3 block, unsigned char* shared, void (*body)(void*), void* context);
 
 template <typename... P>
 struct Launcher {
@@ -110,9 +137,10 @@ inline int lane_id() {
   return static_cast<int>(t % 32);
 }
 
+}  // namespace FM_SHIM_SCHEDULER
 }  // namespace cuda_on_cpu
 
-#define FM_SITE ::cuda_on_cpu::Site{__builtin_FILE(), __builtin_LINE()}
+#define FM_SITE ::cuda_on_cpu::Site::here()
 
 inline void __syncthreads(::cuda_on_cpu::Site site = FM_SITE) {
   ::cuda_on_cpu::block_barrier(site);
@@ -137,6 +165,14 @@ template <typename T>
 T __shfl_sync(unsigned mask, T v, int src, int width = 32, ::cuda_on_cpu::Site site = FM_SITE) {
   return ::cuda_on_cpu::shuffle(site, mask, v, width == 32 ? src % 32 : -1);
 }
+#ifdef FM_SHIM_THREADS
+// Real threads: real atomics, and a fence the race detector sees.
+template <typename T>
+T atomicAdd(T* p, T v) {
+  return std::atomic_ref<T>(*p).fetch_add(v);
+}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+#else
 // One OS thread runs every CUDA thread, so plain memory operations are atomic and ordered.
 template <typename T>
 T atomicAdd(T* p, T v) {
@@ -145,6 +181,7 @@ T atomicAdd(T* p, T v) {
   return old;
 }
 inline void __threadfence() {}
+#endif
 template <typename T>
 T __ldcg(const T* p) {
   return *p;

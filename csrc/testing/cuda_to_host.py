@@ -85,10 +85,10 @@ def _write(path, text):
         f.write(text)
 
 
-def sources(namespace, files, mutations=()):
+def sources(namespace, files, mutations=(), out=os.path.join(BUILD, "src")):
     """Generated .cpp files of one variant: its schemas (csrc/ops.cpp in `namespace`) and the
-    given csrc/cuda files, all under namespace `namespace`."""
-    out = os.path.join(BUILD, "src")
+    given CUDA files (names in csrc/cuda, or paths under csrc such as
+    "testing/shim_selftest.cu"), all under namespace `namespace`, written into `out`."""
     os.makedirs(out, exist_ok=True)
     head = (f"#define FM_SHIM_NAMESPACE {namespace}\n#define fishermask_ext {namespace}\n"
             '#include "cuda_on_cpu.h"\n')
@@ -98,8 +98,10 @@ def sources(namespace, files, mutations=()):
     paths = [os.path.join(out, f"{namespace}__ops.cpp")]
     _write(paths[0], head + '#line 1 "csrc/ops.cpp"\n' + schemas)
     for name in files:
-        path = os.path.join(out, f"{namespace}__{os.path.splitext(name)[0]}.cpp")
-        _write(path, head + host_text(_inlined(os.path.join(CSRC, "cuda", name), mutations, set())))
+        base = os.path.splitext(os.path.basename(name))[0]
+        path = os.path.join(out, f"{namespace}__{base}.cpp")
+        source = os.path.join(CSRC, name if "/" in name else os.path.join("cuda", name))
+        _write(path, head + host_text(_inlined(source, mutations, set())))
         paths.append(path)
     return paths
 
@@ -107,7 +109,7 @@ def sources(namespace, files, mutations=()):
 def build(variants):
     """Compiles and loads one library holding every variant: {namespace: (files, mutations)}.
     Returns the path of the library; its ops are torch.ops.<namespace>.*"""
-    srcs = [os.path.join(CSRC, "testing", "cuda_on_cpu.cpp")]
+    srcs = [os.path.join(CSRC, "testing", f) for f in ("cuda_on_cpu.cpp", "cuda_on_cpu_fibers.cpp")]
     for namespace, (files, mutations) in variants.items():
         srcs += sources(namespace, files, mutations)
     os.makedirs(BUILD, exist_ok=True)

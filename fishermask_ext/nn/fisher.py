@@ -4,7 +4,7 @@ import math
 import torch
 
 from .._checks import check_fraction, check_int
-from ..ops import reference, resolve, sizes
+from ..ops import conv, resolve, sizes
 from . import batches, hooks, state
 from .masks import ParamMask, split_flat
 from .._progress import progress_bar
@@ -121,7 +121,7 @@ def _conv_squares(views, deltas, backend, itemsize):
     """_squared_grads of a conv weight [O, K]; K = Cin/groups·kh·kw."""
     geometry = views[0].geometry
     C, n, O = deltas[0].shape[:3]
-    K = views[0].a.shape[1] // geometry[4] * geometry[0][0] * geometry[0][1]
+    K = conv.weight_columns(views[0].a.shape[1], geometry[0], geometry[4])
     L = sum(d.shape[3] * d.shape[4] for d in deltas)
     chunk = sizes.fisher_chunk(C * O * K + geometry[4] * K * L, itemsize)
     if len(views) == 1:
@@ -131,7 +131,7 @@ def _conv_squares(views, deltas, backend, itemsize):
     # the chunk's per-sample gradients are formed call by call (the twin's arithmetic).
     out = views[0].a.new_zeros((O, K))
     for s in range(0, n, chunk):
-        g = sum(reference.conv2d_sample_grads(v.a[s:s + chunk], d[:, s:s + chunk], *v.geometry)
+        g = sum(conv.conv2d_sample_grads(v.a[s:s + chunk], d[:, s:s + chunk], *v.geometry)
                 for v, d in zip(views, deltas))
         out += g.square().sum((0, 1))
     return out

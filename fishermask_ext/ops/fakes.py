@@ -3,6 +3,8 @@ empty outputs, so torch.compile and FakeTensor tracing reject what the ops would
 Imported by fishermask_ext.ops once the compiled module has loaded."""
 import torch
 
+from .conv import weight_columns
+
 _FLOAT = (torch.float32, torch.float64)
 
 
@@ -152,12 +154,17 @@ def _(X, P0, F, scale, budget, n_forward, chunk, block, round_scores=False, cand
     return (X.new_empty((budget,), dtype=torch.long),
             X.new_empty((budget,), dtype=torch.float64))
 
-@torch.library.register_fake("fishermask_ext::masked_linear_grad")
-def _(a, delta, index):
+def _check_linear(a, delta):
+    """csrc/checks.h check_linear_inputs: a [n, S, I] f32/f64, delta [C, n, S, O] like a."""
     torch._check(a.dim() == 3 and a.dtype in _FLOAT, lambda: "a must be [n, S, I] f32/f64")
     torch._check(delta.dim() == 4 and delta.shape[1:3] == a.shape[:2]
                  and delta.dtype == a.dtype,
                  lambda: "delta must be [C, n, S, O] with n, S and the dtype of a")
+
+
+@torch.library.register_fake("fishermask_ext::masked_linear_grad")
+def _(a, delta, index):
+    _check_linear(a, delta)
     torch._check(index.dim() == 1 and index.dtype == torch.long,
                  lambda: "index must be [m] int64")
     return a.new_empty((a.shape[0], delta.shape[0], index.shape[0]))
@@ -181,10 +188,7 @@ def _check_chunk(chunk):
 
 @torch.library.register_fake("fishermask_ext::fisher_linear_sq")
 def _(a, delta, chunk):
-    torch._check(a.dim() == 3 and a.dtype in _FLOAT, lambda: "a must be [n, S, I] f32/f64")
-    torch._check(delta.dim() == 4 and delta.shape[1:3] == a.shape[:2]
-                 and delta.dtype == a.dtype,
-                 lambda: "delta must be [C, n, S, O] with n, S and the dtype of a")
+    _check_linear(a, delta)
     _check_chunk(chunk)
     return a.new_empty((delta.shape[3], a.shape[2]))
 
@@ -198,8 +202,7 @@ def _(x, delta, kernel_size, stride, padding, dilation, groups, chunk):
     torch._check(groups >= 1 and x.shape[1] % groups == 0 and delta.shape[2] % groups == 0,
                  lambda: "groups must divide Cin and O")
     _check_chunk(chunk)
-    K = x.shape[1] // groups * kernel_size[0] * kernel_size[1]
-    return x.new_empty((delta.shape[2], K))
+    return x.new_empty((delta.shape[2], weight_columns(x.shape[1], kernel_size, groups)))
 
 
 @torch.library.register_fake("fishermask_ext::fisher_channel_sq")

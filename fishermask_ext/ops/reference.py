@@ -6,6 +6,7 @@ and the oracle of every native-op test. Shapes follow csrc/ops.cpp.
 import torch
 
 from . import loop
+from .conv import conv2d_sample_grads, masked_conv2d_grad, weight_columns
 from .sizes import chunk_rows, factored_rows
 
 __all__ = ["trace_ratio_step", "trace_ratio_update", "commit_direction", "trace_ratio_init",
@@ -119,19 +120,6 @@ def masked_linear_grad(a, delta, index):
     return torch.einsum("cnsm,nsm->ncm", delta[..., index // I], a[..., index % I])
 
 
-def masked_conv2d_grad(x, delta, index, kernel_size, stride, padding, dilation, groups):
-    """x: [n, Cin, H, W]; delta: [C, n, O, Ho, Wo]; index: [m] into the weight -> [n, C, m]."""
-    kh, kw = kernel_size
-    O, Ig = delta.shape[2], x.shape[1] // groups
-    unf = torch.nn.functional.unfold(x, (kh, kw), dilation=dilation, padding=padding,
-                                     stride=stride)                 # [n, Cin*kh*kw, L]
-    per_out = Ig * kh * kw
-    o = index // per_out
-    col = (o // (O // groups)) * per_out + index % per_out
-    d = delta.flatten(3)[:, :, o]                                   # [C, n, m, L]
-    return torch.einsum("cnml,nml->ncm", d, unf[:, col])
-
-
 def fisher_linear_sq(a, delta, chunk):
     """a: [n, S, I]; delta: [C, n, S, O] -> [O, I]: Σ_{c,n} (Σ_s δ[c,n,s,o] a[n,s,i])²,
     `chunk` samples' gradients at a time."""
@@ -142,20 +130,11 @@ def fisher_linear_sq(a, delta, chunk):
     return out
 
 
-def conv2d_sample_grads(x, delta, kernel_size, stride, padding, dilation, groups):
-    """x: [n, Cin, H, W]; delta: [C, n, O, Ho, Wo] -> [C, n, O, Cin/groups·kh·kw]: every
-    per-sample, per-class Conv2d weight gradient, in weight.view(O, -1) order."""
-    unf = torch.nn.functional.unfold(x, kernel_size, dilation=dilation, padding=padding,
-                                     stride=stride).unflatten(1, (groups, -1))   # [n, G, K, L]
-    d = delta.flatten(3).unflatten(2, (groups, -1))                             # [C, n, G, Og, L]
-    return torch.einsum("cngol,ngkl->cngok", d, unf).flatten(2, 3)
-
-
 def fisher_conv2d_sq(x, delta, kernel_size, stride, padding, dilation, groups, chunk):
     """x: [n, Cin, H, W]; delta: [C, n, O, Ho, Wo] -> [O, Cin/groups·kh·kw]: the per-sample
     Conv2d weight gradients (as masked_conv2d_grad) squared and summed over samples and classes,
     `chunk` samples at a time."""
-    out = x.new_zeros((delta.shape[2], x.shape[1] // groups * kernel_size[0] * kernel_size[1]))
+    out = x.new_zeros((delta.shape[2], weight_columns(x.shape[1], kernel_size, groups)))
     for s in range(0, x.shape[0], chunk):
         g = conv2d_sample_grads(x[s:s + chunk], delta[:, s:s + chunk], kernel_size, stride,
                                 padding, dilation, groups)

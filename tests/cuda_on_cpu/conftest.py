@@ -1,8 +1,9 @@
 """Builds csrc/cuda's kernels as host C++ (csrc/testing/cuda_on_cpu.h) once per session, into
 build/cuda_on_cpu (ninja keeps it between runs: a rebuild only follows a changed source).
 
-Namespaces: fishermask_ext_cuda_on_cpu holds every CUDA kernel as CPU ops; each planted_*
-namespace holds the step kernels with one bug planted (test_step_kernels.py, the planted tests)."""
+Namespaces: fishermask_ext_cuda_on_cpu holds every CUDA kernel as CPU ops, and the shim's
+self-test kernel; each planted_* namespace holds the step kernels with one bug planted
+(test_step_kernels.py, the planted tests)."""
 import importlib.util
 import os
 
@@ -11,6 +12,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUDA_FILES = sorted(f for f in os.listdir(os.path.join(ROOT, "csrc", "cuda")) if f.endswith(".cu"))
+SELFTEST = "testing/shim_selftest.cu"   # the shim's own checks (test_shim.py)
 STEP_FILES = ["trace_ratio_step_cuda.cu", "trace_ratio_update_kernel.cu", "trace_ratio_wz_f64.cu",
               "trace_ratio_wz_f32.cu"]
 KERNELS = "csrc/cuda/trace_ratio_kernels.cuh"
@@ -36,7 +38,7 @@ def _builder():
 def shim():
     """torch.ops.fishermask_ext_cuda_on_cpu: the CUDA kernels, run on the CPU."""
     os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 2))
-    variants = {"fishermask_ext_cuda_on_cpu": (CUDA_FILES, ())}
+    variants = {"fishermask_ext_cuda_on_cpu": (CUDA_FILES + [SELFTEST], ())}
     variants.update({ns: (STEP_FILES, muts) for ns, muts in PLANTED.items()})
     _builder().build(variants)
     return torch.ops.fishermask_ext_cuda_on_cpu

@@ -112,6 +112,27 @@ def test_bad_inputs_raise(name, args, message):
         getattr(torch.ops.fishermask_ext, name)(*args)
 
 
+@pytest.mark.parametrize("bad,message", [
+    (lambda a, d: (a[0], d), r"a must be \[n, S, I\]"),
+    (lambda a, d: (a, d[:, :2]), r"delta must be \[C, n, S, O\] with n, S"),
+    (lambda a, d: (a, d.double()), "dtype"),
+    (lambda a, d: (a.int(), d.int()), "a must be"),
+], ids=["a-dims", "delta-n", "dtypes", "integer"])
+@pytest.mark.parametrize("name,rest", [("masked_linear_grad", (torch.tensor([0, 3]),)),
+                                       ("fisher_linear_sq", (2,))], ids=["step-C", "step-A"])
+def test_linear_ops_share_one_input_rule(name, rest, bad, message):
+    """Both Linear ops check a and delta with one rule (checks.h check_linear_inputs), and so
+    do their fake kernels (fakes.py _check_linear)."""
+    require_native("cpu", name)
+    op = getattr(torch.ops.fishermask_ext, name)
+    args = (*bad(torch.randn(3, 2, 4), torch.randn(2, 3, 2, 5)), *rest)
+    with pytest.raises(RuntimeError, match=message):
+        op(*args)
+    with pytest.raises(Exception, match=message):
+        with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+            op(*[mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in args])
+
+
 @pytest.mark.parametrize("name", ["fisher_linear_sq", "fisher_conv2d_sq"])
 def test_memory_is_bounded_by_the_chunk_not_the_batch(name):
     """The op's working set (a chunk's patches, and per-sample gradients where they are formed:
