@@ -7,6 +7,8 @@
 #include <c10/util/Exception.h>
 
 #include <map>
+#include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -74,6 +76,17 @@ void run_launch(dim3 grid, dim3 block, size_t shared_bytes, const void* kernel,
       }
 }
 
+void note_launch(const char* kernel) {
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  launched_kernels().insert(kernel);
+}
+
+std::set<std::string>& launched_kernels() {
+  static std::set<std::string> names;
+  return names;
+}
+
 void check_last_launch(const char* file, int line) {
   std::string error;
   std::swap(error, last_error);
@@ -82,3 +95,12 @@ void check_last_launch(const char* file, int line) {
 
 }  // namespace FM_SHIM_SCHEDULER
 }  // namespace cuda_on_cpu
+
+// The kernels launched so far in this process, one name per line (sorted): read with ctypes by
+// tests/cuda_on_cpu/test_every_kernel.py, which checks that every __global__ of csrc/cuda ran.
+extern "C" const char* cuda_on_cpu_launched() {
+  static std::string joined;
+  joined.clear();
+  for (const auto& name : cuda_on_cpu::launched_kernels()) joined += name + "\n";
+  return joined.c_str();
+}

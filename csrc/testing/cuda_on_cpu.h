@@ -26,6 +26,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <set>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -82,6 +83,10 @@ void set_max_dynamic_shared(const void* kernel, int bytes);
 void run_launch(dim3 grid, dim3 block, size_t shared_bytes, const void* kernel,
                 void (*body)(void*), void* context);
 void check_last_launch(const char* file, int line);
+// Records that a kernel (its name, as written at the launch) was launched: cuda_to_host.py
+// puts a call before every launch, so a test can check that each __global__ ran.
+void note_launch(const char* kernel);
+std::set<std::string>& launched_kernels();
 // The scheduler's part: runs body(context) as every thread of block blockIdx (blockIdx,
 // blockDim and gridDim are set on the calling thread) with `shared` as its dynamic shared
 // memory; "" or the divergence found.

@@ -2,7 +2,8 @@
 
 Each .cu file (with the .cuh files it includes inlined) becomes one .cpp whose only changes are
 mechanical: `kernel<<<grid, block, shared, stream>>>(args)` becomes
-`::cuda_on_cpu::launch(kernel, grid, block, shared, stream)(args)`, and
+`(::cuda_on_cpu::note_launch("kernel"), ::cuda_on_cpu::launch(kernel, grid, block, shared,
+stream))(args)`, and
 `extern __shared__ T name[];` becomes a pointer to the launch's dynamic shared memory. A variant
 compiles the same files into its own op namespace (and C++ namespace, so that variants do not
 share symbols), optionally after textual mutations: the planted bugs of the tests.
@@ -52,8 +53,11 @@ def host_text(text):
         at = text.index("<<<")
         start = _kernel_start(text, at)
         close = text.index(">>>", at)
-        text = (text[:start] + "::cuda_on_cpu::launch(" + text[start:at] + ", " +
-                text[at + 3:close] + ")" + text[close + 3:])
+        # The kernel's own name (no namespace, no template arguments) is noted before the
+        # launch, so that a test can check that every __global__ ran: (note, launch)(args).
+        name = re.sub(r"<.*", "", text[start:at], flags=re.S).split("::")[-1].strip()
+        text = (text[:start] + f'(::cuda_on_cpu::note_launch("{name}"), ::cuda_on_cpu::launch(' +
+                text[start:at] + ", " + text[at + 3:close] + "))" + text[close + 3:])
     return text
 
 

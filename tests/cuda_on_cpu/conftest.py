@@ -35,10 +35,15 @@ def _builder():
 
 
 @pytest.fixture(scope="session")
-def shim():
-    """torch.ops.fishermask_ext_cuda_on_cpu: the CUDA kernels, run on the CPU."""
+def shim_library():
+    """The path of the shim's library, built once: every CUDA kernel and the planted variants."""
     os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 2))
     variants = {"fishermask_ext_cuda_on_cpu": (CUDA_FILES + [SELFTEST], ())}
     variants.update({ns: (STEP_FILES, muts) for ns, muts in PLANTED.items()})
-    _builder().build(variants)
+    return _builder().build(variants)
+
+
+@pytest.fixture(scope="session")
+def shim(shim_library):
+    """torch.ops.fishermask_ext_cuda_on_cpu: the CUDA kernels, run on the CPU."""
     return torch.ops.fishermask_ext_cuda_on_cpu
