@@ -9,6 +9,7 @@ line per method and dtype.
 """
 import os
 
+from fishermask_ext._files import atomic_path
 from fishermask_ext.al.io import read_json, write_atomic, write_json
 
 __all__ = ["rows", "markdown", "write", "plot"]
@@ -82,9 +83,11 @@ def plot(table, path, title):
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png")
-    plt.close(fig)
-    os.replace(path + ".tmp.png", path)
+    try:
+        with atomic_path(path) as tmp:           # the temporary name has no .png: say the format
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
     return True
 
 

@@ -8,9 +8,10 @@ Embeddings (steps A to C, `fishermask_ext.nn`): `fisher_diagonal`, `fisher_mask`
 `native_available(device)` tells whether the compiled kernels are there; every op falls back to
 its pure-PyTorch twin in `fishermask_ext.ops.reference` otherwise.
 
-The active-learning driver (`fishermask_ext.al`: `strategies`, `data`, `report`,
-`run_experiment`) needs the `al` extra; its names load on first use, so importing this package
-needs torch and numpy only (docs/DEVELOPING.md, "Layers").
+The query strategies (`fishermask_ext.strategies`, torch only) and the active-learning driver
+(`fishermask_ext.al`: `data`, `report`, `run_experiment`, which need the `al` extra) load on
+first use, so importing this package loads ops, store, select and nn only (docs/DEVELOPING.md,
+"Layers").
 """
 import importlib
 

@@ -1,4 +1,4 @@
-"""Atomic file writes shared by every layer (the embedding store's manifest in select, the
+"""Atomic file writes shared by every layer (the embedding store's manifest, the
 results folder of al, the picks of `fishermask select`): one way to replace a file so that a
 crash never leaves a torn one."""
 import contextlib

@@ -17,7 +17,7 @@ import time
 import torch
 
 from ._version import __version__
-from ._checks import check_budget, check_device
+from ._checks import check_budget, check_device, check_int
 from ._files import write_atomic
 from ._progress import progress_bar
 from .ops import native_available
@@ -230,8 +230,7 @@ def run(args):
     if device.type not in RATE_SIZES:
         raise ValueError(f"--device {args.device}: bench runs on cpu or cuda")
     factors = _factors(C, D, args.d_bar, args.factored)
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    check_int(args.repeats, "--repeats", minimum=1)
     twin_rows = N if args.twin_rows is None else args.twin_rows
     if twin_rows and not K <= twin_rows <= N:
         raise ValueError(f"--twin-rows must be 0 (no twin) or between the budget {K} and "

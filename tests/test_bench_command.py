@@ -74,7 +74,7 @@ def test_no_twin(small_rates, capsys):
     (["--d-bar", "2"], "--d-bar is a factored pool's: add --factored"),
     (["--factored", "--d-bar", "3"], "--d-bar must be between 1 and D // C = 2"),
     (["--twin-rows", "1"], "--twin-rows must be 0 (no twin) or between the budget 2 and N = 40"),
-    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--repeats", "0"], "--repeats must be an int >= 1, got 0"),
     (["--device", "gpu"], "--device 'gpu' is not a device name"),
     (["--json", "/no/such/folder/b.json"], "--json /no/such/folder/b.json: its folder"),
 ], ids=["two-numbers", "letters", "zero", "budget", "d-bar-dense", "d-bar-big", "twin-rows",

@@ -1,4 +1,4 @@
-"""BAIT and FisherMask on a torch model for the DeepAL and baal adapters: the al strategies
+"""BAIT and FisherMask on a torch model for the DeepAL and baal adapters: the strategies
 themselves (their masks, embeddings and options), returning pool positions and per-pick gains."""
 import numpy as np
 import torch

@@ -13,7 +13,7 @@ import numpy as np
 from baal.active import ActiveLearningLoop
 from baal.active.heuristics import AbstractHeuristic
 
-from .._checks import check_int
+from .._checks import check_choice, check_int
 from ._torch import torch_select
 
 __all__ = ["FisherHeuristic", "fisher_loop"]
@@ -25,8 +25,7 @@ class FisherHeuristic(AbstractHeuristic):
 
     def __init__(self, wrapper, dataset, query_size, kind="bait", **options):
         super().__init__(reverse=True)
-        if kind not in ("bait", "fishermask"):
-            raise ValueError(f"kind must be 'bait' or 'fishermask', got {kind!r}")
+        check_choice(kind, "kind", ("bait", "fishermask"))
         self.model = getattr(wrapper, "model", wrapper)
         self.dataset, self.kind, self.options = dataset, kind, options
         self.query_size = check_int(query_size, "query_size", minimum=1)

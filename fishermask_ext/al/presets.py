@@ -74,7 +74,7 @@ def preset_config(name, scale="full"):
     check_choice(name, "preset", available())
     check_choice(scale, "scale", SCALES)
     # Imported here: the cli imports this module for its flags, and `fishermask info`
-    # must not load the driver's strategies (or torch) for them.
+    # must not load the strategies (or torch) for them.
     import torch
     from .. import strategies
     dataset, counts, batch, augment = _PROTOCOLS[name]

@@ -7,6 +7,7 @@ from torch import nn
 
 from .._checks import check_bool, check_budget, check_device, check_int
 from ..nn import batches
+from ..select.checks import check_mask
 from ..nn.state import check_input_dtype, eval_mode, logits_of, model_device, model_dtype
 
 __all__ = ["Strategy", "PoolView", "Picks"]
@@ -104,10 +105,7 @@ class Strategy:
         if N is None:
             raise TypeError(f"pool must have a length (a Tensor, a map-style Dataset or a "
                             f"DataLoader over one), got {type(pool).__name__}")
-        labeled_mask = torch.as_tensor(labeled_mask, dtype=torch.bool).cpu()
-        if labeled_mask.shape != (N,):
-            raise ValueError(f"labeled_mask must have shape [{N}] (one flag per pool "
-                             f"point), got {tuple(labeled_mask.shape)}")
+        labeled_mask = check_mask(labeled_mask, N, "cpu")
         budget = check_budget(budget, int((~labeled_mask).sum()),
                               f"unlabeled points left in the pool of {N}")
         _check_pool_dtype(model, pool)

@@ -1,6 +1,5 @@
-"""Fixtures shared by the driver's tests: a saved checkpoint for `fishermask embed`, the
-strategy tests' pool (test_strategies.py, test_strategy_gains.py), a Fashion-MNIST folder, and
-a spy on every strategy's select."""
+"""Fixtures shared by the driver's tests: a saved checkpoint for `fishermask embed`, a
+Fashion-MNIST folder, and a spy on every strategy's select."""
 import numpy as np
 import pytest
 import torch
@@ -8,23 +7,7 @@ from testing import write_idx
 
 from fishermask_ext import strategies
 from fishermask_ext.al import data, embed_cmd
-from fishermask_ext.nn import MLP, get_model
-
-# The strategy tests' pool: N points of 16 features, C classes.
-N, C = 60, 4
-
-
-@pytest.fixture
-def setup():
-    """(model, pool [N, 1, 4, 4], labeled [N] bool with 10 labeled points) of the strategy
-    tests: a seeded MLP with 8 hidden units."""
-    torch.manual_seed(0)
-    model = MLP(in_features=16, num_classes=C, hidden=(8,))
-    pool = torch.randn(N, 1, 4, 4)
-    labeled = torch.zeros(N, dtype=torch.bool)
-    labeled[torch.randperm(N)[:10]] = True
-    return model, pool, labeled
-
+from fishermask_ext.nn import get_model
 
 @pytest.fixture
 def saved(tmp_path):

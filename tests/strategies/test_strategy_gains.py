@@ -113,7 +113,7 @@ def test_select_checks_the_model_and_the_pool(setup):
         _get("random").select(lambda x: x, pool, labeled, 3)
     with pytest.raises(TypeError, match="pool must have a length"):
         _get("bait").select(model, iter(pool), labeled, 3)
-    with pytest.raises(ValueError, match=r"labeled_mask must have shape \[60\]"):
+    with pytest.raises(ValueError, match=r"labeled_mask must have shape \[N\] = \[60\]"):
         _get("random").select(model, pool, labeled[:-1], 3)
     with pytest.raises(ValueError, match="device 'gpu' is not a device name"):
         _get("random", device="gpu")
