@@ -132,13 +132,26 @@ def _select(args):
     opts = dict(labeled_fisher=fisher, n_labeled=args.n_labeled, lamb=args.lamb,
                 backward_steps=args.backward_steps, backend=args.backend, parity=args.parity,
                 progress=not args.no_progress, return_gains=True)
-    if mask is not None:          # positions into the pool (select_from_pool reads it in place)
-        picks, gains = select_from_pool(pool, args.budget, mask, **opts)
-    else:
-        picks, gains = select_batch(pool, args.budget, labeled=labeled, **opts)
+    try:
+        if mask is not None:      # positions into the pool (select_from_pool reads it in place)
+            picks, gains = select_from_pool(pool, args.budget, mask, **opts)
+        else:
+            picks, gains = select_batch(pool, args.budget, labeled=labeled, **opts)
+    except (TypeError, ValueError) as exc:   # the library's checks, said in the command's words
+        raise type(exc)(_as_flags(str(exc))) from exc
     pool_files.write_picks(args.out, picks, gains if args.gains else None)
     print(f"picked {len(picks)} of {pool.shape[0]} points; wrote {args.out}")
     return 0
+
+
+# The library's argument names that are flags of `fishermask select` (names with an underscore
+# cannot be prose; `labeled` stays, it is also the embeddings' word).
+_FLAGS = {"labeled_fisher": "--labeled-fisher", "n_labeled": "--n-labeled",
+          "backward_steps": "--backward-steps", "lamb": "--lamb"}
+
+
+def _as_flags(message):
+    return re.sub(r"\b(" + "|".join(_FLAGS) + r")\b", lambda m: _FLAGS[m.group(1)], message)
 
 
 def _tensor(a):

@@ -134,10 +134,10 @@ def test_select_conflicting_inputs(tmp_path, pool, capsys):
     assert cli.main([*base, "--labeled", str(tmp_path / "L.pt"), "--labeled-fisher",
                      str(tmp_path / "FL.pt"), "--n-labeled", "8"]) == 2
     # The library's own checks (select_batch), not copies of them in the command.
-    assert "give either labeled (embeddings) or labeled_fisher, not both" \
+    assert "give either labeled (embeddings) or --labeled-fisher, not both" \
         in capsys.readouterr().err
     assert cli.main([*base, "--labeled-fisher", str(tmp_path / "FL.pt")]) == 2
-    assert "labeled_fisher needs n_labeled" in capsys.readouterr().err
+    assert "--labeled-fisher needs --n-labeled" in capsys.readouterr().err
     assert cli.main([*base[:-1], str(tmp_path / "p.npy"), "--gains"]) == 2
     assert "a .npy file holds one array" in capsys.readouterr().err
     assert not (tmp_path / "p.txt").exists() and not (tmp_path / "p.npy").exists()
