@@ -28,9 +28,15 @@ FLOORS = {"_checks": 0, "_files": 0, "_progress": 0, "_version": 0,
 PACKAGE = pathlib.Path(fishermask_ext.__file__).parent
 
 
-def _imports(path, package):
-    """The fishermask_ext modules `path` imports anywhere (top level or inside a function)."""
-    for node in ast.walk(ast.parse(path.read_text())):
+# Code outside the package that a module of it must never import: it is not installed.
+OUTSIDE = {"benchmarks", "tests", "conftest", "testing", "op_cases"}
+
+
+def _imports(source, package):
+    """The modules `source` (a module of `package`) imports anywhere, top level or inside a
+    function, by statement or by importlib.import_module / __import__ of a constant; None for
+    such a call with a computed name (the test cannot follow it)."""
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             yield from (a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -40,6 +46,11 @@ def _imports(path, package):
             # `from . import x` names modules; `from .m import x` names attributes of m.
             yield from ([f"{module}.{a.name}" for a in node.names] if not node.module
                         else [module])
+        elif isinstance(node, ast.Call) and (
+                getattr(node.func, "attr", None) == "import_module"
+                or getattr(node.func, "id", None) == "__import__"):
+            arg = node.args[0] if node.args else None
+            yield arg.value if isinstance(arg, ast.Constant) else None
 
 
 def _floor(module):
@@ -47,23 +58,68 @@ def _floor(module):
     return parts[1] if len(parts) > 1 else "__init__"
 
 
-def test_no_import_runs_back_up_a_layer():
+def violations(modules):
+    """(wrong imports, modules on no floor) of {dotted module name: (source, is a package)}."""
     wrong, unplaced = [], set()
-    for path in sorted(PACKAGE.rglob("*.py")):
-        rel = path.relative_to(PACKAGE.parent).with_suffix("")
-        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-        package = module if rel.name == "__init__" else module.rsplit(".", 1)[0]
-        here = _floor(module) if rel.name != "__init__" or len(rel.parts) > 2 else "__init__"
+    for module, (source, is_package) in sorted(modules.items()):
+        package = module if is_package else module.rsplit(".", 1)[0]
+        here = _floor(module) if module != "fishermask_ext" else "__init__"
         unplaced |= {here} - set(FLOORS)
-        for target in _imports(path, package):
+        for target in _imports(source, package):
+            if target is None:
+                if FLOORS.get(here) != FLOORS["__init__"]:      # only the front may compute one
+                    wrong.append(f"{module} imports a module by a computed name")
+                continue
+            if target.split(".")[0] in OUTSIDE:
+                wrong.append(f"{module} imports {target}, which is not part of the package")
+                continue
             if not target.startswith("fishermask_ext.") or _floor(target) == here:
                 continue
             there = _floor(target)
             unplaced |= {there} - set(FLOORS)
             if there in FLOORS and here in FLOORS and FLOORS[there] >= FLOORS[here]:
                 wrong.append(f"{module} imports {target}")
+    return wrong, unplaced
+
+
+def _package_modules():
+    modules = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        is_package = rel.name == "__init__"
+        modules[".".join(rel.parts[:-1] if is_package else rel.parts)] = (path.read_text(),
+                                                                          is_package)
+    return modules
+
+
+def test_no_import_runs_back_up_a_layer():
+    wrong, unplaced = violations(_package_modules())
     assert not unplaced, f"modules on no floor (add them to FLOORS and DEVELOPING.md): {unplaced}"
     assert not wrong, "imports that run up a layer or sideways:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("module,source,found", [
+    ("fishermask_ext.ops.sizes", "def f():\n    from ..select import core\n",
+     "fishermask_ext.ops.sizes imports fishermask_ext.select"),
+    ("fishermask_ext.al.io", "from ..adapters import _torch\n",
+     "fishermask_ext.al.io imports fishermask_ext.adapters"),
+    ("fishermask_ext.store.io", "import importlib\nimportlib.import_module('fishermask_ext.nn')\n",
+     "fishermask_ext.store.io imports fishermask_ext.nn"),
+    ("fishermask_ext.nn.hooks", "import importlib\nimportlib.import_module(name)\n",
+     "fishermask_ext.nn.hooks imports a module by a computed name"),
+    ("fishermask_ext.bench", "from benchmarks import bench_select\n",
+     "fishermask_ext.bench imports benchmarks, which is not part of the package"),
+], ids=["up-in-a-function", "sideways", "import_module", "computed-name", "outside"])
+def test_the_layer_check_finds_a_planted_import(module, source, found):
+    modules = _package_modules()
+    modules[module] = (modules[module][0] + "\n" + source, False)
+    wrong, _ = violations(modules)
+    assert wrong == [found]
+
+
+def test_a_new_package_must_be_placed():
+    modules = {"fishermask_ext.newfloor.thing": ("import torch\n", False)}
+    assert violations(modules) == ([], {"newfloor"})
 
 
 def test_importing_the_backend_loads_no_driver_and_no_driver_dependency():
