@@ -5,12 +5,12 @@ import re
 import numpy as np
 import pytest
 
-README = pathlib.Path(__file__).resolve().parents[2] / "docs" / "USAGE.md"
+USAGE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "USAGE.md"
 SECTION = "## Use it from your AL library"
 
 
 def _examples():
-    text = README.read_text()
+    text = USAGE.read_text()
     assert SECTION in text, f"docs/USAGE.md lost its section {SECTION!r}"
     body = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", body, flags=re.S)
@@ -23,7 +23,7 @@ EXAMPLES = _examples()
     r"fishermask_ext\.adapters\.(\w+)", code).group(1))
 def test_example_runs(code):
     scope = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    exec(compile(code, "docs/USAGE.md", "exec"), scope)
     picked = {"skactiveml": "idx", "modal": "idx", "deepal": "q_idxs"}
     for name in picked.values():
         if name in scope:

@@ -51,16 +51,19 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-# The child embeds into the store, slowed to 0.2 s per batch so that the parent can kill it
-# after a chunk is written and well before the last one is.
+# The child embeds into the store and, once a chunk is on disk, holds before its next batch
+# until the parent kills it: killed after a chunk and before the last, whatever the load.
 CHILD = f"""
-import sys, time, torch
+import sys, threading, torch
 sys.path.insert(0, {os.path.dirname(__file__)!r})
-from test_store_fill import setup, BATCH, CHUNK
+from test_store_fill import setup, BATCH, CHUNK, _completed
 from fishermask_ext import masked_grad_embeddings, open_store, select_from_pool
 torch.set_num_threads(1)
 model, x, mask = setup()
-model.register_forward_pre_hook(lambda mod, args: time.sleep(0.2))
+def hold(mod, args):
+    if _completed(sys.argv[1]):
+        threading.Event().wait()      # forever: the parent's SIGKILL ends it here
+model.register_forward_pre_hook(hold)
 masked_grad_embeddings(model, x, mask, batch_size=BATCH,
                        out=open_store(sys.argv[1], mode="w", chunk_rows=CHUNK))
 """
