@@ -157,7 +157,7 @@ def _out_folder(out, quick):
     out = out or os.path.join("results", time.strftime(
         f"bench-{'quick' if quick else 'full'}-%Y%m%d-%H%M%S"))
     if os.path.exists(out):
-        raise FileExistsError(f"--out {out} already exists; bench never overwrites results: "
+        raise FileExistsError(f"--out {out} already exists; benchmarks/run.py never overwrites results: "
                               f"pass a new folder")
     parent = os.path.dirname(os.path.abspath(out))
     while not os.path.isdir(parent):     # the nearest existing folder must be writable
@@ -172,10 +172,10 @@ def _run(args, pytest_args, argv):
     out = _out_folder(args.out, args.quick)
     raw = os.path.join(out, "pytest-benchmark.json")
     if args.quick:
-        print("[bench] every benchmark at its smoke sizes: under a minute", flush=True)
+        print("[benchmarks/run.py] every benchmark at its smoke sizes: under a minute", flush=True)
     else:
         total, per_file = estimate_minutes(*collect(pytest_args))
-        print(f"[bench] full sizes: about {total:.0f} min on the project's 2-core CPU machine ("
+        print(f"[benchmarks/run.py] full sizes: about {total:.0f} min on the project's 2-core CPU machine ("
               + ", ".join(f"{k} {v:.0f}" for k, v in per_file.items()) + "); "
               "--quick runs every benchmark at smoke sizes in under a minute",
               flush=True)
@@ -191,24 +191,24 @@ def _run(args, pytest_args, argv):
         env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
     code = run_child(cmd, ROOT, env=env)
-    print(f"[bench] pytest exited with status {code} after {time.perf_counter() - t0:.1f} s",
+    print(f"[benchmarks/run.py] pytest exited with status {code} after {time.perf_counter() - t0:.1f} s",
           flush=True)
     if code >= 128:
         # pytest-benchmark opens its JSON file when the session starts: a stopped run leaves
         # it empty or partial, so there is no table to write.
         kept = "removed it, empty" if _drop_if_empty(out, raw) else "it keeps what pytest left"
-        print(f"[bench] stopped: no table written ({out}: {kept})", flush=True)
+        print(f"[benchmarks/run.py] stopped: no table written ({out}: {kept})", flush=True)
         return code
     try:
         paths = run_report.write(raw, out, command=[*COMMAND, *argv], quick=args.quick)
     except (OSError, ValueError) as exc:     # pytest failed before it wrote the JSON
         if _drop_if_empty(out, raw):
-            print(f"[bench] nothing was measured (pytest status {code}); removed the empty "
+            print(f"[benchmarks/run.py] nothing was measured (pytest status {code}); removed the empty "
                   f"folder {out}", flush=True)
         else:
-            print(f"[bench] no table written: {exc}", flush=True)
+            print(f"[benchmarks/run.py] no table written: {exc}", flush=True)
     else:
-        print("[bench] wrote " + ", ".join(paths.values()))
+        print("[benchmarks/run.py] wrote " + ", ".join(paths.values()))
     return code
 
 

@@ -34,7 +34,7 @@ def run_child(cmd, cwd, env=None):
         # process_group=0: the child leads a group of its own, so one killpg reaches pytest and
         # every process its benchmarks started, and no other process of the caller's group.
         child = subprocess.Popen(cmd, cwd=cwd, env=env, process_group=0)
-        print(f"[bench] pytest running as pid {child.pid}", file=sys.stderr, flush=True)
+        print(f"[benchmarks/run.py] pytest running as pid {child.pid}", file=sys.stderr, flush=True)
         status = child.wait()
     except KeyboardInterrupt:
         status = 128 + signal.SIGINT
@@ -91,5 +91,5 @@ def _stop_group(child):
             os.killpg(child.pid, signal.SIGKILL)
         # SIGKILL cannot be caught: only a process stuck in the kernel outlives this bound
         _wait_for_group(child, GRACE_S)
-    print(f"[bench] stopped pytest (pid {child.pid}) and its process group", file=sys.stderr,
+    print(f"[benchmarks/run.py] stopped pytest (pid {child.pid}) and its process group", file=sys.stderr,
           flush=True)

@@ -12,6 +12,8 @@ from ..store import EmbeddingStore
 __all__ = ["masked_grad_embeddings"]
 
 
+NO_SAMPLES = "masked_grad_embeddings: data holds no samples; pass a non-empty pool"
+
 def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=256,
                            device=None, out=None, backend="auto", progress=None, factored=False):
     """Per-sample gradients of log p_c, for every class c, restricted to `mask`.
@@ -68,7 +70,7 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
             raise ValueError(f"factored=True: {fac.reason}; {factored_nn.FIX}")
     N = batches.num_samples(data)
     if N == 0:      # else an empty batch runs, and fails in a reshape
-        raise ValueError("masked_grad_embeddings: data holds no samples; pass a non-empty pool")
+        raise ValueError(NO_SAMPLES)
     chunks, start = [], 0
     bar = progress_bar(N, progress, "embeddings", "img")
 
@@ -101,7 +103,7 @@ def masked_grad_embeddings(model, data, mask, *, weighting="sqrt_p", batch_size=
             start += len(emb)
             bar.update(len(emb))
     if start == 0:
-        raise ValueError("data holds no samples")
+        raise ValueError(NO_SAMPLES)       # an iterable without a length that gave nothing
     if out is not None and start != len(out):
         raise ValueError(f"data held {start} samples but out has {len(out)} rows")
     if out is not None:

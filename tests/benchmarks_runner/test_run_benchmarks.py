@@ -94,7 +94,7 @@ def test_out_folder_is_checked_first(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(runner, "run_child", lambda cmd, cwd, env=None: pytest.fail("must not run"))
     (tmp_path / "old").mkdir()
     assert runner.main(["--quick", "--out", str(tmp_path / "old")]) == 2
-    assert "already exists; bench never overwrites" in capsys.readouterr().err
+    assert "already exists; benchmarks/run.py never overwrites" in capsys.readouterr().err
 
 
 def test_help_lists_the_options():
@@ -129,7 +129,7 @@ def test_signal_stops_the_pytest_child(tmp_path, sig):
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     child = None
     try:
-        for line in proc.stderr:        # "[bench] pytest running as pid N", once it handles
+        for line in proc.stderr:        # "[benchmarks/run.py] pytest running as pid N", once it handles
             if "pytest running as pid" in line:                       # SIGTERM
                 child = int(line.split()[-1])
                 break
