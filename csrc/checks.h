@@ -120,6 +120,11 @@ inline void check_commit_direction(const at::Tensor& P, const at::Tensor& F, con
   for (const at::Tensor* t : {&F, &xt, &S}) check_same_device(P, *t, "P", "an argument");
 }
 
+// The one chunk rule of every op that takes a chunk (samples or candidates at a time).
+inline void check_chunk(int64_t chunk) {
+  TORCH_CHECK(chunk >= 1, "chunk (samples per chunk) must be >= 1, got ", chunk);
+}
+
 // trace_ratio_init: X [N, C, D] f32/f64; P0, F [D, D] f64 on X's device; chunk, block >= 1.
 inline void check_trace_ratio_init(const at::Tensor& X, const at::Tensor& P0,
                                    const at::Tensor& F, int64_t chunk, int64_t block) {
@@ -132,7 +137,8 @@ inline void check_trace_ratio_init(const at::Tensor& X, const at::Tensor& P0,
   check_shape(F, {D, D}, "F");
   check_same_device(X, P0, "X", "P0");
   check_same_device(X, F, "X", "F");
-  TORCH_CHECK(chunk >= 1 && block >= 1, "chunk and block must be >= 1, got ", chunk, ", ", block);
+  check_chunk(chunk);
+  TORCH_CHECK(block >= 1, "block (columns per block) must be >= 1, got ", block);
 }
 
 // greedy_select: trace_ratio_init's, and 1 <= budget <= n_forward <= the number of candidates
@@ -209,10 +215,6 @@ inline void check_masked_conv2d_grad(const at::Tensor& x, const at::Tensor& delt
   check_conv_geometry(x, delta, kernel_size, stride, padding, dilation, groups);
   TORCH_CHECK(index.dim() == 1 && index.scalar_type() == at::kLong, "index must be [m] int64");
   check_same_device(x, index, "x", "index");
-}
-
-inline void check_chunk(int64_t chunk) {
-  TORCH_CHECK(chunk >= 1, "chunk (samples per chunk) must be >= 1, got ", chunk);
 }
 
 // fisher_linear_sq: check_linear_inputs; chunk >= 1.

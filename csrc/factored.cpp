@@ -139,7 +139,7 @@ std::tuple<at::Tensor, at::Tensor> factored_init(const at::Tensor& G, const at::
   check_m(G, P0, D, "P0");
   check_m(G, F, D, "F");
   TORCH_CHECK(P0.size(1) == D && F.size(1) == D, "P0 and F must be [D, D]");
-  TORCH_CHECK(chunk >= 1, "chunk must be >= 1, got ", chunk);
+  check_chunk(chunk);
   const int64_t n = G.size(0), C = G.size(1), d = H.size(1);
   auto A = at::empty({n, C, C}, G.options().dtype(at::kDouble));
   auto B = at::empty_like(A);

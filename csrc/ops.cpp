@@ -109,4 +109,10 @@ TORCH_LIBRARY(fishermask_ext, m) {
   // sum_{c,n} (sum_l delta[c, n, o, l])^2: BatchNorm gamma (a = x̂) and biases.
   // delta: [C, n, O, L]; a: [n, O, L] or None. -> [O]
   m.def("fisher_channel_sq(Tensor delta, Tensor? a) -> Tensor");
+
+  // ---- information (`fishermask info`) ----
+  // The instruction set the CPU kernels chose when the process started (csrc/cpu/isa.h):
+  // "v4" (AVX-512: avx512f and avx512dq), "v3" (AVX2 with FMA) or "base" (SSE2); the
+  // environment variable FISHERMASK_CPU_ISA=v3|base caps it. No tensors: no fake kernel.
+  m.def("cpu_isa() -> str");
 }

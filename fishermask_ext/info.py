@@ -57,12 +57,33 @@ def _extension_lines():
     return lines
 
 
+# The names csrc/cpu/isa.h (and the cpu_isa op, and FISHERMASK_CPU_ISA) give each choice.
+_ISA_NAMES = {"v4": "AVX-512: avx512f and avx512dq", "v3": "AVX2 with FMA", "base": "SSE2"}
+
+
+def _kernels_cpu_isa():
+    """The instruction set the CPU kernels chose ("v4", "v3" or "base": the cpu_isa op), or
+    None when the native ops did not load or this build predates the op."""
+    if ops._IMPORT_ERROR is not None:
+        return None
+    try:
+        return torch.ops.fishermask_ext.cpu_isa()
+    except (AttributeError, RuntimeError):      # an older build in place: no such op
+        return None
+
+
 def _cpu_isa_line():
     cap = os.environ.get("FISHERMASK_CPU_ISA")
-    return (f"CPU instruction set: torch's choice {torch.backends.cpu.get_cpu_capability()} "
-            f"(torch.backends.cpu.get_cpu_capability());\n  no op reports the one these "
-            f"kernels chose: csrc/cpu/isa.h takes AVX-512 (avx512f and avx512dq),\n  else AVX2 "
-            f"with FMA, else SSE2" + (f"; capped by FISHERMASK_CPU_ISA={cap}" if cap else ""))
+    capped = f"; capped by FISHERMASK_CPU_ISA={cap}" if cap else ""
+    torch_isa = (f"torch's choice {torch.backends.cpu.get_cpu_capability()} "
+                 f"(torch.backends.cpu.get_cpu_capability())")
+    chosen = _kernels_cpu_isa()
+    if chosen is not None:
+        return (f"CPU instruction set: the kernels' choice {chosen} "
+                f"({_ISA_NAMES.get(chosen, chosen)}{capped}; the cpu_isa op),\n  {torch_isa}")
+    return (f"CPU instruction set: {torch_isa};\n  no op reports the one these "
+            f"kernels chose (no native build, or one older than the cpu_isa op): csrc/cpu/isa.h "
+            f"takes AVX-512 (avx512f and avx512dq),\n  else AVX2 with FMA, else SSE2" + capped)
 
 
 def _kernel_table():

@@ -40,7 +40,12 @@ def test_info_lists_versions_kernels_isa_threads_and_archs(capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"fishermask_ext {fishermask_ext.__version__} (")
     assert f"torch {torch.__version__}" in out
-    assert f"CPU instruction set: torch's choice {torch.backends.cpu.get_cpu_capability()}" in out
+    assert f"torch's choice {torch.backends.cpu.get_cpu_capability()}" in out
+    if native_available("cpu"):
+        assert f"CPU instruction set: the kernels' choice {torch.ops.fishermask_ext.cpu_isa()} (" \
+            in out
+    else:
+        assert "CPU instruction set: torch's choice" in out
     assert f"threads: {torch.get_num_threads()} (torch.get_num_threads()" in out
     assert "CUDA archs built: " in out
     table = out[out.index("\nop "):].splitlines()[2:]
@@ -61,6 +66,33 @@ def test_archs_come_from_the_build_record(monkeypatch, record, line):
         pytest.skip("the record is reported for a loaded build")
     monkeypatch.setattr(info, "build_record", lambda: record)
     assert any(printed.startswith(line) for printed in info.report())
+
+
+def test_cpu_isa_op_names_the_kernels_choice():
+    """The cpu_isa op (no tensor arguments: one CompositeExplicitAutograd kernel) says which
+    instruction set csrc/cpu/isa.h chose; torch.ops calls it with no device to dispatch on."""
+    if not native_available("cpu"):
+        pytest.skip("the op is in the native build")
+    assert torch.ops.fishermask_ext.cpu_isa() in ("v4", "v3", "base")
+    assert torch.ops.fishermask_ext.cpu_isa.default() == torch.ops.fishermask_ext.cpu_isa()
+
+
+@pytest.mark.parametrize("isa", ["base", "v3"])
+def test_info_prints_the_isa_forced_by_the_environment(isa):
+    """FISHERMASK_CPU_ISA caps the kernels' choice when the process starts (the narrower-ISA
+    tests use it: tests/testing.py run_under_narrower_isas); info prints the capped choice,
+    read from the op. base is the narrowest, every x86-64 CPU has it; v3 caps AVX-512 only."""
+    if not native_available("cpu"):
+        pytest.skip("the op is in the native build")
+    res = subprocess.run([sys.executable, "-m", "fishermask_ext", "info"], capture_output=True,
+                         text=True, timeout=300, env={**subprocess_env(), "FISHERMASK_CPU_ISA": isa})
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = next(line for line in res.stdout.splitlines()
+                if line.startswith("CPU instruction set: "))
+    wide = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    expected = "base" if isa == "v3" and not wide else isa     # v3 asked of a CPU without AVX2
+    assert line.startswith(f"CPU instruction set: the kernels' choice {expected} ("
+                           f"{info._ISA_NAMES[expected]}; capped by FISHERMASK_CPU_ISA={isa}"), line
 
 
 def test_version(capsys):

@@ -4,6 +4,7 @@ fishermask_ext.testing (importable without pytest), re-exported here."""
 import gzip
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -28,6 +29,16 @@ def require_native(device, name="greedy_select"):
     """Inside a test: skip it when the native op is missing for `device`."""
     if not native_available(device, name):
         pytest.skip(f"fishermask_ext native {name} not built for {device}")
+
+
+def assert_native_and_fake_raise(op, args, message):
+    """The native `op` and its fake kernel (fishermask_ext/ops/fakes.py, under FakeTensorMode)
+    both reject `args` with the same message: `message`, word for word (csrc/checks.h's)."""
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        op(*args)
+    with pytest.raises(Exception, match=re.escape(message)):
+        with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+            op(*[mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in args])
 
 
 def run_under_narrower_isas(script):

@@ -13,6 +13,30 @@ def _check_shape(t, shape, name):
                  lambda: f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
 
 
+def _sizes(t):
+    """A shape as c10 prints IntArrayRef in a TORCH_CHECK message: [3, 2, 4]."""
+    return str(list(t.shape))
+
+
+# c10's names of the dtypes (ScalarType), as a TORCH_CHECK message prints them.
+_SCALAR_TYPE = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
+                torch.bfloat16: "BFloat16", torch.int64: "Long", torch.int32: "Int",
+                torch.int16: "Short", torch.int8: "Char", torch.uint8: "Byte",
+                torch.bool: "Bool", torch.complex64: "ComplexFloat",
+                torch.complex128: "ComplexDouble"}
+
+
+def _check_float(t, name):
+    """csrc/checks.h check_float."""
+    torch._check(t.dtype in _FLOAT, lambda: f"{name} must be float32 or float64, got "
+                                            f"{_SCALAR_TYPE.get(t.dtype, t.dtype)}")
+
+
+def _check_chunk(chunk):
+    """csrc/checks.h check_chunk: the one chunk rule of every op that takes one."""
+    torch._check(chunk >= 1, lambda: f"chunk (samples per chunk) must be >= 1, got {chunk}")
+
+
 def _check_f64(*named):
     for name, t in named:
         torch._check(t.dtype == torch.float64, lambda: f"{name} must be float64, got {t.dtype}")
@@ -20,8 +44,10 @@ def _check_f64(*named):
 
 @torch.library.register_fake("fishermask_ext::trace_ratio_step")
 def _(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores=False):
-    torch._check(A.dim() == 3 and A.shape[1] == A.shape[2], lambda: "A must be [N, C, C]")
+    torch._check(A.dim() == 3 and A.shape[1] == A.shape[2],
+                 lambda: f"A must be [N, C, C], got {_sizes(A)}")
     N, C = A.shape[0], A.shape[1]
+    torch._check(C >= 1, lambda: f"A must be [N, C, C] with C >= 1, got {_sizes(A)}")
     _check_f64(("A", A), ("B", B), ("S", S), ("Q", Q))
     _check_shape(B, (N, C, C), "B")
     torch._check(A.stride() == B.stride(),
@@ -41,7 +67,7 @@ def _(A, B, X, UV, scale, S, Q, eligible, sigma, round_scores=False):
 @torch.library.register_fake("fishermask_ext::trace_ratio_update")
 def _(A, B, WZ, scale, S, Q, eligible, sigma, round_scores=False):
     torch._check(A.dim() == 3 and A.shape[1] == A.shape[2] and A.shape[1] >= 1,
-                 lambda: "A must be [N, C, C] with C >= 1")
+                 lambda: f"A must be [N, C, C] with C >= 1, got {_sizes(A)}")
     N, C = A.shape[0], A.shape[1]
     _check_f64(("A", A), ("B", B), ("WZ", WZ), ("S", S), ("Q", Q))
     _check_shape(B, (N, C, C), "B")
@@ -108,7 +134,7 @@ def _(G, H, R, P0, F, scale, chunk):
     _check_f64(("P0", P0), ("F", F))
     _check_shape(P0, (D, D), "P0")
     _check_shape(F, (D, D), "F")
-    torch._check(chunk >= 1, lambda: "chunk must be >= 1")
+    _check_chunk(chunk)
     n, C = G.shape[0], G.shape[1]
     return tuple(G.new_empty((n, C, C), dtype=torch.float64) for _ in range(2))
 
@@ -130,7 +156,8 @@ def _check_init(X, P0, F, chunk, block):
     _check_f64(("P0", P0), ("F", F))
     _check_shape(P0, (D, D), "P0")
     _check_shape(F, (D, D), "F")
-    torch._check(chunk >= 1 and block >= 1, lambda: "chunk and block must be >= 1")
+    _check_chunk(chunk)
+    torch._check(block >= 1, lambda: f"block (columns per block) must be >= 1, got {block}")
 
 
 @torch.library.register_fake("fishermask_ext::trace_ratio_init")
@@ -155,11 +182,15 @@ def _(X, P0, F, scale, budget, n_forward, chunk, block, round_scores=False, cand
             X.new_empty((budget,), dtype=torch.float64))
 
 def _check_linear(a, delta):
-    """csrc/checks.h check_linear_inputs: a [n, S, I] f32/f64, delta [C, n, S, O] like a."""
-    torch._check(a.dim() == 3 and a.dtype in _FLOAT, lambda: "a must be [n, S, I] f32/f64")
-    torch._check(delta.dim() == 4 and delta.shape[1:3] == a.shape[:2]
-                 and delta.dtype == a.dtype,
-                 lambda: "delta must be [C, n, S, O] with n, S and the dtype of a")
+    """csrc/checks.h check_linear_inputs, in its order and words: a [n, S, I] f32/f64,
+    delta [C, n, S, O] with a's n, S and dtype."""
+    torch._check(a.dim() == 3, lambda: f"a must be [n, S, I], got {_sizes(a)}")
+    torch._check(delta.dim() == 4 and delta.shape[1] == a.shape[0]
+                 and delta.shape[2] == a.shape[1],
+                 lambda: f"delta must be [C, n, S, O] with n, S of a {_sizes(a)}, got "
+                         f"{_sizes(delta)}")
+    _check_float(a, "a")
+    torch._check(delta.dtype == a.dtype, lambda: "a and delta must have one dtype")
 
 
 @torch.library.register_fake("fishermask_ext::masked_linear_grad")
@@ -169,21 +200,43 @@ def _(a, delta, index):
                  lambda: "index must be [m] int64")
     return a.new_empty((a.shape[0], delta.shape[0], index.shape[0]))
 
+def _check_conv(x, delta, kernel_size, stride, padding, dilation, groups):
+    """csrc/checks.h check_conv_geometry, in its order and words: x [n, Cin, H, W] f32/f64,
+    delta [C, n, O, Ho, Wo] with x's n and dtype, groups dividing Cin and O, Ho and Wo as the
+    convolution gives."""
+    torch._check(x.dim() == 4, lambda: f"x must be [n, Cin, H, W], got {_sizes(x)}")
+    torch._check(delta.dim() == 5 and delta.shape[1] == x.shape[0],
+                 lambda: f"delta must be [C, n, O, Ho, Wo] with n of x, got {_sizes(delta)}")
+    _check_float(x, "x")
+    torch._check(delta.dtype == x.dtype, lambda: "x and delta must have one dtype")
+    kernel_size, stride, padding, dilation = map(list, (kernel_size, stride, padding, dilation))
+    torch._check(all(len(v) == 2 for v in (kernel_size, stride, padding, dilation)),
+                 lambda: "kernel_size, stride, padding, dilation take 2 values")
+    torch._check(groups >= 1 and x.shape[1] % groups == 0 and delta.shape[2] % groups == 0,
+                 lambda: f"groups={groups} must divide Cin={x.shape[1]} and O={delta.shape[2]}")
+    for d in range(2):
+        torch._check(kernel_size[d] >= 1 and stride[d] >= 1 and dilation[d] >= 1
+                     and padding[d] >= 0,
+                     lambda: f"need kernel_size, stride, dilation >= 1 and padding >= 0, got "
+                             f"kernel_size={kernel_size} stride={stride} dilation={dilation} "
+                             f"padding={padding}")
+        span = dilation[d] * (kernel_size[d] - 1) + 1
+        size = x.shape[2 + d]
+        torch._check(size + 2 * padding[d] >= span,
+                     lambda: f"the padded input ({size} + 2*{padding[d]}) is smaller than the "
+                             f"kernel span {span}")
+        out = (size + 2 * padding[d] - span) // stride[d] + 1
+        torch._check(delta.shape[3 + d] == out,
+                     lambda: f"delta spatial dim {d} is {delta.shape[3 + d]} but the "
+                             f"convolution gives {out}")
+
+
 @torch.library.register_fake("fishermask_ext::masked_conv2d_grad")
 def _(x, delta, index, kernel_size, stride, padding, dilation, groups):
-    torch._check(x.dim() == 4 and x.dtype in _FLOAT, lambda: "x must be [n, Cin, H, W]")
-    torch._check(delta.dim() == 5 and delta.shape[1] == x.shape[0]
-                 and delta.dtype == x.dtype,
-                 lambda: "delta must be [C, n, O, Ho, Wo] with n and the dtype of x")
+    _check_conv(x, delta, kernel_size, stride, padding, dilation, groups)
     torch._check(index.dim() == 1 and index.dtype == torch.long,
                  lambda: "index must be [m] int64")
-    torch._check(groups >= 1 and x.shape[1] % groups == 0 and delta.shape[2] % groups == 0,
-                 lambda: "groups must divide Cin and O")
     return x.new_empty((x.shape[0], delta.shape[0], index.shape[0]))
-
-
-def _check_chunk(chunk):
-    torch._check(chunk >= 1, lambda: f"chunk (samples per chunk) must be >= 1, got {chunk}")
 
 
 @torch.library.register_fake("fishermask_ext::fisher_linear_sq")
@@ -195,12 +248,7 @@ def _(a, delta, chunk):
 
 @torch.library.register_fake("fishermask_ext::fisher_conv2d_sq")
 def _(x, delta, kernel_size, stride, padding, dilation, groups, chunk):
-    torch._check(x.dim() == 4 and x.dtype in _FLOAT, lambda: "x must be [n, Cin, H, W]")
-    torch._check(delta.dim() == 5 and delta.shape[1] == x.shape[0]
-                 and delta.dtype == x.dtype,
-                 lambda: "delta must be [C, n, O, Ho, Wo] with n and the dtype of x")
-    torch._check(groups >= 1 and x.shape[1] % groups == 0 and delta.shape[2] % groups == 0,
-                 lambda: "groups must divide Cin and O")
+    _check_conv(x, delta, kernel_size, stride, padding, dilation, groups)
     _check_chunk(chunk)
     return x.new_empty((delta.shape[2], weight_columns(x.shape[1], kernel_size, groups)))
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from op_cases import (FISHER_CHANNEL, FISHER_CONV, FISHER_LINEAR, assert_op_matches_twin,
                       fisher_channel_args, fisher_conv_args, fisher_linear_args, op_terms,
                       strided)
-from testing import (DEVICES, DTYPES, needs_native, peak_bytes, require_native,
-                     run_under_narrower_isas)
+from testing import (DEVICES, DTYPES, assert_native_and_fake_raise, needs_native, peak_bytes,
+                     require_native, run_under_narrower_isas)
 
 from fishermask_ext.testing import tol
 
@@ -112,25 +112,77 @@ def test_bad_inputs_raise(name, args, message):
         getattr(torch.ops.fishermask_ext, name)(*args)
 
 
+# a [3, 2, 4], delta [2, 3, 2, 5]; each message word for word as csrc/checks.h says it.
 @pytest.mark.parametrize("bad,message", [
-    (lambda a, d: (a[0], d), r"a must be \[n, S, I\]"),
-    (lambda a, d: (a, d[:, :2]), r"delta must be \[C, n, S, O\] with n, S"),
-    (lambda a, d: (a, d.double()), "dtype"),
-    (lambda a, d: (a.int(), d.int()), "a must be"),
+    (lambda a, d: (a[0], d), "a must be [n, S, I], got [2, 4]"),
+    (lambda a, d: (a, d[:, :2]),
+     "delta must be [C, n, S, O] with n, S of a [3, 2, 4], got [2, 2, 2, 5]"),
+    (lambda a, d: (a, d.double()), "a and delta must have one dtype"),
+    (lambda a, d: (a.int(), d.int()), "a must be float32 or float64, got Int"),
 ], ids=["a-dims", "delta-n", "dtypes", "integer"])
 @pytest.mark.parametrize("name,rest", [("masked_linear_grad", (torch.tensor([0, 3]),)),
                                        ("fisher_linear_sq", (2,))], ids=["step-C", "step-A"])
 def test_linear_ops_share_one_input_rule(name, rest, bad, message):
     """Both Linear ops check a and delta with one rule (checks.h check_linear_inputs), and so
-    do their fake kernels (fakes.py _check_linear)."""
+    do their fake kernels (fakes.py _check_linear), in the same words."""
     require_native("cpu", name)
-    op = getattr(torch.ops.fishermask_ext, name)
     args = (*bad(torch.randn(3, 2, 4), torch.randn(2, 3, 2, 5)), *rest)
-    with pytest.raises(RuntimeError, match=message):
-        op(*args)
-    with pytest.raises(Exception, match=message):
-        with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
-            op(*[mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in args])
+    assert_native_and_fake_raise(getattr(torch.ops.fishermask_ext, name), args, message)
+
+
+# x [3, 4, 6, 5], delta [2, 3, 6, 4, 3]: kernel 3x3, stride 1, no padding, groups 2.
+GEOMETRY = dict(kernel_size=[3, 3], stride=[1, 1], padding=[0, 0], dilation=[1, 1], groups=2)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (lambda x, d, g: (x[0], d, g), "x must be [n, Cin, H, W], got [4, 6, 5]"),
+    (lambda x, d, g: (x, d[:, :2], g),
+     "delta must be [C, n, O, Ho, Wo] with n of x, got [2, 2, 6, 4, 3]"),
+    (lambda x, d, g: (x, d.double(), g), "x and delta must have one dtype"),
+    (lambda x, d, g: (x.int(), d.int(), g), "x must be float32 or float64, got Int"),
+    (lambda x, d, g: (x, d, {**g, "groups": 4}), "groups=4 must divide Cin=4 and O=6"),
+    (lambda x, d, g: (x, d[..., :-1], g), "delta spatial dim 1 is 2 but the convolution gives 3"),
+    (lambda x, d, g: (x, d, {**g, "kernel_size": [7, 3]}),
+     "the padded input (6 + 2*0) is smaller than the kernel span 7"),
+    (lambda x, d, g: (x, d, {**g, "padding": [-1, 0]}),
+     "need kernel_size, stride, dilation >= 1 and padding >= 0, got kernel_size=[3, 3] "
+     "stride=[1, 1] dilation=[1, 1] padding=[-1, 0]"),
+], ids=["x-dims", "delta-n", "dtypes", "integer", "groups", "spatial", "span", "padding"])
+@pytest.mark.parametrize("name", ["masked_conv2d_grad", "fisher_conv2d_sq"],
+                         ids=["step-C", "step-A"])
+def test_conv_ops_share_one_input_rule(name, bad, message):
+    """Both Conv2d ops check x, delta and the geometry with one rule (checks.h
+    check_conv_geometry), and so do their fake kernels (fakes.py _check_conv), in the same
+    words."""
+    require_native("cpu", name)
+    x, d, g = bad(torch.randn(3, 4, 6, 5), torch.randn(2, 3, 6, 4, 3), GEOMETRY)
+    geometry = [g[k] for k in ("kernel_size", "stride", "padding", "dilation", "groups")]
+    args = ((x, d, torch.tensor([0, 5]), *geometry) if name == "masked_conv2d_grad"
+            else (x, d, *geometry, 2))
+    assert_native_and_fake_raise(getattr(torch.ops.fishermask_ext, name), args, message)
+
+
+def _chunk_cases():
+    """(op name, args with chunk = 0) for every op that takes a chunk."""
+    f64 = dict(dtype=torch.float64)
+    P = torch.eye(6, **f64)
+    yield "fisher_linear_sq", (torch.randn(3, 2, 4), torch.randn(2, 3, 2, 5), 0)
+    yield "fisher_conv2d_sq", (torch.randn(3, 4, 6, 5), torch.randn(2, 3, 6, 4, 3),
+                               *GEOMETRY.values(), 0)
+    yield "trace_ratio_init", (torch.randn(5, 2, 6), P, P, 1.0, 0, 4)
+    yield "greedy_select", (torch.randn(5, 2, 6), P, P, 1.0, 1, 2, 0, 4)
+    yield "factored_init", (torch.randn(5, 2, 2, **f64), torch.randn(5, 3, **f64), None, P, P,
+                            1.0, 0)
+
+
+@pytest.mark.parametrize("name,args", list(_chunk_cases()),
+                         ids=[name for name, _ in _chunk_cases()])
+def test_every_chunk_has_one_rule(name, args):
+    """chunk = 0: each op that takes a chunk, and its fake kernel, say checks.h check_chunk's
+    words."""
+    require_native("cpu", name)
+    assert_native_and_fake_raise(getattr(torch.ops.fishermask_ext, name), args,
+                                 "chunk (samples per chunk) must be >= 1, got 0")
 
 
 @pytest.mark.parametrize("name", ["fisher_linear_sq", "fisher_conv2d_sq"])

@@ -6,7 +6,7 @@ import torch
 from fishermask_ext.ops import reference
 from fishermask_ext.testing import greedy_terms, tol
 
-from testing import DEVICES, DTYPES, require_native
+from testing import DEVICES, DTYPES, assert_native_and_fake_raise, require_native
 
 
 def _step_args(N, C, D, dtype, device, with_uv=True, seed=0):
@@ -164,6 +164,17 @@ def test_trace_ratio_step_rejects_bad_arguments(bad, match):
         with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
             fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
             _native_step()(*fake, 1.0)
+
+
+def test_zero_classes_rejected_by_the_op_and_its_fake():
+    """C = 0 (no scores to take): the op and its fake kernel both stop it, in checks.h's words
+    (tests/cuda_on_cpu/test_step_kernels.py has the CUDA kernel's side)."""
+    require_native("cpu", "trace_ratio_step")
+    A, S = torch.zeros(3, 0, 0, dtype=torch.float64), torch.zeros(0, 0, dtype=torch.float64)
+    args = [A, A.clone(), torch.zeros(3, 0, 5), None, 1.0, S, S.clone(),
+            torch.ones(3, dtype=torch.bool), 1.0]
+    assert_native_and_fake_raise(_native_step(), args,
+                                 "A must be [N, C, C] with C >= 1, got [3, 0, 0]")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
